@@ -1,0 +1,139 @@
+"""Load configs.yaml, merge `KEY VALUE` overrides strictly, and check every value before training starts."""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+
+_ABSENT = object()
+
+
+class ConfigError(ValueError):
+    """A bad config key or value; main.py prints it as one line and exits."""
+
+
+def _leaf_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in cfg.items():
+        path = f"{prefix}{key}"
+        keys += _leaf_keys(value, f"{path}.") if isinstance(value, DictConfig) else [path]
+    return keys
+
+
+def _pairs(overrides: list[str]) -> list[tuple[str, str]]:
+    """Accept both `KEY VALUE` and `KEY=VALUE`."""
+    pairs, items = [], list(overrides)
+    while items:
+        item = items.pop(0)
+        if "=" in item and not item.startswith("="):
+            key, value = item.split("=", 1)
+        elif not items:
+            raise ConfigError(f"{item} has no value: write `{item} VALUE`")
+        else:
+            key, value = item, items.pop(0)
+        pairs.append((key, value))
+    return pairs
+
+
+def _parse(key: str, text: str, default):
+    """Parse a value as YAML and check that its type matches the default's."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(f"{key}: cannot parse {text!r} as a YAML value") from None
+    if isinstance(default, float) and isinstance(value, str):
+        try:  # YAML 1.1 reads 1e-5 as a string
+            value = float(value)
+        except ValueError:
+            pass
+    if default is None or value is None:
+        return value
+    expected = {bool: (bool,), int: (int,), float: (int, float), str: (str,), list: (list,), dict: (dict,)}
+    for kind, accepted in expected.items():
+        if isinstance(default, kind):
+            if not isinstance(value, accepted) or (kind is not bool and isinstance(value, bool)):
+                raise ConfigError(f"{key} must be {kind.__name__}, got {text!r} (default: {default!r})")
+            return float(value) if kind is float else value
+    return value
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> DictConfig:
+    """The YAML at `path` with dotted overrides merged in; unknown keys are refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found: pass --config configs.yaml")
+    cfg = OmegaConf.load(path)
+    OmegaConf.set_struct(cfg, True)
+    valid = _leaf_keys(cfg)
+    for key, text in _pairs(list(overrides)):
+        if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
+            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]}?" if close else f"; valid keys: {', '.join(valid)}"
+            raise ConfigError(f"unknown config key {key}{hint}")
+        default = OmegaConf.select(cfg, key)
+        if isinstance(default, DictConfig):
+            default = OmegaConf.to_container(default)
+        OmegaConf.update(cfg, key, _parse(key, text, default), merge=False)
+    return cfg
+
+
+def check(cfg: DictConfig) -> None:
+    """Refuse values that would fail later, naming the valid choices; imports the registries lazily."""
+    import timm
+
+    import models  # noqa: F401  registers resnet32 with timm
+    from datasets import AUGMENTATIONS, DATASETS, FAST_AUGMENTATIONS, IMBALANCE_TYPES
+    from losses import LOSSES
+    from optim import OPTIMIZERS, SCHEDULERS
+    from train import CHECKPOINT_METRICS
+
+    def one_of(key: str, value, choices) -> None:
+        if value not in choices:
+            raise ConfigError(f"{key} {value!r} is not valid; choose one of: {', '.join(map(str, choices))}")
+
+    data, train = cfg.DATASET, cfg.TRAIN
+    one_of("DATASET.name", data.name, DATASETS)
+    one_of("DATASET.imbalance_type", data.imbalance_type, IMBALANCE_TYPES)
+    one_of("DATASET.loader", data.loader, ("fast", "classic"))
+    one_of("LOSS.name", cfg.LOSS.name, LOSSES)
+    one_of("OPTIMIZER.name", cfg.OPTIMIZER.name, OPTIMIZERS)
+    one_of("SCHEDULER.sched_name", cfg.SCHEDULER.sched_name, SCHEDULERS)
+    one_of("TRAIN.mixed_precision", train.mixed_precision, ("fp16", "bf16", "no"))
+    one_of("TRAIN.ckp_metric", train.ckp_metric, CHECKPOINT_METRICS)
+    one_of("TRAIN.wandb.mode", train.wandb.mode, ("online", "offline"))
+    for name in data.aug_info:
+        one_of("DATASET.aug_info item", name, AUGMENTATIONS)
+        if data.loader == "fast" and name not in FAST_AUGMENTATIONS:
+            raise ConfigError(
+                f"DATASET.aug_info {name} needs per-image transforms: set DATASET.loader classic "
+                f"(the fast loader does {', '.join(FAST_AUGMENTATIONS)})")
+    if not timm.is_model(cfg.MODEL.name):
+        close = difflib.get_close_matches(cfg.MODEL.name, timm.list_models(), n=3)
+        raise ConfigError(f"MODEL.name {cfg.MODEL.name!r} is not a timm model; closest: {', '.join(close) or 'none'}")
+    if data.imbalance_factor < 1:
+        raise ConfigError(f"DATASET.imbalance_factor must be >= 1 (largest class / smallest), got {data.imbalance_factor}")
+    for key in ("DATASET.batch_size", "DATASET.test_batch_size", "TRAIN.epochs", "TRAIN.grad_accum_steps",
+                "TRAIN.log_interval", "DATASET.img_size"):
+        if OmegaConf.select(cfg, key) < 1:
+            raise ConfigError(f"{key} must be >= 1, got {OmegaConf.select(cfg, key)}")
+    for key in ("DATASET.num_workers", "DATASET.val_per_class", "SCHEDULER.warmup_epochs"):
+        if OmegaConf.select(cfg, key) < 0:
+            raise ConfigError(f"{key} must be >= 0, got {OmegaConf.select(cfg, key)}")
+    if (data.mean is None) != (data.std is None) or (data.mean is not None and not len(data.mean) == len(data.std) == 3):
+        raise ConfigError("DATASET.mean and DATASET.std go together: both null, or both lists of 3 numbers")
+    _check_params("OPTIMIZER.params", OPTIMIZERS[cfg.OPTIMIZER.name], cfg.OPTIMIZER.params, ("params", "lr", "weight_decay", "foreach", "maximize", "capturable", "differentiable", "fused"))
+    _check_params("SCHEDULER.params", SCHEDULERS[cfg.SCHEDULER.sched_name], cfg.SCHEDULER.params, ("optimizer", "epochs"))
+
+
+def _check_params(key: str, factory, params: DictConfig, reserved: tuple[str, ...]) -> None:
+    import inspect
+
+    accepted = [p for p in inspect.signature(factory).parameters if p not in reserved and p not in ("self", "kwargs")]
+    for name in params:
+        if name not in accepted:
+            raise ConfigError(
+                f"{key}.{name} is not a parameter of this choice; it takes {', '.join(accepted) or 'none'} "
+                f"(replace the whole dict, e.g. {key} '{{{accepted[0] if accepted else ''}: ...}}')")
