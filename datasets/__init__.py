@@ -1,0 +1,48 @@
+"""Long-tailed data sets and their loaders: `from datasets import CIFAR10LT, CIFAR100LT`."""
+from __future__ import annotations
+
+from .cifar import CIFAR10LT, CIFAR100LT, DatasetNotFoundError
+from .loaders import AUGMENTATIONS, FAST_AUGMENTATIONS, TensorLoader, classic_loader, classic_transform
+from .long_tail import IMBALANCE_TYPES, draw_splits, long_tail_counts
+
+DATASETS = {"CIFAR10LT": CIFAR10LT, "CIFAR100LT": CIFAR100LT}
+
+
+def build_splits(cfg, data_seed: int) -> dict:
+    """The train, test and (when DATASET.val_per_class > 0) val splits that `cfg` (the DATASET section) names."""
+    names = ["train", "test"] + (["val"] if cfg.val_per_class else [])
+    kwargs = dict(imb_type=cfg.imbalance_type, imbalance_factor=cfg.imbalance_factor, seed=data_seed,
+                  val_per_class=cfg.val_per_class)
+    return {name: DATASETS[cfg.name](cfg.datadir, split=name, download=cfg.download, **kwargs) for name in names}
+
+
+def normalization(cfg, train_set) -> tuple[list[float], list[float]]:
+    """The configured mean and std, or else the data set's own."""
+    if cfg.mean is not None:
+        return list(cfg.mean), list(cfg.std)
+    return list(train_set.mean), list(train_set.std)
+
+
+def build_loaders(cfg, splits: dict, seed: int, accelerator) -> dict:
+    """A training loader (fast or classic, per DATASET.loader) and a fast, sharded loader per evaluation split."""
+    mean, std = normalization(cfg, splits["train"])
+    world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
+    train = splits["train"]
+    if cfg.loader == "fast":
+        train_loader = TensorLoader(train.data, train.targets, cfg.batch_size // world, mean, std, device=device,
+                                    train=True, crop="RandomCrop" in cfg.aug_info,
+                                    flip="RandomHorizontalFlip" in cfg.aug_info, seed=seed, rank=rank, world_size=world)
+    else:
+        train.transform = classic_transform(cfg.aug_info, train.data.shape[1], mean, std)
+        train_loader = classic_loader(train, cfg.batch_size, cfg.num_workers, seed)
+    loaders = {"train": train_loader}
+    for name in ("val", "test"):
+        if name in splits:
+            loaders[name] = TensorLoader(splits[name].data, splits[name].targets, cfg.test_batch_size, mean, std,
+                                         device=device, train=False, rank=rank, world_size=world)
+    return loaders
+
+
+__all__ = ["CIFAR10LT", "CIFAR100LT", "DATASETS", "AUGMENTATIONS", "FAST_AUGMENTATIONS", "IMBALANCE_TYPES",
+           "DatasetNotFoundError", "TensorLoader", "build_splits", "build_loaders", "draw_splits", "long_tail_counts",
+           "normalization"]

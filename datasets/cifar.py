@@ -1,0 +1,56 @@
+"""CIFAR-10-LT and CIFAR-100-LT: torchvision's CIFAR with a seeded long-tailed training subset."""
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.error import URLError
+
+import numpy as np
+from torchvision.datasets import CIFAR10, CIFAR100
+
+from .long_tail import draw_splits, long_tail_counts
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The data is neither on disk nor downloadable; the message says where it looked and what to do."""
+
+
+class _LongTailedCIFAR:
+    """Mixin over torchvision's CIFAR classes; `split` is 'train' (long-tailed), 'val' (balanced, held out of
+    the training images) or 'test' (whole and balanced)."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __init__(self, root: str, train: bool = True, transform=None, target_transform=None, download: bool = False,
+                 imb_type: str | None = None, imbalance_factor: float = 1, seed: int = 0, val_per_class: int = 0,
+                 split: str | None = None) -> None:
+        split = split or ("train" if train else "test")
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"unknown split {split!r}; choose one of: train, val, test")
+        try:
+            super().__init__(root, train=split != "test", transform=transform, target_transform=target_transform,
+                             download=download)
+        except (RuntimeError, URLError, OSError) as error:
+            folder = Path(root).resolve() / self.base_folder
+            how = ("the download failed (" + str(error).splitlines()[0] + "); place the extracted python version "
+                   f"of {self.filename} from {self.url.rsplit('/', 1)[0]} there" if download else
+                   "set DATASET.download true, or place the extracted python version there")
+            raise DatasetNotFoundError(f"{type(self).__name__}: no valid data in {folder}: {how}") from None
+        self.split = split
+        if split != "test":
+            n_max = np.bincount(self.targets).max() - val_per_class
+            counts = long_tail_counts(int(n_max), len(self.classes), imb_type, imbalance_factor)
+            keep = draw_splits(self.targets, counts, val_per_class, seed)[split]
+            self.data = self.data[keep]
+            self.targets = [self.targets[i] for i in keep]
+        self.num_per_cls = {c: int(n) for c, n in enumerate(np.bincount(self.targets, minlength=len(self.classes)))}
+
+
+class CIFAR10LT(_LongTailedCIFAR, CIFAR10):
+    mean = (0.4914, 0.4822, 0.4465)
+    std = (0.2470, 0.2435, 0.2616)
+
+
+class CIFAR100LT(_LongTailedCIFAR, CIFAR100):
+    mean = (0.5071, 0.4865, 0.4409)
+    std = (0.2673, 0.2564, 0.2762)

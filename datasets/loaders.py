@@ -1,0 +1,106 @@
+"""Batches for training and evaluation.
+
+The fast loader keeps a split as one uint8 tensor on the training device and does crop, flip and
+normalisation on whole batches there: no per-image Python, no worker processes, no host-to-device copies.
+The classic loader is torchvision's per-image transforms in a DataLoader, for augmentations the fast one lacks.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torchvision.transforms as T
+from torch.utils.data import DataLoader
+
+PAD = 4  # RandomCrop pads by 4 pixels on every side, as in the CIFAR literature
+
+AUGMENTATIONS = {
+    "RandomCrop": lambda size: T.RandomCrop(size, padding=PAD),
+    "RandomHorizontalFlip": lambda size: T.RandomHorizontalFlip(),
+    "AutoAugment": lambda size: T.AutoAugment(T.AutoAugmentPolicy.CIFAR10),
+    "RandAugment": lambda size: T.RandAugment(),
+    "TrivialAugmentWide": lambda size: T.TrivialAugmentWide(),
+    "ColorJitter": lambda size: T.ColorJitter(0.4, 0.4, 0.4),
+}
+FAST_AUGMENTATIONS = ("RandomCrop", "RandomHorizontalFlip")
+
+
+def classic_transform(aug_info, size: int, mean, std) -> T.Compose:
+    """Per-image torchvision transforms: the augmentations named in `aug_info`, then ToTensor and Normalize."""
+    return T.Compose([AUGMENTATIONS[name](size) for name in aug_info] + [T.ToTensor(), T.Normalize(mean, std)])
+
+
+def classic_loader(dataset, batch_size: int, num_workers: int, seed: int) -> DataLoader:
+    """A shuffling DataLoader; accelerate's `prepare` shards it over processes."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
+                      generator=torch.Generator().manual_seed(seed), persistent_workers=num_workers > 0,
+                      drop_last=len(dataset) % batch_size == 1)  # BatchNorm cannot train on a batch of one
+
+
+class TensorLoader:
+    """Batches of normalised float images in channels_last from a uint8 split held on `device`.
+
+    Training: every epoch a seeded permutation shared by all processes, split into disjoint shards of equal
+    length, and a per-image random crop (pad 4) and horizontal flip. Evaluation: each process takes every
+    `world_size`-th image in order, so the shards cover the split exactly once.
+    """
+
+    def __init__(self, data, targets, batch_size: int, mean, std, *, device, train: bool, crop: bool = False,
+                 flip: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        images = torch.as_tensor(data)  # N x H x W x C uint8, as torchvision's CIFAR stores it
+        self.pad = PAD if crop else 0
+        # Padding once here, not per batch: a crop is then a pure gather
+        images = torch.nn.functional.pad(images, (0, 0, self.pad, self.pad, self.pad, self.pad))
+        self.images = images.to(device)
+        self.targets = torch.as_tensor(targets, dtype=torch.long).to(device)
+        self.size = data.shape[1]
+        self.scale = (1 / (255 * torch.tensor(std))).view(1, -1, 1, 1).to(device)
+        self.shift = (-torch.tensor(mean) / torch.tensor(std)).view(1, -1, 1, 1).to(device)
+        self.batch_size, self.train, self.flip = batch_size, train, flip
+        self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
+        self.device = torch.device(device)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _shard(self) -> torch.Tensor:
+        n = len(self.targets)
+        if not self.train:
+            return torch.arange(self.rank, n, self.world_size, device=self.device)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        per_process = n // self.world_size  # equal shards keep the processes' gradient syncs in step
+        return order[self.rank * per_process:(self.rank + 1) * per_process].to(self.device)
+
+    def __len__(self) -> int:
+        n = len(self.targets) // self.world_size if self.train else len(range(self.rank, len(self.targets), self.world_size))
+        full, rest = divmod(n, self.batch_size)
+        return full + (rest > 1 if self.train else rest > 0)
+
+    def __iter__(self):
+        indices = self._shard()
+        generator = torch.Generator(self.device).manual_seed((self.seed * 100_003 + self.epoch) * 1_009 + self.rank)
+        offsets = torch.arange(self.size, device=self.device)
+        for start in range(0, len(indices), self.batch_size):
+            idx = indices[start:start + self.batch_size]
+            if self.train and len(idx) < 2:  # BatchNorm cannot train on a batch of one
+                break
+            yield self.augment(idx, generator, offsets), self.targets[idx]
+
+    def augment(self, idx: torch.Tensor, generator: torch.Generator, offsets: torch.Tensor) -> torch.Tensor:
+        """Crop and flip as one gather from the padded uint8 images, then normalise to channels_last float."""
+        b = len(idx)
+        if self.train and self.pad:
+            dy, dx = torch.randint(0, 2 * self.pad + 1, (2, b, 1), device=self.device, generator=generator)
+        else:
+            dy = dx = torch.full((b, 1), self.pad, device=self.device)
+        rows, cols = dy + offsets, dx + offsets
+        if self.train and self.flip:
+            flipped = torch.rand(b, 1, device=self.device, generator=generator) < 0.5
+            cols = torch.where(flipped, cols.flip(1), cols)
+        crops = self.images[idx[:, None, None], rows[:, :, None], cols[:, None, :]]  # B x H x W x C
+        # permute gives an NCHW view with channels_last strides, which is the layout the model runs in
+        return crops.permute(0, 3, 1, 2).float() * self.scale + self.shift
+
+
+def steps_per_epoch(num_images: int, batch_size: int, world_size: int) -> int:
+    return max(1, math.ceil(num_images // world_size / batch_size))

@@ -1,0 +1,38 @@
+"""Class-count profiles of long-tailed benchmarks, and the seeded draw of which images form each split."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+IMBALANCE_TYPES = ("exp", "step", None)
+
+
+def long_tail_counts(n_max: int, num_classes: int, imb_type: str | None, imbalance_factor: float) -> list[int]:
+    """Images per class: `exp` decays geometrically from n_max to n_max/IF; `step` halves the classes into
+    n_max and n_max/IF; None keeps every class at n_max."""
+    if imbalance_factor < 1:
+        raise ValueError(f"imbalance_factor must be >= 1 (largest class / smallest), got {imbalance_factor}")
+    if imb_type is None:
+        return [n_max] * num_classes
+    if imb_type == "exp":
+        return [int(n_max * (1 / imbalance_factor) ** (i / max(num_classes - 1, 1))) for i in range(num_classes)]
+    if imb_type == "step":
+        head = num_classes // 2
+        return [n_max] * head + [int(n_max / imbalance_factor)] * (num_classes - head)
+    raise ValueError(f"unknown imb_type {imb_type!r}; choose one of: exp, step, None")
+
+
+def draw_splits(targets, counts: list[int], val_per_class: int, seed: int) -> dict[str, np.ndarray]:
+    """Indices of a balanced validation split (`val_per_class` images per class) and, disjoint from it,
+    a training split with `counts[c]` images of class c, drawn with a generator of their own."""
+    targets = np.asarray(targets)
+    generator = torch.Generator().manual_seed(seed)  # a private stream: global RNG state stays untouched
+    train, val = [], []
+    for cls, count in enumerate(counts):
+        pool = np.flatnonzero(targets == cls)
+        if count + val_per_class > len(pool):
+            raise ValueError(f"class {cls} has {len(pool)} images, fewer than {count} train + {val_per_class} val")
+        order = pool[torch.randperm(len(pool), generator=generator).numpy()]
+        val.append(order[:val_per_class])
+        train.append(order[val_per_class:val_per_class + count])
+    return {"train": np.sort(np.concatenate(train)), "val": np.sort(np.concatenate(val))}
