@@ -1,0 +1,142 @@
+"""Train a classifier on long-tailed data: `python main.py --config configs.yaml [KEY VALUE ...]`."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, set_seed
+from omegaconf import OmegaConf
+
+from checkpoint import output_paths, resume_state, rng_state, run_dir, save_json, save_torch, set_rng_state
+from config import ConfigError, check, load_config
+from datasets import DatasetNotFoundError, build_loaders, build_splits
+from losses import build_loss
+from metrics import per_class_report, summarize
+from models import build_model
+from optim import build_optimizer, build_scheduler
+from tracking import start_tracking
+from train import NonFiniteLossError, evaluate, is_better, predict, train_one_epoch
+
+
+def mixed_precision(requested: str) -> str:
+    """fp16 needs CUDA: on a CPU accelerate would silently run it as fp32, so use bf16 there instead."""
+    return "bf16" if requested == "fp16" and not torch.cuda.is_available() else requested
+
+
+def run(cfg) -> None:
+    seed, epochs, metric = cfg.DEFAULT.seed, cfg.TRAIN.epochs, cfg.TRAIN.ckp_metric
+    precision = mixed_precision(cfg.TRAIN.mixed_precision)
+    accelerator = Accelerator(
+        mixed_precision=precision, gradient_accumulation_steps=cfg.TRAIN.grad_accum_steps,
+        log_with="wandb" if cfg.TRAIN.wandb.use else None, dynamo_backend="inductor" if cfg.TRAIN.compile else "no",
+        # DATASET.batch_size is the batch of one optimizer step, split over the processes
+        dataloader_config=DataLoaderConfiguration(split_batches=True, use_seedable_sampler=True))
+    if cfg.DATASET.batch_size % accelerator.num_processes:
+        raise ConfigError(f"DATASET.batch_size {cfg.DATASET.batch_size} must divide by the "
+                          f"{accelerator.num_processes} processes")
+    accelerator.print(f"{accelerator.distributed_type.value}: {accelerator.num_processes} process(es) on "
+                      f"{accelerator.device}, mixed precision {precision} (asked for {cfg.TRAIN.mixed_precision})")
+    set_seed(seed, device_specific=True)  # every process draws its own dropout; DDP syncs the initial weights
+    paths = output_paths(run_dir(cfg), seed)
+    state = resume_state(cfg, paths)
+    if state and state["epoch"] == epochs and paths["results"].exists():
+        accelerator.print(f"{paths['results']} shows this run finished; nothing to do. To train it again, pick "
+                          "a new DEFAULT.exp_name or remove that folder.")
+        return
+
+    with accelerator.main_process_first():  # the main process downloads, the others then read
+        splits = build_splits(cfg.DATASET, seed if cfg.DEFAULT.data_seed is None else cfg.DEFAULT.data_seed)
+    num_per_cls = list(splits["train"].num_per_cls.values())
+    loaders = build_loaders(cfg.DATASET, splits, seed, accelerator)
+    select_on = "val" if "val" in loaders else "test"
+    accelerator.print(f"{cfg.DATASET.name}: {len(splits['train'])} training images, classes from "
+                      f"{max(num_per_cls)} to {min(num_per_cls)} images; best checkpoint by {select_on} {metric}")
+
+    model, note = build_model(cfg.MODEL.name, len(num_per_cls), cfg.MODEL.pretrained, splits["train"].data.shape[1])
+    accelerator.print(note or f"model: {cfg.MODEL.name}")
+    model = model.to(memory_format=torch.channels_last)
+    criterion = build_loss(cfg.LOSS.name, num_per_cls).to(accelerator.device)
+    optimizer = build_optimizer(cfg.OPTIMIZER, model)
+    scheduler = build_scheduler(cfg.SCHEDULER, optimizer, epochs)
+    model, optimizer, train_loader = accelerator.prepare(model, optimizer, loaders["train"])
+    unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
+
+    start, best, best_epoch = 0, None, 0
+    if state:
+        unwrapped.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if accelerator.scaler is not None:
+            accelerator.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        start, best, best_epoch = state["epoch"], state["best"], state["best_epoch"]
+        accelerator.print(f"resuming {paths['last']} after epoch {start}")
+    config = OmegaConf.to_container(cfg)
+    if accelerator.is_main_process:
+        paths["config"].parent.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, paths["config"])
+        save_json({"num_per_cls": num_per_cls, "val_per_class": cfg.DATASET.val_per_class,
+                   "test_per_class": list(splits["test"].num_per_cls.values())}, paths["class_counts"])
+    start_tracking(accelerator, cfg, paths["config"].parent)
+
+    for epoch in range(start, epochs):
+        began = time.perf_counter()
+        train_scores = train_one_epoch(model, train_loader, criterion, optimizer, accelerator, epoch,
+                                       cfg.TRAIN.log_interval)
+        scheduler.step()
+        scores = evaluate(model, loaders[select_on], accelerator, num_per_cls)
+        if is_better(metric, scores[metric], best):
+            best, best_epoch = scores[metric], epoch + 1
+            if accelerator.is_main_process:
+                save_torch({"model": unwrapped.state_dict(), "epoch": best_epoch, "config": config}, paths["best"])
+                save_json({"epoch": best_epoch, "selected_by": f"{select_on} {metric}", select_on: scores},
+                          paths["best_results"])
+        if accelerator.is_main_process:
+            save_torch({"model": unwrapped.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "best": best,
+                        "best_epoch": best_epoch, "rng": rng_state(), "config": config,
+                        "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None}, paths["last"])
+        accelerator.log({**{f"train/{k}": v for k, v in train_scores.items()},
+                         **{f"{select_on}/{k}": v for k, v in scores.items() if v is not None}}, step=epoch + 1)
+        accelerator.print(f"epoch {epoch + 1}/{epochs} | train loss {train_scores['loss']:.4f} "
+                          f"acc {train_scores['acc']:.4f} | {select_on} bcr {scores['bcr']:.4f} acc {scores['acc']:.4f} "
+                          f"| lr {train_scores['lr']:.2e} | {time.perf_counter() - began:.1f} s")
+
+    # The final epoch's weights, then the selected checkpoint's, each on the test set once
+    last = evaluate(model, loaders["test"], accelerator, num_per_cls)
+    accelerator.wait_for_everyone()
+    unwrapped.load_state_dict(torch.load(paths["best"], map_location="cpu")["model"])
+    logits, targets = predict(model, loaders["test"], accelerator)
+    selected = summarize(logits, targets, num_per_cls)
+    if accelerator.is_main_process:
+        save_json({"selected_by": f"{select_on} {metric}", "best_epoch": best_epoch, "epochs": epochs,
+                   "test": selected, "test_last_epoch": last, "num_per_cls": num_per_cls, "config": config},
+                  paths["results"])
+        save_json(per_class_report(logits, targets, num_per_cls), paths["per_class"])
+    accelerator.log({**{f"test/{k}": v for k, v in selected.items() if v is not None},
+                     **{f"test_last_epoch/{k}": v for k, v in last.items() if v is not None}})
+    accelerator.print(f"test (epoch {best_epoch}, by {select_on} {metric}): bcr {selected['bcr']:.4f} "
+                      f"acc {selected['acc']:.4f} | last epoch: bcr {last['bcr']:.4f} | results in {paths['results']}")
+    accelerator.end_training()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", default="configs.yaml", help="YAML file of defaults")
+    parser.add_argument("overrides", nargs="*", help="dotted KEY VALUE pairs (or KEY=VALUE), e.g. TRAIN.epochs 3")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        check(cfg)
+        run(cfg)
+    except (ConfigError, DatasetNotFoundError, NonFiniteLossError) as error:
+        sys.exit(f"error: {error}")
+    except KeyboardInterrupt:
+        sys.exit("interrupted: run the same command again to continue from the last saved epoch")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Optimizers and per-epoch learning-rate schedules, by config name."""
+from __future__ import annotations
+
+import torch
+from torch.optim import lr_scheduler
+
+
+def cosine_annealing(optimizer, epochs: int, t_mult: int = 1, eta_min: float = 0.0):
+    """Cosine decay to `eta_min` over the run; with t_mult > 1, restarts with cycles growing t_mult-fold."""
+    return lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=max(epochs, 1), T_mult=t_mult, eta_min=eta_min)
+
+
+def multistep(optimizer, epochs: int, milestones: list[int] = (160, 180), gamma: float = 0.01):
+    """Multiply the learning rate by `gamma` at each milestone epoch (the LDAM recipe: 160, 180, 0.01)."""
+    return lr_scheduler.MultiStepLR(optimizer, milestones=list(milestones), gamma=gamma)
+
+
+def constant(optimizer, epochs: int):
+    """Keep the learning rate fixed."""
+    return lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+
+
+OPTIMIZERS = {"SGD": torch.optim.SGD, "AdamW": torch.optim.AdamW, "Adam": torch.optim.Adam}
+SCHEDULERS = {"cosine_annealing": cosine_annealing, "multistep": multistep, "constant": constant}
+
+
+def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """`cfg` is the OPTIMIZER section; weight decay applies to every parameter, as in the CIFAR-LT recipes."""
+    return OPTIMIZERS[cfg.name](model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **cfg.params)
+
+
+def build_scheduler(cfg, optimizer, epochs: int):
+    """`cfg` is the SCHEDULER section: its schedule after `warmup_epochs` of linear warm-up from lr/10."""
+    main = SCHEDULERS[cfg.sched_name](optimizer, epochs - cfg.warmup_epochs, **cfg.params)
+    if not cfg.warmup_epochs:
+        return main
+    warmup = lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=cfg.warmup_epochs)
+    return lr_scheduler.SequentialLR(optimizer, [warmup, main], milestones=[cfg.warmup_epochs])
