@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
@@ -21,14 +22,28 @@ from tracking import start_tracking
 from train import NonFiniteLossError, evaluate, is_better, predict, train_one_epoch
 
 
-def mixed_precision(requested: str) -> str:
-    """fp16 needs CUDA: on a CPU accelerate would silently run it as fp32, so use bf16 there instead."""
-    return "bf16" if requested == "fp16" and not torch.cuda.is_available() else requested
+def cpu_has_bf16_units() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX): only then is bf16 autocast faster than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def mixed_precision(requested: str) -> tuple[str, str]:
+    """The precision to run and why. On a CPU accelerate silently runs fp16 as fp32, so fp16 becomes bf16 where
+    the CPU has bf16 units (2-3x faster than fp32) and fp32 where it has none (there bf16 is emulated and slower)."""
+    if requested != "fp16" or torch.cuda.is_available():
+        return requested, ""
+    if cpu_has_bf16_units():
+        return "bf16", " (fp16 needs a GPU; this CPU has bf16 units)"
+    return "no", " (fp16 needs a GPU, and this CPU lacks bf16 units, where bf16 runs slower than fp32)"
 
 
 def run(cfg) -> None:
     seed, epochs, metric = cfg.DEFAULT.seed, cfg.TRAIN.epochs, cfg.TRAIN.ckp_metric
-    precision = mixed_precision(cfg.TRAIN.mixed_precision)
+    precision, why = mixed_precision(cfg.TRAIN.mixed_precision)
     accelerator = Accelerator(
         mixed_precision=precision, gradient_accumulation_steps=cfg.TRAIN.grad_accum_steps,
         log_with="wandb" if cfg.TRAIN.wandb.use else None, dynamo_backend="inductor" if cfg.TRAIN.compile else "no",
@@ -38,7 +53,7 @@ def run(cfg) -> None:
         raise ConfigError(f"DATASET.batch_size {cfg.DATASET.batch_size} must divide by the "
                           f"{accelerator.num_processes} processes")
     accelerator.print(f"{accelerator.distributed_type.value}: {accelerator.num_processes} process(es) on "
-                      f"{accelerator.device}, mixed precision {precision} (asked for {cfg.TRAIN.mixed_precision})")
+                      f"{accelerator.device}, mixed precision {precision}{why}")
     set_seed(seed, device_specific=True)  # every process draws its own dropout; DDP syncs the initial weights
     paths = output_paths(run_dir(cfg), seed)
     state = resume_state(cfg, paths)

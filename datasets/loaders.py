@@ -6,8 +6,6 @@ The classic loader is torchvision's per-image transforms in a DataLoader, for au
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torchvision.transforms as T
 from torch.utils.data import DataLoader
@@ -101,6 +99,3 @@ class TensorLoader:
         # permute gives an NCHW view with channels_last strides, which is the layout the model runs in
         return crops.permute(0, 3, 1, 2).float() * self.scale + self.shift
 
-
-def steps_per_epoch(num_images: int, batch_size: int, world_size: int) -> int:
-    return max(1, math.ceil(num_images // world_size / batch_size))

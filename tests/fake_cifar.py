@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import pickle
 import sys
 from pathlib import Path
@@ -61,10 +62,9 @@ def accept_files_in(root: Path) -> None:
 
 
 if __name__ == "__main__":
-    # `python tests/fake_cifar.py DATADIR main.py ARGS...`: run main.py on the generated files in DATADIR
-    # (used for the multi-process tests, where the md5 lists must be patched in every process)
+    # `python tests/fake_cifar.py DATADIR SCRIPT.py ARGS...`: run main.py or evaluate.py on the generated files in
+    # DATADIR (used by the subprocess and torchrun tests, where every process must patch the md5 lists)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     accept_files_in(Path(sys.argv[1]))
-    import main
-
-    main.main(sys.argv[3:])
+    script = importlib.import_module(Path(sys.argv[2]).stem)
+    script.main(sys.argv[3:])

@@ -1,0 +1,42 @@
+"""Shared fixtures: generated CIFAR files in torchvision's format, and a helper that runs main.py."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from fake_cifar import accept_files_in, make_cifar  # noqa: E402
+
+# Settings that make a main.py run small and offline; tests add their own overrides after these
+FAST_RUN = ["TRAIN.wandb.use", "false", "DATASET.download", "false", "MODEL.name", "resnet32",
+            "DATASET.batch_size", "32", "TRAIN.log_interval", "2"]
+
+
+@pytest.fixture(scope="session")
+def cifar_root(tmp_path_factory) -> Path:
+    """CIFAR-10 with 100 training and 20 test images per class, CIFAR-100 with 30 and 4, md5 checks patched."""
+    root = tmp_path_factory.mktemp("cifar")
+    make_cifar(root, 10, train_per_class=100, test_per_class=20)
+    make_cifar(root, 100, train_per_class=30, test_per_class=4)
+    accept_files_in(root)
+    return root
+
+
+def run_main(datadir: Path, savedir: Path, *overrides: str, nproc: int = 1, timeout: int = 600,
+             env: dict | None = None) -> subprocess.CompletedProcess:
+    """main.py in a fresh process (under torchrun when nproc > 1) on the generated data in `datadir`."""
+    launcher = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+                 "--master_port", str(29500 + os.getpid() % 1000)] if nproc > 1 else [sys.executable])
+    command = launcher + [str(ROOT / "tests" / "fake_cifar.py"), str(datadir), "main.py",
+                          "--config", str(ROOT / "configs.yaml"), "DATASET.datadir", str(datadir),
+                          "DEFAULT.savedir", str(savedir), *FAST_RUN, *overrides]
+    environment = {**os.environ, "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1" if nproc > 1 else
+                   os.environ.get("OMP_NUM_THREADS", "2"), **(env or {})}
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=environment)
