@@ -29,14 +29,19 @@ def cifar_root(tmp_path_factory) -> Path:
     return root
 
 
-def run_main(datadir: Path, savedir: Path, *overrides: str, nproc: int = 1, timeout: int = 600,
-             env: dict | None = None) -> subprocess.CompletedProcess:
-    """main.py in a fresh process (under torchrun when nproc > 1) on the generated data in `datadir`."""
+def run_script(script: str, datadir: Path, *args: str, nproc: int = 1, timeout: int = 600,
+               env: dict | None = None) -> subprocess.CompletedProcess:
+    """`script` (main.py or evaluate.py) in a fresh process, under torchrun when nproc > 1, reading the generated
+    data in `datadir`."""
     launcher = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
                  "--master_port", str(29500 + os.getpid() % 1000)] if nproc > 1 else [sys.executable])
-    command = launcher + [str(ROOT / "tests" / "fake_cifar.py"), str(datadir), "main.py",
-                          "--config", str(ROOT / "configs.yaml"), "DATASET.datadir", str(datadir),
-                          "DEFAULT.savedir", str(savedir), *FAST_RUN, *overrides]
+    command = launcher + [str(ROOT / "tests" / "fake_cifar.py"), str(datadir), script, *args]
     environment = {**os.environ, "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1" if nproc > 1 else
                    os.environ.get("OMP_NUM_THREADS", "2"), **(env or {})}
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=environment)
+
+
+def run_main(datadir: Path, savedir: Path, *overrides: str, **kwargs) -> subprocess.CompletedProcess:
+    """main.py with the shipped configs.yaml, FAST_RUN and then `overrides`, writing runs under `savedir`."""
+    return run_script("main.py", datadir, "--config", str(ROOT / "configs.yaml"), "DATASET.datadir", str(datadir),
+                      "DEFAULT.savedir", str(savedir), *FAST_RUN, *overrides, **kwargs)
