@@ -65,7 +65,11 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> DictConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} not found: pass --config configs.yaml")
-    cfg = OmegaConf.load(path)
+    return apply_overrides(OmegaConf.load(path), overrides)
+
+
+def apply_overrides(cfg: DictConfig, overrides: list[str] = ()) -> DictConfig:
+    """`cfg` with dotted overrides merged in; unknown keys are refused."""
     OmegaConf.set_struct(cfg, True)
     valid = _leaf_keys(cfg)
     for key, text in _pairs(list(overrides)):
