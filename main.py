@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from checkpoint import output_paths, resume_state, rng_state, run_dir, save_json, save_torch, set_rng_state
 from config import ConfigError, check, load_config
-from datasets import DatasetNotFoundError, build_loaders, build_splits
+from datasets import DatasetNotFoundError, build_loaders, build_splits, normalization
 from losses import build_loss
 from metrics import per_class_report, summarize
 from models import build_model
@@ -93,8 +93,10 @@ def run(cfg) -> None:
     if accelerator.is_main_process:
         paths["config"].parent.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, paths["config"])
+        mean, std = normalization(cfg.DATASET, splits["train"])
         save_json({"num_per_cls": num_per_cls, "val_per_class": cfg.DATASET.val_per_class,
-                   "test_per_class": list(splits["test"].num_per_cls.values())}, paths["class_counts"])
+                   "test_per_class": list(splits["test"].num_per_cls.values()),
+                   "classes": list(splits["train"].classes), "mean": mean, "std": std}, paths["class_counts"])
     start_tracking(accelerator, cfg, paths["config"].parent)
 
     for epoch in range(start, epochs):
