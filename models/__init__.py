@@ -17,7 +17,7 @@ def build_model(name: str, num_classes: int, pretrained: bool, img_size: int) ->
     the CIFAR stem (3x3 stride-1 convolution, no max-pool) so that 32x32 inputs reach the last stage as 4x4 maps."""
     try:
         model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes)
-    except (OSError, RuntimeError, ConnectionError) as error:
+    except (OSError, RuntimeError, ConnectionError, ValueError) as error:
         if not pretrained:
             raise
         raise ConfigError(f"MODEL.pretrained: could not fetch weights for {name} ({str(error).splitlines()[0]}); "

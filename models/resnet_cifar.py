@@ -55,7 +55,7 @@ class CifarResNet(nn.Module):
 def resnet32(pretrained: bool = False, **kwargs) -> CifarResNet:
     """ResNet-32 for CIFAR: 0.46 M parameters at 10 classes."""
     if pretrained:
-        raise ValueError("resnet32 has no pretrained weights: set MODEL.pretrained false")
+        raise ValueError("resnet32 has no published pretrained weights")
     for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
         kwargs.pop(key, None)
     return CifarResNet(depth=5, **kwargs)
