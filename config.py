@@ -5,7 +5,7 @@ import difflib
 from pathlib import Path
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 
 _ABSENT = object()
@@ -38,8 +38,8 @@ def _pairs(overrides: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def _parse(key: str, text: str, default):
-    """Parse a value as YAML and check that its type matches the default's."""
+def _parse(key: str, text: str, default, nullable: bool):
+    """Parse a value as YAML and check that its type matches the default's; null only where the YAML has null."""
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
@@ -49,7 +49,13 @@ def _parse(key: str, text: str, default):
             value = float(value)
         except ValueError:
             pass
-    if default is None or value is None:
+    if isinstance(default, str) and isinstance(value, (bool, int, float)):
+        value = text  # YAML 1.1 reads `no` as False and `001` as 1; a text setting keeps what was typed
+    if value is None:
+        if not nullable:
+            raise ConfigError(f"{key} cannot be null (default: {default!r})")
+        return None
+    if default is None:
         return value
     expected = {bool: (bool,), int: (int,), float: (int, float), str: (str,), list: (list,), dict: (dict,)}
     for kind, accepted in expected.items():
@@ -72,15 +78,16 @@ def apply_overrides(cfg: DictConfig, overrides: list[str] = ()) -> DictConfig:
     """`cfg` with dotted overrides merged in; unknown keys are refused."""
     OmegaConf.set_struct(cfg, True)
     valid = _leaf_keys(cfg)
+    nullable = {key for key in valid if OmegaConf.select(cfg, key) is None}
     for key, text in _pairs(list(overrides)):
         if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
             close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]}?" if close else f"; valid keys: {', '.join(valid)}"
             raise ConfigError(f"unknown config key {key}{hint}")
         default = OmegaConf.select(cfg, key)
-        if isinstance(default, DictConfig):
+        if isinstance(default, (DictConfig, ListConfig)):
             default = OmegaConf.to_container(default)
-        OmegaConf.update(cfg, key, _parse(key, text, default), merge=False)
+        OmegaConf.update(cfg, key, _parse(key, text, default, key in nullable), merge=False)
     return cfg
 
 
@@ -117,6 +124,11 @@ def check(cfg: DictConfig) -> None:
     if not timm.is_model(cfg.MODEL.name):
         close = difflib.get_close_matches(cfg.MODEL.name, timm.list_models(), n=3)
         raise ConfigError(f"MODEL.name {cfg.MODEL.name!r} is not a timm model; closest: {', '.join(close) or 'none'}")
+    if cfg.DEFAULT.data_seed is not None and not isinstance(cfg.DEFAULT.data_seed, int):
+        raise ConfigError(f"DEFAULT.data_seed must be an integer or null, got {cfg.DEFAULT.data_seed!r}")
+    if cfg.SCHEDULER.warmup_epochs >= train.epochs:
+        raise ConfigError(f"SCHEDULER.warmup_epochs {cfg.SCHEDULER.warmup_epochs} must be below TRAIN.epochs "
+                          f"{train.epochs}")
     if data.imbalance_factor < 1:
         raise ConfigError(f"DATASET.imbalance_factor must be >= 1 (largest class / smallest), got {data.imbalance_factor}")
     for key in ("DATASET.batch_size", "DATASET.test_batch_size", "TRAIN.epochs", "TRAIN.grad_accum_steps",

@@ -1,0 +1,370 @@
+"""config.load_config / config.check: YAML-parsed KEY VALUE overrides, strict keys, one-line ConfigErrors."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from config import ConfigError, check, load_config
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs.yaml"
+
+
+def load(*overrides: str):
+    return load_config(CONFIG, list(overrides))
+
+
+def refused(*overrides: str) -> str:
+    """The message of the ConfigError that loading and checking `overrides` raises; it must be one line."""
+    with pytest.raises(ConfigError) as info:
+        check(load(*overrides))
+    message = str(info.value)
+    assert message and "\n" not in message, f"not a one-line message: {message!r}"
+    return message
+
+
+# ---------------------------------------------------------------- the shipped file
+
+def test_shipped_config_loads_and_passes_check():
+    cfg = load()
+    check(cfg)
+    # a few of the documented defaults (README table), read back through the loader
+    assert cfg.DATASET.name == "CIFAR10LT"
+    assert cfg.DATASET.imbalance_type is None
+    assert cfg.DATASET.imbalance_factor == 1
+    assert cfg.OPTIMIZER.name == "SGD" and cfg.OPTIMIZER.lr == 0.1
+    assert dict(cfg.OPTIMIZER.params) == {"momentum": 0.9, "nesterov": False}
+    assert cfg.SCHEDULER.sched_name == "cosine_annealing"
+    assert cfg.TRAIN.epochs == 50
+    assert list(cfg.DATASET.aug_info) == ["RandomCrop", "RandomHorizontalFlip"]
+
+
+def test_missing_config_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "nope.yaml", [])
+    assert "nope.yaml" in str(info.value) and "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------- override syntax and YAML values
+
+def test_key_space_value_and_key_equals_value_give_the_same_config():
+    spaced = load("TRAIN.epochs", "3", "OPTIMIZER.lr", "0.05", "DATASET.name", "CIFAR100LT")
+    equals = load("TRAIN.epochs=3", "OPTIMIZER.lr=0.05", "DATASET.name=CIFAR100LT")
+    mixed = load("TRAIN.epochs=3", "OPTIMIZER.lr", "0.05", "DATASET.name=CIFAR100LT")
+    for cfg in (spaced, equals, mixed):
+        assert cfg.TRAIN.epochs == 3
+        assert cfg.OPTIMIZER.lr == 0.05
+        assert cfg.DATASET.name == "CIFAR100LT"
+        check(cfg)
+
+
+def test_value_may_contain_an_equals_sign():
+    assert load("DATASET.datadir=/data/a=b").DATASET.datadir == "/data/a=b"
+    assert load("DATASET.datadir", "/data/a=b").DATASET.datadir == "/data/a=b"
+
+
+def test_a_path_value_stays_a_string():
+    # the seed repository eval'd this and crashed
+    cfg = load("DATASET.datadir", "/data")
+    assert cfg.DATASET.datadir == "/data" and isinstance(cfg.DATASET.datadir, str)
+    check(cfg)
+
+
+def test_null_gives_none_for_a_nullable_key():
+    cfg = load("DATASET.imbalance_type", "exp", "DATASET.imbalance_type", "null")
+    assert cfg.DATASET.imbalance_type is None
+    check(cfg)
+
+
+def test_imbalance_type_names_are_accepted():
+    for name in ("exp", "step"):
+        cfg = load("DATASET.imbalance_type", name, "DATASET.imbalance_factor", "100")
+        assert cfg.DATASET.imbalance_type == name and cfg.DATASET.imbalance_factor == 100
+        check(cfg)
+
+
+def test_int_value_is_an_int():
+    cfg = load("TRAIN.epochs", "3")
+    assert cfg.TRAIN.epochs == 3 and type(cfg.TRAIN.epochs) is int
+
+
+def test_scientific_notation_is_a_float():
+    # PyYAML (YAML 1.1) reads "1e-5" as a string; a float key must still get the number
+    cfg = load("SCHEDULER.params.eta_min", "1e-5")
+    assert type(cfg.SCHEDULER.params.eta_min) is float
+    assert cfg.SCHEDULER.params.eta_min == pytest.approx(1e-5, rel=0, abs=1e-15)
+    check(cfg)
+
+
+def test_an_int_is_accepted_for_a_float_key_and_stored_as_float():
+    cfg = load("OPTIMIZER.lr", "1")
+    assert cfg.OPTIMIZER.lr == 1.0 and type(cfg.OPTIMIZER.lr) is float
+
+
+def test_bool_value():
+    cfg = load("TRAIN.wandb.use", "false", "MODEL.pretrained", "false", "TRAIN.compile", "true")
+    assert cfg.TRAIN.wandb.use is False and cfg.TRAIN.compile is True
+
+
+def test_list_value():
+    cfg = load("DATASET.aug_info", "[RandomHorizontalFlip]")
+    assert list(cfg.DATASET.aug_info) == ["RandomHorizontalFlip"]
+    check(cfg)
+    cfg = load("DATASET.mean", "[0.5, 0.5, 0.5]", "DATASET.std", "[0.25, 0.25, 0.25]")
+    assert list(cfg.DATASET.mean) == [0.5, 0.5, 0.5] and list(cfg.DATASET.std) == [0.25, 0.25, 0.25]
+    check(cfg)
+
+
+def test_dict_value_replaces_the_whole_scheduler_params():
+    cfg = load("SCHEDULER.sched_name", "multistep", "SCHEDULER.params", "{milestones: [160, 180], gamma: 0.01}")
+    assert cfg.SCHEDULER.sched_name == "multistep"
+    # replaced, not merged: the cosine keys t_mult/eta_min are gone
+    assert dict(cfg.SCHEDULER.params) == {"milestones": [160, 180], "gamma": 0.01}
+    check(cfg)
+
+
+def test_dict_value_replaces_the_optimizer_params_for_adam():
+    cfg = load("OPTIMIZER.name", "AdamW", "OPTIMIZER.params", "{betas: [0.9, 0.999]}")
+    assert dict(cfg.OPTIMIZER.params) == {"betas": [0.9, 0.999]}
+    check(cfg)
+
+
+def test_later_override_wins():
+    assert load("TRAIN.epochs", "3", "TRAIN.epochs", "7").TRAIN.epochs == 7
+
+
+def test_mixed_precision_no_is_the_string_no():
+    # `no` is a documented choice of TRAIN.mixed_precision (fp16 | bf16 | no), but YAML 1.1 reads a bare `no` as
+    # the boolean False: the override must still give the choice "no", not a type error
+    cfg = load("TRAIN.mixed_precision", "no")
+    assert cfg.TRAIN.mixed_precision == "no"
+    check(cfg)
+
+
+def test_other_documented_choices_pass_check():
+    check(load("TRAIN.mixed_precision", "bf16", "DATASET.loader", "classic", "TRAIN.wandb.mode", "offline",
+               "LOSS.name", "BalancedSoftmax", "TRAIN.ckp_metric", "auroc", "MODEL.name", "resnet32",
+               "SCHEDULER.sched_name", "constant", "SCHEDULER.params", "{}", "SCHEDULER.warmup_epochs", "5",
+               "DATASET.aug_info", "[RandomCrop, AutoAugment, RandomHorizontalFlip]"))
+
+
+# ---------------------------------------------------------------- nothing is evaluated
+
+@pytest.mark.parametrize("key", ["DATASET.datadir", "DEFAULT.exp_name"])
+def test_python_expression_is_kept_as_a_string_not_run(key, tmp_path):
+    marker = tmp_path / "ran"
+    expression = f"__import__('pathlib').Path({str(marker)!r}).touch()"
+    cfg = load(key, expression)
+    assert marker.exists() is False
+    assert OmegaConf.select(cfg, key) == expression
+
+
+def test_python_expression_for_a_number_is_refused_not_run(tmp_path):
+    marker = tmp_path / "ran"
+    expression = f"__import__('pathlib').Path({str(marker)!r}).touch() or 3"
+    with pytest.raises(ConfigError) as info:
+        load("TRAIN.epochs", expression)
+    assert not marker.exists()
+    assert "TRAIN.epochs" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_yaml_python_tags_are_not_constructed(tmp_path):
+    # yaml.load (unsafe) would call os.system here; safe_load refuses the tag
+    marker = tmp_path / "ran"
+    with pytest.raises(ConfigError) as info:
+        load("DATASET.datadir", f"!!python/object/apply:os.system ['touch {marker}']")
+    assert not marker.exists()
+    assert "DATASET.datadir" in str(info.value) and "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------- error paths: load_config
+
+def _load_error(*overrides: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        load(*overrides)
+    message = str(info.value)
+    assert message and "\n" not in message, f"not a one-line message: {message!r}"
+    return message
+
+
+def test_unknown_key_suggests_the_close_one():
+    message = _load_error("TRAIN.epoch", "3")
+    assert "TRAIN.epoch" in message and "TRAIN.epochs" in message
+    assert "did you mean TRAIN.epochs" in message
+
+
+def test_unknown_nested_key_suggests_the_close_one():
+    message = _load_error("OPTIMIZER.params.momentom", "0.9")
+    assert "OPTIMIZER.params.momentom" in message and "OPTIMIZER.params.momentum" in message
+
+
+def test_unknown_key_far_from_any_lists_the_valid_keys():
+    message = _load_error("ZZZZ.qqqq", "1")
+    assert "ZZZZ.qqqq" in message
+    for key in ("TRAIN.epochs", "DATASET.name", "OPTIMIZER.lr"):
+        assert key in message
+
+
+def test_unknown_key_with_equals_is_refused():
+    assert "TRAIN.epochs" in _load_error("TRAIN.epoch=3")
+
+
+@pytest.mark.parametrize("overrides", [["TRAIN.epochs"], ["TRAIN.epochs", "3", "OPTIMIZER.lr"]])
+def test_key_without_value(overrides):
+    message = _load_error(*overrides)
+    assert overrides[-1] in message and "value" in message
+
+
+def test_wrong_type_names_key_value_and_expected_type():
+    message = _load_error("TRAIN.epochs", "ten")
+    assert "TRAIN.epochs" in message and "ten" in message and "int" in message
+
+
+@pytest.mark.parametrize("key,value", [("TRAIN.epochs", "3.5"), ("TRAIN.epochs", "true"), ("OPTIMIZER.lr", "fast"),
+                                       ("TRAIN.wandb.use", "maybe"), ("OPTIMIZER.params", "[0.9]"), ("DATASET.datadir", "[1, 2]")])
+def test_other_wrong_types(key, value):
+    message = _load_error(key, value)
+    assert key in message
+
+
+def test_a_bare_string_for_a_list_key_is_a_type_error():
+    # aug_info is a list; a bare name must be refused as the wrong type when it is read, not iterated letter by
+    # letter later ("DATASET.aug_info item 'R' is not valid")
+    message = _load_error("DATASET.aug_info", "RandomCrop")
+    assert "DATASET.aug_info" in message and "RandomCrop" in message and "list" in message
+
+
+def test_unparsable_yaml_is_a_config_error():
+    message = _load_error("DATASET.datadir", "[unclosed")
+    assert "DATASET.datadir" in message and "[unclosed" in message
+
+
+@pytest.mark.parametrize("key", ["TRAIN.epochs", "OPTIMIZER.lr", "MODEL.name", "DATASET.aug_info"])
+def test_null_for_a_key_that_needs_a_value_is_a_config_error(key):
+    # null is the wrong type for these keys: it must stop the run at once as a ConfigError naming the key,
+    # not pass and crash later with a TypeError/AttributeError (or, for OPTIMIZER.lr, inside the optimizer)
+    with pytest.raises(ConfigError) as info:
+        check(load(key, "null"))
+    assert key in str(info.value) and "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------- error paths: check
+
+def test_unknown_dataset_name_lists_the_choices():
+    message = refused("DATASET.name", "CIFAR1000LT")
+    assert "DATASET.name" in message and "CIFAR1000LT" in message
+    assert "CIFAR10LT" in message and "CIFAR100LT" in message
+
+
+def test_unknown_loss_lists_the_choices():
+    message = refused("LOSS.name", "FocalLoss")
+    assert "LOSS.name" in message and "FocalLoss" in message
+    assert "CrossEntropyLoss" in message and "BalancedSoftmax" in message
+
+
+def test_unknown_model_is_refused_with_close_timm_names():
+    message = refused("MODEL.name", "resnet_nonexistent_18")
+    assert "MODEL.name" in message and "resnet_nonexistent_18" in message and "timm" in message
+
+
+def test_misspelt_model_suggests_a_real_one():
+    message = refused("MODEL.name", "resnet33")
+    assert "resnet33" in message and ("resnet32" in message or "resnet34" in message)
+
+
+def test_unknown_optimizer_lists_the_choices():
+    message = refused("OPTIMIZER.name", "LBFGSX")
+    assert "OPTIMIZER.name" in message and "LBFGSX" in message
+    for name in ("SGD", "AdamW", "Adam"):
+        assert name in message
+
+
+def test_unknown_scheduler_lists_the_choices():
+    message = refused("SCHEDULER.sched_name", "onecycle")
+    assert "SCHEDULER.sched_name" in message and "onecycle" in message
+    for name in ("cosine_annealing", "multistep", "constant"):
+        assert name in message
+
+
+def test_unknown_imbalance_type_lists_the_choices():
+    message = refused("DATASET.imbalance_type", "linear")
+    assert "DATASET.imbalance_type" in message and "linear" in message
+    assert "exp" in message and "step" in message
+
+
+def test_unknown_augmentation_lists_the_choices():
+    message = refused("DATASET.aug_info", "[RandomCrop, Cutout]")
+    assert "DATASET.aug_info" in message and "Cutout" in message
+    for name in ("RandomCrop", "RandomHorizontalFlip", "AutoAugment"):
+        assert name in message
+
+
+def test_per_image_augmentation_needs_the_classic_loader():
+    message = refused("DATASET.aug_info", "[RandomCrop, AutoAugment]", "DATASET.loader", "fast")
+    assert "AutoAugment" in message and "classic" in message
+    check(load("DATASET.aug_info", "[RandomCrop, AutoAugment]", "DATASET.loader", "classic"))
+
+
+@pytest.mark.parametrize("key,value", [("DATASET.loader", "turbo"), ("TRAIN.mixed_precision", "fp8"),
+                                       ("TRAIN.ckp_metric", "top5"), ("TRAIN.wandb.mode", "disabled")])
+def test_other_unknown_choices(key, value):
+    message = refused(key, value)
+    assert key in message and value in message and "choose one of" in message
+
+
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_imbalance_factor_below_one_is_refused(value):
+    message = refused("DATASET.imbalance_factor", value)
+    assert "DATASET.imbalance_factor" in message and value in message and ">= 1" in message
+
+
+def test_imbalance_factor_one_and_above_pass():
+    check(load("DATASET.imbalance_type", "exp", "DATASET.imbalance_factor", "1"))
+    check(load("DATASET.imbalance_type", "exp", "DATASET.imbalance_factor", "200"))
+
+
+@pytest.mark.parametrize("key", ["TRAIN.epochs", "DATASET.batch_size", "TRAIN.grad_accum_steps"])
+def test_counts_below_one_are_refused(key):
+    message = refused(key, "0")
+    assert key in message
+
+
+@pytest.mark.parametrize("key", ["DATASET.val_per_class", "SCHEDULER.warmup_epochs", "DATASET.num_workers"])
+def test_negative_counts_are_refused(key):
+    message = refused(key, "-1")
+    assert key in message
+
+
+def test_mean_without_std_is_refused():
+    message = refused("DATASET.mean", "[0.5, 0.5, 0.5]")
+    assert "DATASET.mean" in message and "DATASET.std" in message
+
+
+def test_misspelt_optimizer_param_names_the_valid_params():
+    message = refused("OPTIMIZER.params", "{momentom: 0.9}")
+    assert "OPTIMIZER.params" in message and "momentom" in message
+    assert "momentum" in message and "nesterov" in message
+
+
+def test_sgd_params_left_over_after_switching_to_adam_are_refused():
+    message = refused("OPTIMIZER.name", "Adam")
+    assert "momentum" in message and "betas" in message
+
+
+def test_cosine_params_left_over_after_switching_to_multistep_are_refused():
+    message = refused("SCHEDULER.sched_name", "multistep")
+    assert "SCHEDULER.params" in message and "milestones" in message and "gamma" in message
+
+
+def test_misspelt_scheduler_param_names_the_valid_params():
+    message = refused("SCHEDULER.params", "{eta_mim: 0.0}")
+    assert "eta_mim" in message and "eta_min" in message and "t_mult" in message
+
+
+def test_scheduler_params_may_not_set_what_the_code_passes():
+    # `epochs` is given by the code; passing it too would be a duplicate keyword at build time
+    message = refused("SCHEDULER.params", "{epochs: 3}")
+    assert "epochs" in message
+    message = refused("OPTIMIZER.params", "{lr: 0.3}")
+    assert "lr" in message
