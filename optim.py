@@ -31,7 +31,12 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
 
 def build_scheduler(cfg, optimizer, epochs: int):
     """`cfg` is the SCHEDULER section: its schedule after `warmup_epochs` of linear warm-up from lr/10."""
-    main = SCHEDULERS[cfg.sched_name](optimizer, epochs - cfg.warmup_epochs, **cfg.params)
+    params = dict(cfg.params)
+    if cfg.sched_name == "multistep" and cfg.warmup_epochs:
+        # milestones are epochs of the whole run (the LDAM recipe decays at 160 and 180 after 5 warm-up epochs);
+        # the main schedule counts its epochs from the end of the warm-up
+        params["milestones"] = [m - cfg.warmup_epochs for m in params.get("milestones", (160, 180))]
+    main = SCHEDULERS[cfg.sched_name](optimizer, epochs - cfg.warmup_epochs, **params)
     if not cfg.warmup_epochs:
         return main
     warmup = lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=cfg.warmup_epochs)

@@ -1,0 +1,242 @@
+"""models.build_model (timm + CIFAR stem + resnet32) and optim.build_optimizer / build_scheduler."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+import models  # noqa: F401  registers resnet32 with timm
+from config import ConfigError, load_config
+from models import build_model
+from optim import build_optimizer, build_scheduler
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs.yaml"
+
+
+def _params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _resnet32_params(num_classes: int) -> int:
+    """He et al. 2016, CIFAR ResNet-32 with option A (parameter-free) shortcuts, counted by hand:
+    a 3x3 stem conv to 16 channels, 3 stages x 5 basic blocks (two 3x3 convs, two BatchNorms) at 16/32/64
+    channels, and a 64 -> num_classes linear head."""
+    conv = lambda cin, cout: 9 * cin * cout  # noqa: E731
+    bn = lambda c: 2 * c  # noqa: E731
+    total = conv(3, 16) + bn(16)
+    cin = 16
+    for width in (16, 32, 64):
+        for _ in range(5):
+            total += conv(cin, width) + bn(width) + conv(width, width) + bn(width)
+            cin = width
+    return total + 64 * num_classes + num_classes
+
+
+def test_resnet32_parameter_count_and_output():
+    assert _resnet32_params(10) == 464_154
+    model, _ = build_model("resnet32", 10, False, 32)
+    assert _params(model) == 464_154  # FACTS.md: ResNet-32 has 0.47 M parameters
+    assert _params(build_model("resnet32", 100, False, 32)[0]) == _resnet32_params(100)
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 10)
+
+
+def test_resnet32_trains_in_channels_last():
+    model, _ = build_model("resnet32", 10, False, 32)
+    model = model.to(memory_format=torch.channels_last)
+    x = torch.randn(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    loss = nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_timm_knows_resnet32_once_models_is_imported():
+    assert timm.is_model("resnet32")
+    model = timm.create_model("resnet32", num_classes=7)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 7)
+
+
+def test_resnet32_has_no_pretrained_weights_and_says_so_as_a_config_error():
+    with pytest.raises(ConfigError) as info:
+        build_model("resnet32", 10, True, 32)
+    assert "MODEL.pretrained" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_resnet18_gets_the_cifar_stem_on_32x32_images():
+    model, note = build_model("resnet18", 10, False, 32)
+    assert isinstance(model.conv1, nn.Conv2d)
+    assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1) and model.conv1.padding == (1, 1)
+    assert isinstance(model.maxpool, nn.Identity)
+    assert "CIFAR stem" in note
+    model.eval()
+    with torch.no_grad():
+        x = torch.randn(2, 3, 32, 32)
+        features = model.forward_features(x)
+        out = model(x)
+    # 32 -> 32 (stem) -> 32, 16, 8, 4 (stages): the last stage's map is 4x4
+    assert features.shape == (2, 512, 4, 4)
+    assert out.shape == (2, 10)
+
+
+def test_resnet18_keeps_the_imagenet_stem_on_large_images():
+    model, note = build_model("resnet18", 10, False, 224)
+    assert model.conv1.kernel_size == (7, 7) and model.conv1.stride == (2, 2)
+    assert isinstance(model.maxpool, nn.MaxPool2d)
+    assert note == ""
+
+
+# ---------------------------------------------------------------- optimizer
+
+def _cfg(*overrides: str):
+    return load_config(CONFIG, list(overrides))
+
+
+def test_sgd_from_the_shipped_config():
+    model = nn.Linear(4, 3)
+    optimizer = build_optimizer(_cfg().OPTIMIZER, model)
+    assert isinstance(optimizer, torch.optim.SGD)
+    group = optimizer.param_groups[0]
+    assert group["lr"] == 0.1 and group["momentum"] == 0.9 and group["weight_decay"] == 0.0005
+    assert group["nesterov"] is False
+    assert sum(p.numel() for p in group["params"]) == _params(model)  # weight decay on every parameter
+
+
+def test_sgd_overrides_are_honoured():
+    cfg = _cfg("OPTIMIZER.lr", "0.05", "OPTIMIZER.weight_decay", "2e-4", "OPTIMIZER.params.nesterov", "true",
+               "OPTIMIZER.params.momentum", "0.8")
+    group = build_optimizer(cfg.OPTIMIZER, nn.Linear(4, 3)).param_groups[0]
+    assert group["lr"] == 0.05 and group["weight_decay"] == pytest.approx(2e-4)
+    assert group["momentum"] == 0.8 and group["nesterov"] is True
+
+
+def test_sgd_step_uses_momentum_and_weight_decay():
+    # one parameter, gradient 1: first step v = g + wd * w, w -= lr * v; second step v = m * v + g + wd * w
+    weight = nn.Parameter(torch.tensor([2.0]))
+    model = nn.Module()
+    model.w = weight
+    cfg = _cfg("OPTIMIZER.lr", "0.1", "OPTIMIZER.weight_decay", "0.5", "OPTIMIZER.params", "{momentum: 0.9}")
+    optimizer = build_optimizer(cfg.OPTIMIZER, model)
+    w, v = 2.0, 0.0
+    for step in range(2):
+        optimizer.zero_grad()
+        weight.grad = torch.tensor([1.0])
+        optimizer.step()
+        g = 1.0 + 0.5 * w
+        v = g if step == 0 else 0.9 * v + g
+        w -= 0.1 * v
+        assert weight.item() == pytest.approx(w, rel=1e-6)
+
+
+def test_adamw_with_replaced_params():
+    cfg = _cfg("OPTIMIZER.name", "AdamW", "OPTIMIZER.lr", "0.001", "OPTIMIZER.params", "{betas: [0.8, 0.95]}")
+    optimizer = build_optimizer(cfg.OPTIMIZER, nn.Linear(4, 3))
+    assert isinstance(optimizer, torch.optim.AdamW)
+    group = optimizer.param_groups[0]
+    assert group["lr"] == 0.001 and tuple(group["betas"]) == (0.8, 0.95) and group["weight_decay"] == 0.0005
+
+
+# ---------------------------------------------------------------- schedules (stepped once per epoch)
+
+def _lrs(cfg, epochs: int, lr: float = 0.1) -> list[float]:
+    """The learning rate each epoch trains with (read before the epoch's scheduler.step())."""
+    optimizer = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=lr)
+    scheduler = build_scheduler(cfg.SCHEDULER, optimizer, epochs)
+    lrs = []
+    for _ in range(epochs):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+def _cosine(lr: float, eta_min: float, k: int, period: int) -> float:
+    return eta_min + (lr - eta_min) * (1 + math.cos(math.pi * k / period)) / 2
+
+
+def test_cosine_decays_to_eta_min_over_the_run():
+    epochs, eta_min = 50, 1e-5
+    lrs = _lrs(_cfg(), epochs)  # shipped config: cosine_annealing, eta_min 1e-5, no warm-up
+    assert lrs == pytest.approx([_cosine(0.1, eta_min, e, epochs) for e in range(epochs)], rel=1e-6)
+    assert lrs[0] == pytest.approx(0.1)
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    # one cycle over the whole run: the last epoch is one cosine step from eta_min, no restart before the end
+    assert lrs[-1] - eta_min == pytest.approx((0.1 - eta_min) * (1 - math.cos(math.pi / epochs)) / 2, rel=1e-6)
+    assert lrs[-1] < 2e-4
+
+
+def test_cosine_eta_min_override():
+    lrs = _lrs(_cfg("SCHEDULER.params.eta_min", "0.01"), 10)
+    assert lrs == pytest.approx([_cosine(0.1, 0.01, e, 10) for e in range(10)], rel=1e-6)
+    assert min(lrs) > 0.01
+
+
+def test_warmup_then_cosine_over_the_remaining_epochs():
+    epochs, warmup, eta_min = 12, 3, 1e-3
+    cfg = _cfg("SCHEDULER.warmup_epochs", str(warmup), "SCHEDULER.params.eta_min", str(eta_min))
+    lrs = _lrs(cfg, epochs)
+    # linear warm-up from lr/10: 0.01, 0.04, 0.07, then the cosine from 0.1 over the 9 remaining epochs
+    assert lrs[:warmup] == pytest.approx([0.1 * (0.1 + 0.9 * e / warmup) for e in range(warmup)], rel=1e-6)
+    expected = [_cosine(0.1, eta_min, k, epochs - warmup) for k in range(epochs - warmup)]
+    assert lrs[warmup:] == pytest.approx(expected, rel=1e-6)
+
+
+def test_multistep_milestones():
+    cfg = _cfg("SCHEDULER.sched_name", "multistep", "SCHEDULER.params", "{milestones: [3, 6], gamma: 0.1}")
+    lrs = _lrs(cfg, 8)
+    assert lrs == pytest.approx([0.1] * 3 + [0.01] * 3 + [0.001] * 2, rel=1e-6)
+
+
+def test_multistep_milestones_are_epochs_of_the_run_with_warmup():
+    # the LDAM recipe: 5 warm-up epochs, then x0.01 at epoch 160 and again at 180 (epochs of the whole run)
+    cfg = _cfg("SCHEDULER.sched_name", "multistep", "SCHEDULER.warmup_epochs", "5",
+               "SCHEDULER.params", "{milestones: [160, 180], gamma: 0.01}")
+    lrs = _lrs(cfg, 200)
+    assert lrs[:5] == pytest.approx([0.1 * (0.1 + 0.9 * e / 5) for e in range(5)], rel=1e-6)
+    assert lrs[5:160] == pytest.approx([0.1] * 155, rel=1e-6)
+    assert lrs[160:180] == pytest.approx([1e-3] * 20, rel=1e-6)
+    assert lrs[180:] == pytest.approx([1e-5] * 20, rel=1e-6)
+
+
+def test_constant_with_warmup():
+    cfg = _cfg("SCHEDULER.sched_name", "constant", "SCHEDULER.params", "{}", "SCHEDULER.warmup_epochs", "2")
+    assert _lrs(cfg, 5) == pytest.approx([0.01, 0.055, 0.1, 0.1, 0.1], rel=1e-6)
+
+
+def test_scheduler_state_round_trips_for_resume():
+    cfg = _cfg("SCHEDULER.warmup_epochs", "2")
+    optimizer = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
+    scheduler = build_scheduler(cfg.SCHEDULER, optimizer, 10)
+    for _ in range(4):
+        optimizer.step()
+        scheduler.step()
+    state, lr_now = scheduler.state_dict(), optimizer.param_groups[0]["lr"]
+    # main.py's order: build both afresh, then load the optimizer's state and the scheduler's
+    optimizer2 = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
+    scheduler2 = build_scheduler(cfg.SCHEDULER, optimizer2, 10)
+    optimizer2.load_state_dict(optimizer.state_dict())
+    scheduler2.load_state_dict(state)
+    assert optimizer2.param_groups[0]["lr"] == pytest.approx(lr_now)
+    for _ in range(3):
+        optimizer.step(), scheduler.step()
+        optimizer2.step(), scheduler2.step()
+        assert optimizer2.param_groups[0]["lr"] == pytest.approx(optimizer.param_groups[0]["lr"])
+
+
+def test_build_scheduler_reads_a_plain_section():
+    section = OmegaConf.create({"sched_name": "multistep", "warmup_epochs": 0,
+                                "params": {"milestones": [1], "gamma": 0.5}})
+    optimizer = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=1.0)
+    scheduler = build_scheduler(section, optimizer, 3)
+    seen = []
+    for _ in range(3):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert seen == [1.0, 0.5, 0.5]
