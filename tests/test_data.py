@@ -1,0 +1,229 @@
+"""Long-tailed class counts, the seeded split draw, and CIFAR10LT/CIFAR100LT on generated CIFAR files."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from torchvision.datasets import CIFAR10, CIFAR100
+
+from datasets import CIFAR10LT, CIFAR100LT, DatasetNotFoundError
+from datasets.long_tail import draw_splits, long_tail_counts
+
+# ---------------------------------------------------------------- class counts (FACTS.md)
+
+README_C10_IF200 = [5000, 2775, 1540, 854, 474, 263, 146, 81, 45, 25]
+
+
+@pytest.mark.parametrize("factor,total,smallest", [(10, 20431, 500), (50, 13996, 100), (100, 12406, 50),
+                                                   (200, 11203, 25)])
+def test_cifar10_exp_totals(factor, total, smallest):
+    counts = long_tail_counts(5000, 10, "exp", factor)
+    assert len(counts) == 10 and counts[0] == 5000
+    assert sum(counts) == total and min(counts) == counts[-1] == smallest
+
+
+@pytest.mark.parametrize("factor,total,smallest", [(10, 19573, 50), (50, 12608, 10), (100, 10847, 5),
+                                                   (200, 9502, 2)])
+def test_cifar100_exp_totals(factor, total, smallest):
+    counts = long_tail_counts(500, 100, "exp", factor)
+    assert len(counts) == 100 and counts[0] == 500
+    assert sum(counts) == total and min(counts) == counts[-1] == smallest
+
+
+def test_readme_example_cifar10_if200():
+    assert long_tail_counts(5000, 10, "exp", 200) == README_C10_IF200
+
+
+def test_exp_profile_is_non_increasing():
+    counts = long_tail_counts(500, 100, "exp", 100)
+    assert all(a >= b for a, b in zip(counts, counts[1:]))
+
+
+@pytest.mark.parametrize("n_max,num_classes,factor", [(5000, 10, 10), (5000, 10, 100), (500, 100, 100),
+                                                      (500, 100, 200), (500, 100, 3)])
+def test_step_profile(n_max, num_classes, factor):
+    # FACTS.md: C/2 classes at n_max and C/2 at int(n_max / IF)
+    counts = long_tail_counts(n_max, num_classes, "step", factor)
+    half = num_classes // 2
+    assert counts == [n_max] * half + [int(n_max / factor)] * half
+
+
+def test_step_profile_examples():
+    assert long_tail_counts(5000, 10, "step", 100) == [5000] * 5 + [50] * 5
+    assert long_tail_counts(500, 100, "step", 200) == [500] * 50 + [2] * 50
+    assert sum(long_tail_counts(500, 100, "step", 3)) == 50 * 500 + 50 * 166
+
+
+@pytest.mark.parametrize("imb_type", [None, "exp", "step"])
+def test_imbalance_factor_one_is_balanced(imb_type):
+    assert long_tail_counts(500, 100, imb_type, 1) == [500] * 100
+
+
+def test_none_is_balanced_whatever_the_factor():
+    assert long_tail_counts(5000, 10, None, 100) == [5000] * 10
+
+
+@pytest.mark.parametrize("imb_type", [None, "exp", "step"])
+@pytest.mark.parametrize("factor", [0.5, 0, -10])
+def test_factor_below_one_is_refused(imb_type, factor):
+    with pytest.raises(ValueError, match=">= 1"):
+        long_tail_counts(5000, 10, imb_type, factor)
+
+
+def test_unknown_profile_is_refused():
+    with pytest.raises(ValueError, match="exp"):
+        long_tail_counts(5000, 10, "linear", 10)
+
+
+# ---------------------------------------------------------------- draw_splits
+
+TARGETS = np.repeat(np.arange(4), 20)[np.random.default_rng(3).permutation(80)]
+
+
+def test_draw_splits_counts_disjoint_and_sorted():
+    counts = [15, 10, 5, 1]
+    splits = draw_splits(TARGETS, counts, val_per_class=4, seed=0)
+    train, val = splits["train"], splits["val"]
+    assert np.bincount(TARGETS[train], minlength=4).tolist() == counts
+    assert np.bincount(TARGETS[val], minlength=4).tolist() == [4, 4, 4, 4]
+    assert not set(train.tolist()) & set(val.tolist())
+    assert train.tolist() == sorted(train.tolist()) and val.tolist() == sorted(val.tolist())
+
+
+def test_draw_splits_is_seeded():
+    counts = [15, 10, 5, 1]
+    a = draw_splits(TARGETS, counts, 4, seed=0)
+    b = draw_splits(TARGETS, counts, 4, seed=0)
+    c = draw_splits(TARGETS, counts, 4, seed=1)
+    assert np.array_equal(a["train"], b["train"]) and np.array_equal(a["val"], b["val"])
+    assert not np.array_equal(a["train"], c["train"])
+
+
+def test_draw_splits_refuses_too_many():
+    with pytest.raises(ValueError, match="class 0"):
+        draw_splits(TARGETS, [17, 1, 1, 1], val_per_class=4, seed=0)
+
+
+# ---------------------------------------------------------------- CIFAR10LT / CIFAR100LT on generated data
+# conftest's cifar_root: CIFAR-10 with 100 train / 20 test images per class, CIFAR-100 with 30 / 4
+
+def _rows(dataset) -> list[bytes]:
+    return [image.tobytes() for image in dataset.data]
+
+
+def _full_labels(root, cls, train: bool) -> dict[bytes, int]:
+    full = cls(str(root), train=train, download=False)
+    return {image.tobytes(): label for image, label in zip(full.data, full.targets)}
+
+
+def test_cifar10lt_exp_counts_and_labels(cifar_root):
+    train = CIFAR10LT(str(cifar_root), train=True, download=False, imb_type="exp", imbalance_factor=10)
+    expected = long_tail_counts(100, 10, "exp", 10)
+    assert expected == [100, 77, 59, 46, 35, 27, 21, 16, 12, 10]  # int(100 * 0.1 ** (i / 9))
+    assert train.num_per_cls == dict(enumerate(expected))
+    assert len(train) == len(train.data) == len(train.targets) == sum(expected)
+    assert train.data.shape[1:] == (32, 32, 3) and train.data.dtype == np.uint8
+    # every kept image keeps its own label
+    labels = _full_labels(cifar_root, CIFAR10, train=True)
+    assert [labels[row] for row in _rows(train)] == list(train.targets)
+    # and __getitem__ agrees with data/targets
+    image, label = train[len(train) - 1]
+    assert np.array_equal(np.asarray(image), train.data[-1]) and label == train.targets[-1]
+
+
+def test_cifar10lt_step_and_balanced_counts(cifar_root):
+    step = CIFAR10LT(str(cifar_root), download=False, imb_type="step", imbalance_factor=10)
+    assert list(step.num_per_cls.values()) == [100] * 5 + [10] * 5
+    balanced = CIFAR10LT(str(cifar_root), download=False, imb_type=None, imbalance_factor=1)
+    assert list(balanced.num_per_cls.values()) == [100] * 10
+
+
+def test_cifar100lt_exp_counts(cifar_root):
+    train = CIFAR100LT(str(cifar_root), download=False, imb_type="exp", imbalance_factor=10)
+    expected = long_tail_counts(30, 100, "exp", 10)
+    assert expected[0] == 30 and expected[-1] == 3
+    assert train.num_per_cls == dict(enumerate(expected))
+    labels = _full_labels(cifar_root, CIFAR100, train=True)
+    assert [labels[row] for row in _rows(train)] == list(train.targets)
+
+
+def test_same_seed_same_images_other_seed_other_images(cifar_root):
+    kwargs = dict(download=False, imb_type="exp", imbalance_factor=10)
+    a = CIFAR10LT(str(cifar_root), seed=0, **kwargs)
+    b = CIFAR10LT(str(cifar_root), seed=0, **kwargs)
+    c = CIFAR10LT(str(cifar_root), seed=1, **kwargs)
+    assert np.array_equal(a.data, b.data) and a.targets == b.targets
+    assert a.num_per_cls == c.num_per_cls  # same profile...
+    assert not np.array_equal(a.data, c.data)  # ...other images
+    assert set(_rows(a)) != set(_rows(c))
+
+
+def test_no_global_random_state_is_touched(cifar_root):
+    torch.manual_seed(123)
+    np.random.seed(123)
+    random.seed(123)
+    torch_state, np_state, py_state = torch.random.get_rng_state(), np.random.get_state(), random.getstate()
+    CIFAR10LT(str(cifar_root), download=False, imb_type="exp", imbalance_factor=10, seed=5, split="train",
+              val_per_class=5)
+    CIFAR10LT(str(cifar_root), download=False, imb_type="exp", imbalance_factor=10, seed=5, split="val",
+              val_per_class=5)
+    assert torch.equal(torch.random.get_rng_state(), torch_state)
+    after = np.random.get_state()
+    assert after[0] == np_state[0] and np.array_equal(after[1], np_state[1]) and after[2:] == np_state[2:]
+    assert random.getstate() == py_state
+
+
+def test_val_split_is_balanced_and_disjoint_from_train(cifar_root):
+    kwargs = dict(download=False, imb_type="exp", imbalance_factor=10, seed=0, val_per_class=5)
+    train = CIFAR10LT(str(cifar_root), split="train", **kwargs)
+    val = CIFAR10LT(str(cifar_root), split="val", **kwargs)
+    test = CIFAR10LT(str(cifar_root), split="test", **kwargs)
+    assert val.num_per_cls == {c: 5 for c in range(10)}
+    # the validation images come out first: the head class trains on n_max = 100 - 5
+    assert train.num_per_cls == dict(enumerate(long_tail_counts(95, 10, "exp", 10)))
+    assert train.num_per_cls[0] == 95
+    train_rows, val_rows, test_rows = set(_rows(train)), set(_rows(val)), set(_rows(test))
+    assert len(val_rows) == 50 and len(train_rows) == len(train)
+    assert not train_rows & val_rows
+    assert not val_rows & test_rows
+    # validation images are training images of the right class
+    labels = _full_labels(cifar_root, CIFAR10, train=True)
+    assert [labels[row] for row in _rows(val)] == list(val.targets)
+
+
+def test_val_split_with_a_balanced_profile_leaves_n_max_minus_val(cifar_root):
+    kwargs = dict(download=False, imb_type=None, imbalance_factor=1, seed=0, val_per_class=5)
+    train = CIFAR100LT(str(cifar_root), split="train", **kwargs)
+    val = CIFAR100LT(str(cifar_root), split="val", **kwargs)
+    assert train.num_per_cls == {c: 25 for c in range(100)}
+    assert val.num_per_cls == {c: 5 for c in range(100)}
+    assert not set(_rows(train)) & set(_rows(val))
+
+
+def test_test_split_is_whole_and_balanced(cifar_root):
+    kwargs = dict(download=False, imb_type="exp", imbalance_factor=100, seed=3, val_per_class=5)
+    test = CIFAR10LT(str(cifar_root), train=False, **kwargs)
+    assert test.split == "test"
+    assert test.num_per_cls == {c: 20 for c in range(10)}
+    labels = _full_labels(cifar_root, CIFAR10, train=False)
+    assert set(_rows(test)) == set(labels)
+    test100 = CIFAR100LT(str(cifar_root), split="test", **kwargs)
+    assert test100.num_per_cls == {c: 4 for c in range(100)}
+
+
+def test_unknown_split_is_refused(cifar_root):
+    with pytest.raises(ValueError, match="split"):
+        CIFAR10LT(str(cifar_root), split="holdout", download=False)
+
+
+@pytest.mark.parametrize("cls", [CIFAR10LT, CIFAR100LT])
+def test_missing_data_names_the_folder(tmp_path, cls):
+    root = tmp_path / "nowhere"
+    with pytest.raises(DatasetNotFoundError) as info:
+        cls(str(root), download=False)
+    message = str(info.value)
+    assert str(root.resolve() / cls.base_folder) in message
+    assert "download" in message
+    assert isinstance(info.value, FileNotFoundError)

@@ -1,0 +1,251 @@
+"""datasets.loaders: the fast TensorLoader against torchvision's per-image classic_transform."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from datasets.loaders import PAD, TensorLoader, classic_loader, classic_transform
+
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2470, 0.2435, 0.2616)
+SIZE = 32
+SHIFTS = 2 * 4 + 1  # pad 4 on each side: 9 crop offsets per axis
+
+
+def _id_images(n: int) -> np.ndarray:
+    """N x 32 x 32 x 3 uint8 images whose every pixel encodes the image index i: (i % 250 + 1, i // 250 + 1, 7)."""
+    images = np.empty((n, SIZE, SIZE, 3), dtype=np.uint8)
+    index = np.arange(n)
+    images[..., 0] = (index % 250 + 1)[:, None, None]
+    images[..., 1] = (index // 250 + 1)[:, None, None]
+    images[..., 2] = 7
+    return images
+
+
+def _to_uint8(batch: torch.Tensor) -> np.ndarray:
+    """Undo the normalisation: B x 3 x H x W float -> B x H x W x 3 integer pixel values."""
+    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(STD).view(1, 3, 1, 1)
+    pixels = ((batch.float() * std + mean) * 255).round()
+    return pixels.permute(0, 2, 3, 1).to(torch.int64).numpy()
+
+
+def _ids(batch: torch.Tensor) -> list[int]:
+    pixels = _to_uint8(batch)[:, SIZE // 2, SIZE // 2]  # the centre pixel is never padding
+    return ((pixels[:, 0] - 1) + 250 * (pixels[:, 1] - 1)).tolist()
+
+
+# ---------------------------------------------------------------- (a) evaluation
+
+def test_eval_yields_the_normalised_images_in_order_channels_last():
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 256, size=(23, SIZE, SIZE, 3), dtype=np.uint8)
+    targets = rng.integers(0, 10, size=23).tolist()
+    loader = TensorLoader(data, targets, 5, MEAN, STD, device="cpu", train=False)
+    batches = list(loader)
+    assert len(batches) == len(loader) == 5  # 5+5+5+5+3: the last, short batch is kept
+    assert [len(x) for x, _ in batches] == [5, 5, 5, 5, 3]
+    for x, _ in batches:
+        assert x.dtype == torch.float32 and x.shape[1:] == (3, SIZE, SIZE)
+        assert x.is_contiguous(memory_format=torch.channels_last)
+    images = torch.cat([x for x, _ in batches])
+    expected = (torch.from_numpy(data).permute(0, 3, 1, 2).double() / 255
+                - torch.tensor(MEAN, dtype=torch.float64).view(1, 3, 1, 1)) / torch.tensor(STD, dtype=torch.float64).view(1, 3, 1, 1)
+    torch.testing.assert_close(images.double(), expected, rtol=0, atol=1e-5)
+    assert torch.cat([y for _, y in batches]).tolist() == targets
+
+
+def test_eval_matches_classic_transform_without_augmentation():
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 256, size=(6, SIZE, SIZE, 3), dtype=np.uint8)
+    fast = torch.cat([x for x, _ in TensorLoader(data, [0] * 6, 4, MEAN, STD, device="cpu", train=False)])
+    transform = classic_transform([], SIZE, MEAN, STD)
+    classic = torch.stack([transform(Image.fromarray(image)) for image in data])
+    torch.testing.assert_close(fast, classic, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [11, 12])
+def test_eval_shards_of_two_ranks_cover_every_image_once(n):
+    data, targets = _id_images(n), list(range(n))
+    seen, seen_targets = [], []
+    for rank in (0, 1):
+        loader = TensorLoader(data, targets, 4, MEAN, STD, device="cpu", train=False, rank=rank, world_size=2)
+        batches = list(loader)
+        assert len(batches) == len(loader)
+        rank_ids = [i for x, _ in batches for i in _ids(x)]
+        assert rank_ids == list(range(rank, n, 2))  # every world_size-th image, in order
+        seen += rank_ids
+        seen_targets += [t for _, y in batches for t in y.tolist()]
+    assert sorted(seen) == list(range(n))
+    assert sorted(seen_targets) == list(range(n))
+
+
+# ---------------------------------------------------------------- (b) training shards
+
+def _epoch_ids(loader: TensorLoader, epoch: int) -> tuple[list[int], list[int]]:
+    loader.set_epoch(epoch)
+    ids, targets = [], []
+    for x, y in loader:
+        ids += _ids(x)
+        targets += y.tolist()
+    return ids, targets
+
+
+def _train_loader(n: int, rank: int, seed: int = 0, batch_size: int = 4, **kwargs) -> TensorLoader:
+    return TensorLoader(_id_images(n), list(range(n)), batch_size, MEAN, STD, device="cpu", train=True,
+                        seed=seed, rank=rank, world_size=2, **kwargs)
+
+
+def test_training_shards_are_disjoint_equal_and_labelled():
+    n = 41
+    ids0, targets0 = _epoch_ids(_train_loader(n, 0, batch_size=5), 0)
+    ids1, targets1 = _epoch_ids(_train_loader(n, 1, batch_size=5), 0)
+    assert ids0 == targets0 and ids1 == targets1  # each image comes with its own target
+    assert len(ids0) == len(ids1) == n // 2
+    assert len(set(ids0)) == len(ids0) and not set(ids0) & set(ids1)
+    assert len(set(ids0) | set(ids1)) == 2 * (n // 2)
+
+
+def test_training_shards_reshuffle_every_epoch_and_are_reproducible():
+    n = 40
+    loader = _train_loader(n, 0, crop=True, flip=True)
+    epoch0, epoch1 = _epoch_ids(loader, 0)[0], _epoch_ids(loader, 1)[0]
+    assert epoch0 != epoch1
+    again = _train_loader(n, 0, crop=True, flip=True)
+    assert _epoch_ids(again, 1)[0] == epoch1
+    assert _epoch_ids(again, 0)[0] == epoch0
+    assert _epoch_ids(_train_loader(n, 0, seed=1, crop=True, flip=True), 0)[0] != epoch0
+    # the augmented pixels are reproducible too
+    a, b = _train_loader(n, 0, crop=True, flip=True), _train_loader(n, 0, crop=True, flip=True)
+    a.set_epoch(3)
+    b.set_epoch(3)
+    for (xa, ya), (xb, yb) in zip(a, b):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_every_image_is_trained_on_each_epoch_in_one_process():
+    n = 30
+    loader = TensorLoader(_id_images(n), list(range(n)), 8, MEAN, STD, device="cpu", train=True, seed=0)
+    for epoch in range(3):
+        ids, _ = _epoch_ids(loader, epoch)
+        assert sorted(ids) == list(range(n))
+
+
+@pytest.mark.parametrize("n,batch_size,sizes", [(40, 4, [4] * 5), (18, 4, [4, 4]), (22, 4, [4, 4, 3])])
+def test_training_drops_only_a_last_batch_of_one(n, batch_size, sizes):
+    # two processes: n // 2 images each; a trailing batch of one would break BatchNorm and is dropped
+    loader = _train_loader(n, 1, batch_size=batch_size)
+    assert [len(y) for _, y in loader] == sizes
+    assert len(loader) == len(sizes)
+
+
+def test_training_leaves_the_global_random_state_alone():
+    state = torch.random.get_rng_state()
+    for _ in _train_loader(40, 0, crop=True, flip=True):
+        pass
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+# ---------------------------------------------------------------- (c) augmentation distribution
+
+def _position_image() -> np.ndarray:
+    """One 32x32x3 image whose pixel (r, c) is (r + 1, c + 1, 200): every value is > 0, so padding shows as 0."""
+    rows, cols = np.meshgrid(np.arange(SIZE), np.arange(SIZE), indexing="ij")
+    return np.stack([rows + 1, cols + 1, np.full_like(rows, 200)], -1).astype(np.uint8)
+
+
+def _padded(image: np.ndarray) -> np.ndarray:
+    return np.pad(image, ((PAD, PAD), (PAD, PAD), (0, 0)))
+
+
+def _recover(outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Crop offsets (dy, dx) into the padded image and the flips, from N output images (N x H x W x 3 integers)."""
+    c = SIZE // 2  # the centre pixels are never padding
+    flipped = outputs[:, c, c, 1] < outputs[:, c, c - 1, 1]
+    # output row i shows padded row dy + i, i.e. source row dy + i - PAD, stored as that + 1
+    dy = outputs[:, c, c, 0] - 1 + PAD - c
+    # output column j shows padded column dx + j, or dx + SIZE - 1 - j when flipped
+    dx = outputs[:, c, c, 1] - 1 + PAD - np.where(flipped, SIZE - 1 - c, c)
+    return dy, dx, flipped
+
+
+def _check_distribution(outputs: np.ndarray) -> None:
+    """`outputs`: N x 32 x 32 x 3 integer images of the position image, randomly cropped (pad 4, zeros) and
+    flipped. Each must be an exact crop of the zero-padded image; the offsets uniform over the 81 shifts and the
+    flip rate 1/2."""
+    padded = _padded(_position_image()).astype(np.int64)
+    dy, dx, flipped = _recover(outputs)
+    assert ((0 <= dy) & (dy < SHIFTS) & (0 <= dx) & (dx < SHIFTS)).all()
+    offsets = np.arange(SIZE)
+    rows = dy[:, None] + offsets
+    cols = np.where(flipped[:, None], dx[:, None] + offsets[::-1], dx[:, None] + offsets)
+    expected = padded[rows[:, :, None], cols[:, None, :]]
+    # every output is exactly its crop of the zero-padded image, border zeros included
+    np.testing.assert_array_equal(outputs, expected)
+    cells = np.bincount(dy * SHIFTS + dx, minlength=SHIFTS ** 2).reshape(SHIFTS, SHIFTS)
+    n = len(outputs)
+    assert cells.min() > 0, "some crop offset never occurs"
+    expected_per_cell = n / SHIFTS ** 2
+    chi2 = float(((cells - expected_per_cell) ** 2 / expected_per_cell).sum())
+    assert chi2 < 140, f"crop offsets not uniform: chi2 {chi2:.1f} with 80 degrees of freedom"  # p ~ 3e-5
+    for marginal in (cells.sum(0), cells.sum(1)):  # each axis alone: 9 offsets, 8 degrees of freedom
+        chi2_axis = float(((marginal - n / SHIFTS) ** 2 / (n / SHIFTS)).sum())
+        assert chi2_axis < 35, f"offsets along one axis not uniform: chi2 {chi2_axis:.1f}"
+    assert abs(flipped.mean() - 0.5) < 0.04, f"flip rate {flipped.mean():.3f}"
+    # flips independent of the offsets: about half of the left-shifted and of the right-shifted crops are flipped
+    for side in (dx < PAD, dx > PAD):
+        assert abs(flipped[side].mean() - 0.5) < 0.07
+    # a padded border row is visible exactly when the crop starts in the padding
+    top_zero = (outputs[:, 0, :, 2] == 0).all(1)
+    np.testing.assert_array_equal(top_zero, dy < PAD)
+
+
+N_SAMPLES = 4000
+
+
+def test_tensor_loader_crop_and_flip_distribution():
+    data = np.repeat(_position_image()[None], N_SAMPLES, 0)
+    loader = TensorLoader(data, [0] * N_SAMPLES, 1000, MEAN, STD, device="cpu", train=True, crop=True, flip=True,
+                          seed=0)
+    outputs = np.concatenate([_to_uint8(x) for x, _ in loader])
+    assert len(outputs) == N_SAMPLES
+    _check_distribution(outputs)
+
+
+def test_classic_transform_crop_and_flip_distribution():
+    transform = classic_transform(["RandomCrop", "RandomHorizontalFlip"], SIZE, MEAN, STD)
+    image = Image.fromarray(_position_image())
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        outputs = _to_uint8(torch.stack([transform(image) for _ in range(N_SAMPLES)]))
+    _check_distribution(outputs)
+
+
+def test_without_crop_and_flip_training_images_are_untouched():
+    data = np.repeat(_position_image()[None], 8, 0)
+    loader = TensorLoader(data, [0] * 8, 8, MEAN, STD, device="cpu", train=True, crop=False, flip=False, seed=0)
+    (x, _), = list(loader)
+    assert (_to_uint8(x) == _position_image()[None].astype(np.int64)).all()
+
+
+def test_flip_only_never_shifts():
+    data = np.repeat(_position_image()[None], 200, 0)
+    loader = TensorLoader(data, [0] * 200, 200, MEAN, STD, device="cpu", train=True, crop=False, flip=True, seed=0)
+    outputs = _to_uint8(next(iter(loader))[0])
+    image = _position_image().astype(np.int64)
+    flipped = np.array([(o == image[:, ::-1]).all() for o in outputs])
+    assert all((o == image).all() or f for o, f in zip(outputs, flipped))
+    assert 0.35 < flipped.mean() < 0.65
+
+
+def test_classic_loader_batches_and_shuffles():
+    dataset = torch.utils.data.TensorDataset(torch.arange(10))
+    loader = classic_loader(dataset, 4, 0, seed=0)
+    batches = [b[0].tolist() for b in loader]
+    assert sorted(i for b in batches for i in b) == list(range(10))
+    assert [len(b) for b in batches] == [4, 4, 2]
+    assert [i for b in batches for i in b] != list(range(10))
+    # a final batch of one is dropped (BatchNorm cannot train on it)
+    assert [len(b[0]) for b in classic_loader(torch.utils.data.TensorDataset(torch.arange(9)), 4, 0, seed=0)] == [4, 4]
