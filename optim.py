@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch.optim import lr_scheduler
 
+from config import ConfigError
+
 
 def cosine_annealing(optimizer, epochs: int, t_mult: int = 1, eta_min: float = 0.0):
     """Cosine decay to `eta_min` over the run; with t_mult > 1, restarts with cycles growing t_mult-fold."""
@@ -26,7 +28,10 @@ SCHEDULERS = {"cosine_annealing": cosine_annealing, "multistep": multistep, "con
 
 def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     """`cfg` is the OPTIMIZER section; weight decay applies to every parameter, as in the CIFAR-LT recipes."""
-    return OPTIMIZERS[cfg.name](model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **cfg.params)
+    try:
+        return OPTIMIZERS[cfg.name](model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **cfg.params)
+    except (TypeError, ValueError) as error:  # e.g. OPTIMIZER.params '{momentum: abc}'
+        raise ConfigError(f"OPTIMIZER {cfg.name} refused its settings: {error}") from None
 
 
 def build_scheduler(cfg, optimizer, epochs: int):
@@ -36,7 +41,10 @@ def build_scheduler(cfg, optimizer, epochs: int):
         # milestones are epochs of the whole run (the LDAM recipe decays at 160 and 180 after 5 warm-up epochs);
         # the main schedule counts its epochs from the end of the warm-up
         params["milestones"] = [m - cfg.warmup_epochs for m in params.get("milestones", (160, 180))]
-    main = SCHEDULERS[cfg.sched_name](optimizer, epochs - cfg.warmup_epochs, **params)
+    try:
+        main = SCHEDULERS[cfg.sched_name](optimizer, epochs - cfg.warmup_epochs, **params)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"SCHEDULER {cfg.sched_name} refused its params: {error}") from None
     if not cfg.warmup_epochs:
         return main
     warmup = lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=cfg.warmup_epochs)

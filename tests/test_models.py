@@ -240,3 +240,15 @@ def test_build_scheduler_reads_a_plain_section():
         optimizer.step()
         scheduler.step()
     assert seen == [1.0, 0.5, 0.5]
+
+
+@pytest.mark.parametrize("overrides, section", [
+    (["OPTIMIZER.params", "{momentum: abc}"], "OPTIMIZER"),
+    (["SCHEDULER.sched_name", "multistep", "SCHEDULER.params", "{milestones: 5, gamma: 0.1}"], "SCHEDULER"),
+])
+def test_values_the_optimizer_or_scheduler_refuse_are_config_errors(overrides, section):
+    cfg = _cfg(*overrides)
+    with pytest.raises(ConfigError, match=section) as error:
+        optimizer = build_optimizer(cfg.OPTIMIZER, nn.Linear(4, 3))
+        build_scheduler(cfg.SCHEDULER, optimizer, epochs=10)
+    assert "\n" not in str(error.value)
