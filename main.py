@@ -41,11 +41,20 @@ def mixed_precision(requested: str) -> tuple[str, str]:
     return "no", " (fp16 needs a GPU, and this CPU lacks bf16 units, where bf16 runs slower than fp32)"
 
 
+def cpu_only() -> bool:
+    """Whether no GPU (or other accelerator) is present. accelerate then needs `cpu=True` to treat a torchrun
+    launch as one multi-process CPU (gloo) job; without it every process trains alone as a 1-process run."""
+    accelerators = getattr(torch, "accelerator", None)  # torch >= 2.6
+    if accelerators is not None:
+        return not accelerators.is_available()
+    return not (torch.cuda.is_available() or torch.backends.mps.is_available())
+
+
 def run(cfg) -> None:
     seed, epochs, metric = cfg.DEFAULT.seed, cfg.TRAIN.epochs, cfg.TRAIN.ckp_metric
     precision, why = mixed_precision(cfg.TRAIN.mixed_precision)
     accelerator = Accelerator(
-        mixed_precision=precision, gradient_accumulation_steps=cfg.TRAIN.grad_accum_steps,
+        cpu=cpu_only(), mixed_precision=precision, gradient_accumulation_steps=cfg.TRAIN.grad_accum_steps,
         log_with="wandb" if cfg.TRAIN.wandb.use else None, dynamo_backend="inductor" if cfg.TRAIN.compile else "no",
         # DATASET.batch_size is the batch of one optimizer step, split over the processes
         dataloader_config=DataLoaderConfiguration(split_batches=True, use_seedable_sampler=True))
@@ -130,7 +139,9 @@ def run(cfg) -> None:
     selected = summarize(logits, targets, num_per_cls)
     if accelerator.is_main_process:
         save_json({"selected_by": f"{select_on} {metric}", "best_epoch": best_epoch, "epochs": epochs,
-                   "test": selected, "test_last_epoch": last, "num_per_cls": num_per_cls, "config": config},
+                   "test": selected, "test_last_epoch": last, "num_per_cls": num_per_cls, "config": config,
+                   "ran_on": {"device": str(accelerator.device), "processes": accelerator.num_processes,
+                              "mixed_precision": precision, "torch": torch.__version__}},
                   paths["results"])
         save_json(per_class_report(logits, targets, num_per_cls), paths["per_class"])
     accelerator.log({**{f"test/{k}": v for k, v in selected.items() if v is not None},

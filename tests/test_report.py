@@ -1,0 +1,242 @@
+"""report.py: tables, CSV and figures from real main.py runs, and its pooling and bold logic on synthetic results."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import statistics
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import report
+from conftest import run_main
+from fake_cifar import make_cifar
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+LOSSES = ("CrossEntropyLoss", "BalancedSoftmax")
+
+
+def table(markdown: str, first_header: str) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of the first markdown table whose first column is `first_header`."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return [cell.strip() for cell in lines[start].strip("|").split("|")], rows
+
+
+def expected_cell(values: list[float]) -> str:
+    """The cell text recomputed here: percentages, sample std, seed count."""
+    mean = 100 * statistics.mean(values)
+    if len(values) == 1:
+        return f"{mean:.2f} (n=1)"
+    return f"{mean:.2f} ± {100 * statistics.stdev(values):.2f} (n={len(values)})"
+
+
+def assert_png(path: Path) -> None:
+    assert path.is_file(), path
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    assert path.stat().st_size > 10_000, f"{path} looks empty"
+
+
+# ---------------------------------------------------------------- real runs
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    """CE and BS at IF 10, seeds 0 and 1, one epoch each on a CIFAR-10 of 40 training and 10 test images per class
+    (two processes of one thread at a time), plus a copy of the CE folder two levels deeper whose results files
+    were deleted, as a run that crashed would leave it."""
+    datadir, savedir = tmp_path_factory.mktemp("report_data"), tmp_path_factory.mktemp("report_runs")
+    make_cifar(datadir, 10, train_per_class=40, test_per_class=10)
+
+    def train(loss_seed):
+        loss, seed = loss_seed
+        done = run_main(datadir, savedir, "TRAIN.epochs", "1", "DATASET.imbalance_type", "exp",
+                        "DATASET.imbalance_factor", "10", "LOSS.name", loss, "DEFAULT.seed", str(seed),
+                        "DEFAULT.exp_name", f"{loss}-IF_10", env={"OMP_NUM_THREADS": "1"})
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(train, [(loss, seed) for seed in (0, 1) for loss in LOSSES]))
+    crashed = savedir / "old" / "sweep" / "CE-crashed"
+    shutil.copytree(savedir / "CIFAR10LT" / "resnet32" / "CrossEntropyLoss-IF_10", crashed)
+    for path in crashed.glob("results-seed*"):
+        path.unlink()
+    return savedir
+
+
+@pytest.fixture(scope="module")
+def written(results) -> tuple[Path, str]:
+    report.main([str(results)])
+    return results, (results / "report.md").read_text()
+
+
+def seed_results(folder: Path) -> list[dict]:
+    return [json.loads(path.read_text()) for path in sorted(folder.glob("results-seed[0-9]*.json"))
+            if not path.name.endswith("per_class.json")]
+
+
+def test_table1_has_a_row_per_loss_and_recomputed_cells(written):
+    root, markdown = written
+    header, rows = table(markdown, "loss")
+    assert header == ["loss", "CIFAR10LT IF 10"]
+    assert [row[0] for row in rows] == list(LOSSES)
+    for loss, row in zip(LOSSES, rows):
+        bcrs = [r["test"]["bcr"] for r in seed_results(root / "CIFAR10LT" / "resnet32" / f"{loss}-IF_10")]
+        assert len(bcrs) == 2
+        assert row[1].strip("*") == expected_cell(bcrs)
+
+
+def test_bold_cell_is_the_column_maximum(written):
+    _, markdown = written
+    _, rows = table(markdown, "loss")
+    means = [float(row[1].strip("*").split()[0]) for row in rows]
+    bold = [row[1].startswith("**") for row in rows]
+    if means[0] == means[1]:
+        assert all(bold)
+    else:
+        assert bold == [m == max(means) for m in means]
+
+
+def test_selection_groups_and_incomplete_runs(written):
+    root, markdown = written
+    selected_by = seed_results(root / "CIFAR10LT" / "resnet32" / "BalancedSoftmax-IF_10")[0]["selected_by"]
+    assert f"Checkpoint selection: {selected_by}" in markdown
+    header, rows = table(markdown, "imbalance")
+    assert header[:5] == ["imbalance", "loss", "n", "bcr", "bcr (last epoch)"] and "worst class" in header
+    assert all(row[header.index("many")] == "–" for row in rows)  # 40 images in the largest class: none > 100
+    section = markdown.split("## Incomplete or crashed runs")[1].split("## ")[0]
+    _, incomplete = table(section, "run")
+    assert sorted((row[0], row[1]) for row in incomplete) == [("old/sweep/CE-crashed", "0"),
+                                                             ("old/sweep/CE-crashed", "1")]
+    assert all(row[6] == "1 of 1" for row in incomplete)
+
+
+def test_csv_rows(written):
+    root, _ = written
+    with open(root / "report.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6
+    assert sorted(row["status"] for row in rows) == ["complete"] * 4 + ["incomplete"] * 2
+    for row in rows:
+        if row["status"] == "complete":
+            folder = root / row["run"]
+            stored = json.loads((folder / f"results-seed{row['seed']}.json").read_text())
+            assert float(row["test_bcr"]) == pytest.approx(stored["test"]["bcr"])
+            assert row["test_many_acc"] == ""  # None is an empty field, NaN in pandas
+            assert (row["dataset"], row["imbalance_factor"], row["model"]) == ("CIFAR10LT", "10", "resnet32")
+    with open(root / "report_cells.csv", newline="") as f:
+        cells = list(csv.DictReader(f))
+    assert sorted(row["loss"] for row in cells) == sorted(LOSSES)
+    assert all(row["bcr_n"] == "2" and row["seeds"] == "0 1" for row in cells)
+
+
+def test_figures_are_pngs(written):
+    root, markdown = written
+    for name in ("bcr_vs_imbalance.png", "per_class_CIFAR10LT_IF10.png", "confusion_CIFAR10LT_IF10.png"):
+        assert_png(root / name)
+        assert f"]({name})" in markdown
+
+
+def test_single_run_folder(written, tmp_path, capsys):
+    root, _ = written
+    single = tmp_path / "one"
+    single.mkdir()
+    source = root / "CIFAR10LT" / "resnet32" / "BalancedSoftmax-IF_10"
+    for path in source.iterdir():
+        if "seed0" in path.name or path.name == "configs.yaml":
+            shutil.copy(path, single / path.name)
+    report.main([str(single)])
+    assert str(single / "report.md") in capsys.readouterr().out
+    markdown = (single / "report.md").read_text()
+    _, rows = table(markdown, "loss")
+    bcr = json.loads((single / "results-seed0.json").read_text())["test"]["bcr"]
+    assert rows == [["BalancedSoftmax", expected_cell([bcr])]]  # one cell: nothing to be best against
+    assert_png(single / "bcr_vs_imbalance.png")
+    assert not list(single.glob("per_class_*.png"))
+    assert "no per-class or confusion figure" in markdown
+
+
+@pytest.mark.parametrize("kind", ["empty", "missing"])
+def test_no_runs_is_a_one_line_error(tmp_path, capsys, kind):
+    folder = tmp_path / "nothing"
+    if kind == "empty":
+        folder.mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        report.main([str(folder)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------- synthetic results
+
+def fake_result(root: Path, loss: str, seed: int, bcr: float, factor: int = 10, lr: float = 0.1,
+                dataset: str = "CIFAR10LT", folder: str | None = None, **test) -> Path:
+    """A results-seed file as main.py writes it (no checkpoint or per-class file): enough for the tables."""
+    config = {"DEFAULT": {"seed": seed, "savedir": str(root), "exp_name": f"{loss}-IF_{factor}", "data_seed": None},
+              "DATASET": {"name": dataset, "imbalance_type": "exp", "imbalance_factor": factor, "datadir": "/x"},
+              "LOSS": {"name": loss}, "MODEL": {"name": "resnet32"}, "OPTIMIZER": {"name": "SGD", "lr": lr},
+              "TRAIN": {"epochs": 3, "wandb": {"use": False}}}
+    scores = {"bcr": bcr, "acc": bcr, "many_acc": None, "medium_acc": 0.5, "few_acc": 0.1, "head_acc": 0.6,
+              "mid_acc": 0.3, "tail_acc": 0.1, "worst_class_acc": 0.0, **test}
+    path = root / dataset / "resnet32" / (folder or f"{loss}-IF_{factor}") / f"results-seed{seed}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"selected_by": "val bcr", "best_epoch": 2, "epochs": 3, "test": scores,
+                                "test_last_epoch": {**scores, "bcr": bcr - 0.01}, "config": config}))
+    return path
+
+
+def test_pooling_bold_and_separate_settings(tmp_path, capsys):
+    for seed, bcr in enumerate([0.40, 0.42, 0.44]):
+        fake_result(tmp_path, "CrossEntropyLoss", seed, bcr)
+    for seed, bcr in enumerate([0.50, 0.52]):
+        fake_result(tmp_path, "BalancedSoftmax", seed, bcr)
+    fake_result(tmp_path, "BalancedSoftmax", 0, 0.30, factor=100)
+    # same cell, other learning rate: must get a row of its own, never pooled with lr 0.1
+    fake_result(tmp_path, "BalancedSoftmax", 0, 0.90, lr=0.05, folder="BS-lr")
+    report.main([str(tmp_path)])
+    markdown = (tmp_path / "report.md").read_text()
+    header, rows = table(markdown, "loss")
+    assert header == ["loss", "CIFAR10LT IF 10", "CIFAR10LT IF 100"]
+    assert rows == [
+        ["CrossEntropyLoss [OPTIMIZER.lr=0.1]", "42.00 ± 2.00 (n=3)", ""],
+        ["BalancedSoftmax [OPTIMIZER.lr=0.05]", "**90.00 (n=1)**", ""],
+        ["BalancedSoftmax [OPTIMIZER.lr=0.1]", "51.00 ± 1.41 (n=2)", "30.00 (n=1)"],
+    ]
+    assert "Checkpoint selection: val bcr (7 run(s))" in markdown
+    _, groups = table(markdown, "imbalance")
+    assert groups[0][:6] == ["IF 10", "CrossEntropyLoss [OPTIMIZER.lr=0.1]", "3", "42.00 ± 2.00", "41.00 ± 2.00",
+                             "–"]
+    # no per-class files: the comparison figures are skipped with a note, the line plot is still drawn
+    assert "no per-class or confusion figure" in markdown
+    assert_png(tmp_path / "bcr_vs_imbalance.png")
+    assert "## Incomplete or crashed runs\n\nNone" in markdown
+
+
+def test_reevaluations_and_repeated_seeds_are_not_silently_pooled(tmp_path):
+    fake_result(tmp_path, "CrossEntropyLoss", 0, 0.40)
+    fake_result(tmp_path, "CrossEntropyLoss", 0, 0.60, folder="rerun")
+    evaluation = fake_result(tmp_path, "CrossEntropyLoss", 1, 0.99, folder="CrossEntropyLoss-IF_10/evaluation")
+    data = json.loads(evaluation.read_text())
+    evaluation.write_text(json.dumps({"checkpoint": "/x/model_seed1_best.pt", "epoch": 2, "test": data["test"],
+                                      "config": data["config"]}))
+    report.main([str(tmp_path)])
+    markdown = (tmp_path / "report.md").read_text()
+    _, rows = table(markdown, "loss")
+    assert rows == [["CrossEntropyLoss", "50.00 ± 14.14 (n=2)"]]  # the re-evaluation is not a third seed
+    assert "seed 0 appears in 2 folders" in markdown
+    assert "## Re-evaluations (evaluate.py)" in markdown
+
+
+def test_aggregation_helpers():
+    assert report.mean_std([0.1, None, 0.3]) == (pytest.approx(0.2), pytest.approx(statistics.stdev([0.1, 0.3])), 2)
+    assert report.fmt([None, None]) == "–"
+    assert report.fmt([0.5]) == "50.00 (n=1)"
+    assert report.best_rows({"a": 0.5}) == set()
+    assert report.best_rows({"a": 0.5, "b": 0.7, "c": 0.70001}) == {"b", "c"}  # equal as printed
