@@ -1,19 +1,26 @@
-"""Long-tailed data sets and their loaders: `from datasets import CIFAR10LT, CIFAR100LT`."""
+"""Long-tailed data sets and their loaders: `from datasets import CIFAR10LT, CIFAR100LT, ImageFolderLT`."""
 from __future__ import annotations
 
 from .cifar import CIFAR10LT, CIFAR100LT, DatasetNotFoundError
+from .folder import ImageFolderLT
 from .loaders import AUGMENTATIONS, FAST_AUGMENTATIONS, TensorLoader, classic_loader, classic_transform
 from .long_tail import IMBALANCE_TYPES, draw_splits, long_tail_counts
 
-DATASETS = {"CIFAR10LT": CIFAR10LT, "CIFAR100LT": CIFAR100LT}
+DATASETS = {"CIFAR10LT": CIFAR10LT, "CIFAR100LT": CIFAR100LT, "ImageFolderLT": ImageFolderLT}
 
 
 def build_splits(cfg, data_seed: int) -> dict:
-    """The train, test and (when DATASET.val_per_class > 0) val splits that `cfg` (the DATASET section) names."""
-    names = ["train", "test"] + (["val"] if cfg.val_per_class else [])
+    """The train, test and (when DATASET.val_per_class > 0, or an image folder has val/) val splits that `cfg`
+    (the DATASET section) names."""
+    dataset = DATASETS[cfg.name]
     kwargs = dict(imb_type=cfg.imbalance_type, imbalance_factor=cfg.imbalance_factor, seed=data_seed,
-                  val_per_class=cfg.val_per_class)
-    return {name: DATASETS[cfg.name](cfg.datadir, split=name, download=cfg.download, **kwargs) for name in names}
+                  val_per_class=cfg.val_per_class, download=cfg.download)
+    with_val = bool(cfg.val_per_class)
+    if dataset is ImageFolderLT:  # CIFAR is 32x32 as stored
+        kwargs["img_size"] = cfg.img_size
+        with_val = with_val or ImageFolderLT.has_val_folder(cfg.datadir)
+    names = ["train", "test"] + (["val"] if with_val else [])
+    return {name: dataset(cfg.datadir, split=name, **kwargs) for name in names}
 
 
 def normalization(cfg, train_set) -> tuple[list[float], list[float]]:
@@ -43,6 +50,6 @@ def build_loaders(cfg, splits: dict, seed: int, accelerator) -> dict:
     return loaders
 
 
-__all__ = ["CIFAR10LT", "CIFAR100LT", "DATASETS", "AUGMENTATIONS", "FAST_AUGMENTATIONS", "IMBALANCE_TYPES",
-           "DatasetNotFoundError", "TensorLoader", "build_splits", "build_loaders", "draw_splits", "long_tail_counts",
-           "normalization"]
+__all__ = ["CIFAR10LT", "CIFAR100LT", "ImageFolderLT", "DATASETS", "AUGMENTATIONS", "FAST_AUGMENTATIONS",
+           "IMBALANCE_TYPES", "DatasetNotFoundError", "TensorLoader", "build_splits", "build_loaders", "draw_splits",
+           "long_tail_counts", "normalization"]
