@@ -22,4 +22,6 @@ def start_tracking(accelerator, cfg, folder: Path) -> None:
         accelerator.print(f"wandb: online logging failed ({str(error).splitlines()[0]}); logging offline to "
                           f"{folder / 'wandb'} instead, upload it later with `wandb sync {folder / 'wandb'}/offline-run-*`")
         kwargs["mode"] = "offline"
+        # init_trackers appended the failed tracker before starting it, and starts every listed tracker: drop it
+        accelerator.trackers.clear()
         accelerator.init_trackers(settings.project_name, config=config, init_kwargs={"wandb": kwargs})
