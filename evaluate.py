@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from checkpoint import output_paths, save_json
 from config import ConfigError, apply_overrides, check
 from datasets import DatasetNotFoundError, build_loaders, build_splits
-from main import mixed_precision
+from main import cpu_only, mixed_precision
 from metrics import per_class_report, summarize
 from models import build_model
 from train import predict
@@ -57,7 +57,7 @@ def evaluate_checkpoint(path: Path, out: Path, overrides: list[str]) -> None:
     state, cfg = load_checkpoint(path, overrides)
     seed = cfg.DEFAULT.seed
     precision, why = mixed_precision(cfg.TRAIN.mixed_precision)
-    accelerator = Accelerator(mixed_precision=precision)
+    accelerator = Accelerator(cpu=cpu_only(), mixed_precision=precision)
     with accelerator.main_process_first():
         splits = build_splits(cfg.DATASET, seed if cfg.DEFAULT.data_seed is None else cfg.DEFAULT.data_seed)
     num_per_cls = list(splits["train"].num_per_cls.values())

@@ -52,8 +52,8 @@ class TensorLoader:
         self.images = images.to(device)
         self.targets = torch.as_tensor(targets, dtype=torch.long).to(device)
         self.size = data.shape[1]
-        self.scale = (1 / (255 * torch.tensor(std))).view(1, -1, 1, 1).to(device)
-        self.shift = (-torch.tensor(mean) / torch.tensor(std)).view(1, -1, 1, 1).to(device)
+        self.scale = (1 / (255 * torch.tensor(std))).to(device)  # per channel, the last dimension
+        self.shift = (-torch.tensor(mean) / torch.tensor(std)).to(device)
         self.batch_size, self.train, self.flip = batch_size, train, flip
         self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
         self.device = torch.device(device)
@@ -85,17 +85,20 @@ class TensorLoader:
             yield self.augment(idx, generator, offsets), self.targets[idx]
 
     def augment(self, idx: torch.Tensor, generator: torch.Generator, offsets: torch.Tensor) -> torch.Tensor:
-        """Crop and flip as one gather from the padded uint8 images, then normalise to channels_last float."""
+        """Crop and flip as two gathers from the padded uint8 images, then normalise to channels_last float."""
         b = len(idx)
         if self.train and self.pad:
             dy, dx = torch.randint(0, 2 * self.pad + 1, (2, b, 1), device=self.device, generator=generator)
         else:
             dy = dx = torch.full((b, 1), self.pad, device=self.device)
-        rows, cols = dy + offsets, dx + offsets
+        cols = dx + offsets
         if self.train and self.flip:
             flipped = torch.rand(b, 1, device=self.device, generator=generator) < 0.5
             cols = torch.where(flipped, cols.flip(1), cols)
-        crops = self.images[idx[:, None, None], rows[:, :, None], cols[:, None, :]]  # B x H x W x C
-        # permute gives an NCHW view with channels_last strides, which is the layout the model runs in
-        return crops.permute(0, 3, 1, 2).float() * self.scale + self.shift
-
+        # Whole rows first (long contiguous copies), then the columns within them: several times faster on a CPU
+        # than one gather of single pixels
+        rows = self.images[idx[:, None], dy + offsets]  # B x H x (W + 2 pad) x C
+        crops = rows.gather(2, cols[:, None, :, None].expand(b, self.size, self.size, rows.shape[-1]))
+        # Normalising in the stored H x W x C order is a contiguous pass; permute then gives an NCHW view with
+        # channels_last strides, the layout the model runs in
+        return (crops.float().mul_(self.scale).add_(self.shift)).permute(0, 3, 1, 2)

@@ -1,0 +1,96 @@
+"""torchrun with 2 CPU processes (gloo): one training job, each test image counted once, and evaluation that does
+not depend on the number of processes."""
+from __future__ import annotations
+
+import json
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from conftest import run_main, run_script
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_IMAGES = 200  # the cifar_root fixture's CIFAR-10 test set: 20 per class
+OUTPUTS = {"configs.yaml", "model_seed0.pt", "model_seed0_best.pt", "results_seed0_best.json", "results-seed0.json",
+           "results-seed0-per_class.json", "class_counts-seed0.json"}
+# The CPU (gloo) path, also on a machine with one GPU, where two processes cannot share it under NCCL
+CPU_ONLY = {"CUDA_VISIBLE_DEVICES": ""}
+# Scores computed from the confusion matrix are exact; these come from the logits' float values, which may move
+# in the last bits with the batch each process evaluates
+FROM_LOGITS = ("loss", "auroc")
+
+
+def read(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def check_ok(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
+def check_same_scores(got: dict, expected: dict) -> None:
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        if key in FROM_LOGITS:
+            assert got[key] == pytest.approx(value, rel=1e-5), key
+        else:
+            assert got[key] == value, key
+
+
+@pytest.fixture(scope="module")
+def two_process_run(cifar_root, tmp_path_factory):
+    """One epoch under `torchrun --nproc_per_node 2` on the balanced fixture data (1000 training images)."""
+    savedir = tmp_path_factory.mktemp("ddp")
+    proc = run_main(cifar_root, savedir, "DATASET.batch_size", "16", "OPTIMIZER.lr", "0.02", "TRAIN.epochs", "1",
+                    "DEFAULT.exp_name", "ddp", nproc=2, timeout=600, env=CPU_ONLY)
+    return proc, savedir / "CIFAR10LT" / "resnet32" / "ddp"
+
+
+def test_two_processes_train_one_job_and_count_each_test_image_once(two_process_run):
+    proc, folder = two_process_run
+    check_ok(proc)
+    # one 2-process job, not two 1-process runs racing over the same files
+    assert "2 process(es)" in proc.stdout and "1 process(es)" not in proc.stdout, proc.stdout
+    assert proc.stdout.count("epoch 1/1 |") == 1 and proc.stdout.count("test (epoch") == 1, proc.stdout
+    assert {p.name for p in folder.iterdir()} == OUTPUTS
+
+    results = read(folder / "results-seed0.json")
+    per_class = read(folder / "results-seed0-per_class.json")
+    matrix = per_class["confusion_matrix"]
+    assert sum(map(sum, matrix)) == TEST_IMAGES
+    assert [sum(row) for row in matrix] == [TEST_IMAGES // 10] * 10
+    assert results["test"]["acc"] == pytest.approx(sum(matrix[c][c] for c in range(10)) / TEST_IMAGES)
+    assert results["test"]["bcr"] == pytest.approx(sum(per_class["acc"]) / 10)
+    assert results["epochs"] == 1 and results["best_epoch"] == 1
+    assert results["ran_on"]["processes"] == 2
+    assert results["num_per_cls"] == [100] * 10
+    assert results["test"]["bcr"] > 0.3, "the 2-process run did not learn"
+    assert results["config"]["DATASET"]["batch_size"] == 16  # the batch of one step, over both processes
+
+
+def test_two_process_evaluation_matches_one_process(two_process_run, cifar_root, tmp_path):
+    if not (ROOT / "evaluate.py").exists():
+        pytest.skip("evaluate.py is not written yet")
+    train_proc, folder = two_process_run
+    check_ok(train_proc)
+    outs = {n: tmp_path / f"eval{n}" for n in (1, 2)}
+    with ThreadPoolExecutor(max_workers=2) as pool:  # both at once: their start-up is mostly imports
+        futures = {n: pool.submit(run_script, "evaluate.py", cifar_root, str(folder), "--out", str(out), nproc=n,
+                                  timeout=600, env=CPU_ONLY) for n, out in outs.items()}
+        procs = {n: future.result() for n, future in futures.items()}
+    for n, proc in procs.items():
+        check_ok(proc)
+        # under torchrun without a GPU, accelerate needs Accelerator(cpu=True) (main.cpu_only()) to form one
+        # 2-process job; otherwise each process evaluates everything alone and both write the same files
+        assert f"{n} process(es)" in proc.stdout, proc.stdout
+    one, two = (read(outs[n] / "results-seed0.json") for n in (1, 2))
+    assert one["epoch"] == two["epoch"] == 1
+    check_same_scores(two["test"], one["test"])
+    one_cls, two_cls = (read(outs[n] / "results-seed0-per_class.json") for n in (1, 2))
+    assert one_cls == two_cls
+    assert sum(map(sum, one_cls["confusion_matrix"])) == TEST_IMAGES
+    # and both equal the test scores the 2-process training run wrote for the same (best) weights
+    check_same_scores(one["test"], read(folder / "results-seed0.json")["test"])
