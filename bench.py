@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from config import load_config
 from datasets import CIFAR10LT, TensorLoader, classic_loader, classic_transform
 from losses import build_loss
-from main import cpu_has_bf16_units, mixed_precision
+from main import mixed_precision
 from models import build_model
 from optim import build_optimizer
 
@@ -150,13 +150,6 @@ def eval_step(model, device):
     return step
 
 
-def choose_precision(requested: str, device: torch.device) -> tuple[str, str]:
-    """main.mixed_precision's choice; on a CPU it is also applied when a GPU exists but --device cpu was asked."""
-    if device.type == "cpu" and requested == "fp16" and torch.cuda.is_available():
-        return ("bf16", " (CPU with bf16 units)") if cpu_has_bf16_units() else ("no", " (fp16 needs a GPU)")
-    return mixed_precision(requested)
-
-
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -206,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    precision, why = choose_precision(args.precision, device)
+    precision, why = mixed_precision(args.precision, on_gpu=device.type == "cuda")
     clock = Clock(device)
     timing = dict(clock=clock, warmup=args.warmup, steps=args.steps)
     train_budget, short_budget = args.seconds, args.seconds / 3

@@ -31,10 +31,13 @@ def cpu_has_bf16_units() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def mixed_precision(requested: str) -> tuple[str, str]:
+def mixed_precision(requested: str, on_gpu: bool | None = None) -> tuple[str, str]:
     """The precision to run and why. On a CPU accelerate silently runs fp16 as fp32, so fp16 becomes bf16 where
-    the CPU has bf16 units (2-3x faster than fp32) and fp32 where it has none (there bf16 is emulated and slower)."""
-    if requested != "fp16" or torch.cuda.is_available():
+    the CPU has bf16 units (2-3x faster than fp32) and fp32 where it has none (there bf16 is emulated and slower).
+    `on_gpu` defaults to whether a GPU is present."""
+    if on_gpu is None:
+        on_gpu = torch.cuda.is_available()
+    if requested != "fp16" or on_gpu:
         return requested, ""
     if cpu_has_bf16_units():
         return "bf16", " (fp16 needs a GPU; this CPU has bf16 units)"
