@@ -91,6 +91,11 @@ def apply_overrides(cfg: DictConfig, overrides: list[str] = ()) -> DictConfig:
     return cfg
 
 
+def data_seed(cfg: DictConfig) -> int:
+    """The seed that picks the long-tailed subset and the validation split: DEFAULT.data_seed, else DEFAULT.seed."""
+    return cfg.DEFAULT.seed if cfg.DEFAULT.data_seed is None else cfg.DEFAULT.data_seed
+
+
 def check(cfg: DictConfig) -> None:
     """Refuse values that would fail later, naming the valid choices; imports the registries lazily."""
     import timm

@@ -19,8 +19,8 @@ from accelerate import Accelerator
 from omegaconf import OmegaConf
 
 from checkpoint import output_paths, save_json
-from config import ConfigError, apply_overrides, check
-from datasets import DatasetNotFoundError, build_loaders, build_splits
+from config import ConfigError, apply_overrides, check, data_seed
+from datasets import DatasetNotFoundError, build_splits, eval_loader, normalization
 from main import cpu_only, mixed_precision
 from metrics import per_class_report, summarize
 from models import build_model
@@ -59,9 +59,10 @@ def evaluate_checkpoint(path: Path, out: Path, overrides: list[str]) -> None:
     precision, why = mixed_precision(cfg.TRAIN.mixed_precision)
     accelerator = Accelerator(cpu=cpu_only(), mixed_precision=precision)
     with accelerator.main_process_first():
-        splits = build_splits(cfg.DATASET, seed if cfg.DEFAULT.data_seed is None else cfg.DEFAULT.data_seed)
+        splits = build_splits(cfg.DATASET, data_seed(cfg))
     num_per_cls = list(splits["train"].num_per_cls.values())
-    test_loader = build_loaders(cfg.DATASET, splits, seed, accelerator)["test"]
+    mean, std = normalization(cfg.DATASET, splits["train"])
+    test_loader = eval_loader(cfg.DATASET, splits["test"], mean, std, accelerator)
     model, _ = build_model(cfg.MODEL.name, len(num_per_cls), False, splits["train"].data.shape[1])
     model.load_state_dict(state["model"])
     model = accelerator.prepare(model.to(memory_format=torch.channels_last))

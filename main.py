@@ -12,7 +12,7 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from omegaconf import OmegaConf
 
 from checkpoint import output_paths, resume_state, rng_state, run_dir, save_json, save_torch, set_rng_state
-from config import ConfigError, check, load_config
+from config import ConfigError, check, data_seed, load_config
 from datasets import DatasetNotFoundError, build_loaders, build_splits, normalization
 from losses import build_loss
 from metrics import per_class_report, summarize
@@ -75,7 +75,7 @@ def run(cfg) -> None:
         return
 
     with accelerator.main_process_first():  # the main process downloads, the others then read
-        splits = build_splits(cfg.DATASET, seed if cfg.DEFAULT.data_seed is None else cfg.DEFAULT.data_seed)
+        splits = build_splits(cfg.DATASET, data_seed(cfg))
     num_per_cls = list(splits["train"].num_per_cls.values())
     loaders = build_loaders(cfg.DATASET, splits, seed, accelerator)
     select_on = "val" if "val" in loaders else "test"

@@ -45,11 +45,16 @@ def build_loaders(cfg, splits: dict, seed: int, accelerator) -> dict:
     loaders = {"train": train_loader}
     for name in ("val", "test"):
         if name in splits:
-            loaders[name] = TensorLoader(splits[name].data, splits[name].targets, cfg.test_batch_size, mean, std,
-                                         device=device, train=False, rank=rank, world_size=world)
+            loaders[name] = eval_loader(cfg, splits[name], mean, std, accelerator)
     return loaders
 
 
+def eval_loader(cfg, split, mean, std, accelerator) -> TensorLoader:
+    """A fast loader over `split` in order, each process taking its own shard, for evaluation."""
+    return TensorLoader(split.data, split.targets, cfg.test_batch_size, mean, std, device=accelerator.device,
+                        train=False, rank=accelerator.process_index, world_size=accelerator.num_processes)
+
+
 __all__ = ["CIFAR10LT", "CIFAR100LT", "ImageFolderLT", "DATASETS", "AUGMENTATIONS", "FAST_AUGMENTATIONS",
-           "IMBALANCE_TYPES", "DatasetNotFoundError", "TensorLoader", "build_splits", "build_loaders", "draw_splits",
+           "IMBALANCE_TYPES", "DatasetNotFoundError", "TensorLoader", "build_splits", "build_loaders", "eval_loader", "draw_splits",
            "long_tail_counts", "normalization"]
