@@ -44,8 +44,8 @@ for seed in $SEEDS; do
   done
 done
 
-python report.py "$SAVEDIR"
+python report.py "$SAVEDIR" || failed+=("report.py $SAVEDIR")
 if [ ${#failed[@]} -gt 0 ]; then
-  printf 'failed run: %s\n' "${failed[@]}" >&2
+  printf 'failed: %s\n' "${failed[@]}" >&2
   exit 1
 fi

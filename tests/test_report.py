@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import statistics
-from concurrent.futures import ThreadPoolExecutor
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 import report
-from conftest import run_main
+from conftest import FAST_RUN, ROOT
 from fake_cifar import make_cifar
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -47,22 +49,24 @@ def assert_png(path: Path) -> None:
 # ---------------------------------------------------------------- real runs
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory) -> Path:
-    """CE and BS at IF 10, seeds 0 and 1, one epoch each on a CIFAR-10 of 40 training and 10 test images per class
-    (two processes of one thread at a time), plus a copy of the CE folder two levels deeper whose results files
-    were deleted, as a run that crashed would leave it."""
+def sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess, str]:
+    """`bash run.sh` itself, cut down to CE and BS at IF 10, seeds 0 and 1, one epoch each on a CIFAR-10 of 40
+    training and 10 test images per class: its output, and the report.md it wrote at its end."""
     datadir, savedir = tmp_path_factory.mktemp("report_data"), tmp_path_factory.mktemp("report_runs")
     make_cifar(datadir, 10, train_per_class=40, test_per_class=10)
+    env = {**os.environ, "SEEDS": "0 1", "DATASETS": "CIFAR10LT", "FACTORS": "10", "SAVEDIR": str(savedir),
+           "LAUNCH": f"{sys.executable} tests/fake_cifar.py {datadir}", "WANDB_SILENT": "true"}
+    done = subprocess.run(["bash", "run.sh", "TRAIN.epochs", "1", "DATASET.datadir", str(datadir), *FAST_RUN],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return savedir, done, (savedir / "report.md").read_text()
 
-    def train(loss_seed):
-        loss, seed = loss_seed
-        done = run_main(datadir, savedir, "TRAIN.epochs", "1", "DATASET.imbalance_type", "exp",
-                        "DATASET.imbalance_factor", "10", "LOSS.name", loss, "DEFAULT.seed", str(seed),
-                        "DEFAULT.exp_name", f"{loss}-IF_10", env={"OMP_NUM_THREADS": "1"})
-        assert done.returncode == 0, done.stderr[-3000:]
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        list(pool.map(train, [(loss, seed) for seed in (0, 1) for loss in LOSSES]))
+@pytest.fixture(scope="module")
+def results(sweep) -> Path:
+    """The sweep's runs plus a copy of the CE folder two levels deeper whose results files were deleted, as a run
+    that crashed would leave it."""
+    savedir = sweep[0]
     crashed = savedir / "old" / "sweep" / "CE-crashed"
     shutil.copytree(savedir / "CIFAR10LT" / "resnet32" / "CrossEntropyLoss-IF_10", crashed)
     for path in crashed.glob("results-seed*"):
@@ -79,6 +83,20 @@ def written(results) -> tuple[Path, str]:
 def seed_results(folder: Path) -> list[dict]:
     return [json.loads(path.read_text()) for path in sorted(folder.glob("results-seed[0-9]*.json"))
             if not path.name.endswith("per_class.json")]
+
+
+def test_run_sh_trains_each_cell_and_writes_the_report(sweep):
+    savedir, done, markdown = sweep
+    assert done.stdout.count("== dataset: CIFAR10LT") == 4
+    for loss in LOSSES:
+        folder = savedir / "CIFAR10LT" / "resnet32" / f"{loss}-IF_10"
+        assert len(seed_results(folder)) == 2, f"{folder} lacks a seed's results"
+    header, rows = table(markdown, "loss")
+    assert header == ["loss", "CIFAR10LT IF 10"] and [row[0] for row in rows] == list(LOSSES)
+    assert all(row[1].strip("*").endswith("(n=2)") for row in rows)
+    assert "## Incomplete or crashed runs\n\nNone" in markdown
+    for name in ("bcr_vs_imbalance.png", "per_class_CIFAR10LT_IF10.png", "confusion_CIFAR10LT_IF10.png"):
+        assert_png(savedir / name)
 
 
 def test_table1_has_a_row_per_loss_and_recomputed_cells(written):
