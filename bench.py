@@ -7,7 +7,8 @@ Two pipelines train the same model (same architecture, fresh initialisation) in 
   processes, fp32, NCHW, batch 32;
 - ours: what main.py runs by default. The uint8 split on the device in a TensorLoader (batched crop, flip and
   normalisation), a channels_last model, the precision main.py picks for TRAIN.mixed_precision fp16, driven through
-  accelerate (prepare, the autocast it wraps around forward, accelerator.backward), batch 128.
+  accelerate (prepare, the autocast it wraps around forward, accelerator.backward), batch 128; `--compile MODE`
+  compiles it as TRAIN.compile true with TRAIN.compile_mode MODE does.
 
 A timed step is the whole step: the next batch (with its augmentation) from the loader, forward, loss, backward and
 optimizer step. Warm-up steps run first and are not timed. Each measurement runs whole steps until a time budget
@@ -28,10 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import TorchDynamoPlugin
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from config import load_config
+from config import COMPILE_MODES, load_config
 from datasets import CIFAR10LT, TensorLoader, classic_loader, classic_transform
 from losses import build_loss
 from main import mixed_precision
@@ -180,6 +182,9 @@ def parse_args(argv):
     parser.add_argument("--device", default=default_device, choices=["cpu", "cuda"])
     parser.add_argument("--precision", default=CFG.TRAIN.mixed_precision, choices=["fp16", "bf16", "no"],
                         help="requested as TRAIN.mixed_precision is; main.py's rule then picks what runs")
+    parser.add_argument("--compile", default="no", choices=["no", *COMPILE_MODES],
+                        help="torch.compile ours in this mode, as TRAIN.compile true with TRAIN.compile_mode does "
+                             "(default no, as configs.yaml)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--images", type=int, default=5000, help="generated images")
     parser.add_argument("--classes", type=int, default=10)
@@ -242,7 +247,9 @@ def main(argv: list[str] | None = None) -> dict:
     del ref_model, ref_optimizer, ref_train, ref_test  # stops the reference's worker processes
 
     # ---- ours: the split on the device, batched augmentation, channels_last, accelerate at main.py's precision
-    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=precision)
+    compiled = TorchDynamoPlugin(backend="no" if args.compile == "no" else "inductor",
+                                 mode="default" if args.compile == "no" else args.compile)
+    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=precision, dynamo_plugin=compiled)
     our_train = TensorLoader(train_set.data, train_set.targets, args.batch_size, MEAN, STD, device=device,
                              train=True, crop=True, flip=True, seed=0)
     our_test = TensorLoader(test_set.data, test_set.targets, args.test_batch_size, MEAN, STD, device=device,
@@ -299,7 +306,7 @@ def summary(args, results: dict, precision: str, device: torch.device, wall: flo
         "steps": {name: r["steps"] for name, r in results.items()},
         "model": args.model, "batch_size": args.batch_size, "ref_batch_size": args.ref_batch_size,
         "test_batch_size": args.test_batch_size, "num_workers": args.num_workers, "device": device.type,
-        "device_name": gpu_or_cpu(device), "cpu": cpu_name(), "precision": precision,
+        "device_name": gpu_or_cpu(device), "cpu": cpu_name(), "precision": precision, "compile": args.compile,
         "ref_precision": "no", "threads": torch.get_num_threads(), "torch": torch.__version__,
         "images": args.images, "warmup": args.warmup, "seconds_per_measurement": args.seconds,
         "fixed_steps": args.steps, "wall_s": wall,
@@ -324,7 +331,7 @@ def print_table(args, results: dict, report: dict) -> None:
         print(f"  {pipeline:<10} data {1000 * s['data_s_per_step']:9.1f} ms  compute "
               f"{1000 * s['compute_s_per_step']:9.1f} ms  per step  ({100 * s['data_fraction']:.1f}% data)")
     print(f"\nreference: fp32 NCHW, {args.num_workers} DataLoader workers; ours: precision {report['precision']}, "
-          f"channels_last; {report['device_name']}; whole run {report['wall_s']:.0f} s\n")
+          f"channels_last, compile {report['compile']}; {report['device_name']}; whole run {report['wall_s']:.0f} s\n")
 
 
 if __name__ == "__main__":

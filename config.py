@@ -9,6 +9,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 
 _ABSENT = object()
+# torch.compile's modes (TRAIN.compile_mode)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class ConfigError(ValueError):
@@ -120,6 +122,10 @@ def check(cfg: DictConfig) -> None:
     one_of("TRAIN.mixed_precision", train.mixed_precision, ("fp16", "bf16", "no"))
     one_of("TRAIN.ckp_metric", train.ckp_metric, CHECKPOINT_METRICS)
     one_of("TRAIN.wandb.mode", train.wandb.mode, ("online", "offline"))
+    one_of("TRAIN.compile_mode", train.compile_mode, COMPILE_MODES)
+    if train.compile_mode != "default" and not train.compile:
+        raise ConfigError(f"TRAIN.compile_mode {train.compile_mode} has no effect while TRAIN.compile is false; "
+                          "add TRAIN.compile true")
     for name in data.aug_info:
         one_of("DATASET.aug_info item", name, AUGMENTATIONS)
         if data.loader == "fast" and name not in FAST_AUGMENTATIONS:

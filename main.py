@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, TorchDynamoPlugin, set_seed
 from omegaconf import OmegaConf
 
 from checkpoint import output_paths, resume_state, rng_state, run_dir, save_json, save_torch, set_rng_state
@@ -58,7 +58,9 @@ def run(cfg) -> None:
     precision, why = mixed_precision(cfg.TRAIN.mixed_precision)
     accelerator = Accelerator(
         cpu=cpu_only(), mixed_precision=precision, gradient_accumulation_steps=cfg.TRAIN.grad_accum_steps,
-        log_with="wandb" if cfg.TRAIN.wandb.use else None, dynamo_backend="inductor" if cfg.TRAIN.compile else "no",
+        log_with="wandb" if cfg.TRAIN.wandb.use else None,
+        dynamo_plugin=TorchDynamoPlugin(backend="inductor" if cfg.TRAIN.compile else "no",
+                                        mode=cfg.TRAIN.compile_mode),
         # DATASET.batch_size is the batch of one optimizer step, split over the processes
         dataloader_config=DataLoaderConfiguration(split_batches=True, use_seedable_sampler=True))
     if cfg.DATASET.batch_size % accelerator.num_processes:

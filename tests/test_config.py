@@ -307,10 +307,19 @@ def test_per_image_augmentation_needs_the_classic_loader():
 
 
 @pytest.mark.parametrize("key,value", [("DATASET.loader", "turbo"), ("TRAIN.mixed_precision", "fp8"),
-                                       ("TRAIN.ckp_metric", "top5"), ("TRAIN.wandb.mode", "disabled")])
+                                       ("TRAIN.ckp_metric", "top5"), ("TRAIN.wandb.mode", "disabled"),
+                                       ("TRAIN.compile_mode", "turbo")])
 def test_other_unknown_choices(key, value):
     message = refused(key, value)
     assert key in message and value in message and "choose one of" in message
+
+
+def test_compile_mode_needs_compile():
+    message = refused("TRAIN.compile_mode", "reduce-overhead")
+    assert "TRAIN.compile_mode reduce-overhead" in message and "TRAIN.compile true" in message
+    cfg = load("TRAIN.compile", "true", "TRAIN.compile_mode", "reduce-overhead")
+    check(cfg)
+    assert cfg.TRAIN.compile_mode == "reduce-overhead"
 
 
 @pytest.mark.parametrize("value", ["0", "-5"])

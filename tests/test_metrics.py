@@ -195,3 +195,27 @@ def test_per_class_report():
     assert report["precision"] == pytest.approx(PRECISION)
     assert report["num_per_cls"] == [500, 50, 5]
     assert report["groups"]["few"] == [2]
+
+
+class _ReusesItsOutput(torch.nn.Module):
+    """Overwrites and returns the same tensor on every call, as a model compiled with CUDA graphs does; its
+    "images" are class indices, which it scores one-hot."""
+
+    def __init__(self, batch: int, num_classes: int):
+        super().__init__()
+        self.register_buffer("out", torch.zeros(batch, num_classes))
+
+    def forward(self, images):
+        return self.out.copy_(torch.nn.functional.one_hot(images, self.out.shape[1]))
+
+
+def test_predict_keeps_each_batch_when_the_model_reuses_its_output_memory():
+    from accelerate import Accelerator
+
+    from train import predict
+
+    labels = torch.tensor([0, 1, 2, 2, 1, 0, 1, 1])
+    loader = [(labels[i:i + 2], labels[i:i + 2]) for i in range(0, 8, 2)]
+    logits, targets = predict(_ReusesItsOutput(2, 3), loader, Accelerator(cpu=True))
+    assert torch.equal(targets, labels)
+    assert torch.equal(logits.argmax(1), labels)
