@@ -227,3 +227,16 @@ def test_missing_data_names_the_folder(tmp_path, cls):
     assert str(root.resolve() / cls.base_folder) in message
     assert "download" in message
     assert isinstance(info.value, FileNotFoundError)
+
+
+@pytest.mark.parametrize("kwargs,fix", [({"imbalance_factor": 31}, "DATASET.imbalance_factor <= 30"),
+                                        ({"imbalance_factor": 10, "val_per_class": 25}, "<= 5"),
+                                        ({"imbalance_factor": 1, "val_per_class": 30}, "lower DATASET.val_per_class")])
+def test_a_profile_that_empties_a_class_is_a_config_error(cifar_root, kwargs, fix):
+    from config import ConfigError
+
+    # 30 training images per class: IF 31 would give the smallest class int(30 / 31) = 0 images
+    with pytest.raises(ConfigError, match="would get no training image") as info:
+        CIFAR100LT(str(cifar_root), download=False, imb_type="exp", **kwargs)
+    assert fix in str(info.value) and "\n" not in str(info.value)
+    assert min(CIFAR100LT(str(cifar_root), download=False, imb_type="exp", imbalance_factor=30).num_per_cls.values()) == 1
