@@ -136,12 +136,14 @@ def run(cfg) -> None:
                           f"acc {train_scores['acc']:.4f} | {select_on} bcr {scores['bcr']:.4f} acc {scores['acc']:.4f} "
                           f"| lr {train_scores['lr']:.2e} | {time.perf_counter() - began:.1f} s")
 
-    # The final epoch's weights, then the selected checkpoint's, each on the test set once
-    last = evaluate(model, loaders["test"], accelerator, num_per_cls)
-    accelerator.wait_for_everyone()
-    unwrapped.load_state_dict(torch.load(paths["best"], map_location="cpu")["model"])
+    # The final epoch's weights, then the selected checkpoint's, each on the test set once (one pass if they are one)
     logits, targets = predict(model, loaders["test"], accelerator)
-    selected = summarize(logits, targets, num_per_cls)
+    selected = last = summarize(logits, targets, num_per_cls)
+    if best_epoch != epochs:
+        accelerator.wait_for_everyone()
+        unwrapped.load_state_dict(torch.load(paths["best"], map_location="cpu")["model"])
+        logits, targets = predict(model, loaders["test"], accelerator)
+        selected = summarize(logits, targets, num_per_cls)
     if accelerator.is_main_process:
         save_json({"selected_by": f"{select_on} {metric}", "best_epoch": best_epoch, "epochs": epochs,
                    "test": selected, "test_last_epoch": last, "num_per_cls": num_per_cls, "config": config,
