@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
     model, _ = build_model(args.model, args.classes, False, SIZE)
     model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(CFG.OPTIMIZER, model)
+    optimizer = build_optimizer(CFG.OPTIMIZER, model, fused=device.type == "cuda")  # as main.py
     model, optimizer = accelerator.prepare(model, optimizer)
 
     # A compiled model compiles (and captures CUDA graphs) again for each new batch shape, the last, smaller batch

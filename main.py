@@ -88,7 +88,7 @@ def run(cfg) -> None:
     accelerator.print(note or f"model: {cfg.MODEL.name}")
     model = model.to(memory_format=torch.channels_last)
     criterion = build_loss(cfg.LOSS.name, num_per_cls).to(accelerator.device)
-    optimizer = build_optimizer(cfg.OPTIMIZER, model)
+    optimizer = build_optimizer(cfg.OPTIMIZER, model, fused=accelerator.device.type == "cuda")
     scheduler = build_scheduler(cfg.SCHEDULER, optimizer, epochs)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, loaders["train"])
     unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)

@@ -26,10 +26,16 @@ OPTIMIZERS = {"SGD": torch.optim.SGD, "AdamW": torch.optim.AdamW, "Adam": torch.
 SCHEDULERS = {"cosine_annealing": cosine_annealing, "multistep": multistep, "constant": constant}
 
 
-def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """`cfg` is the OPTIMIZER section; weight decay applies to every parameter, as in the CIFAR-LT recipes."""
+def build_optimizer(cfg, model: torch.nn.Module, fused: bool = False) -> torch.optim.Optimizer:
+    """`cfg` is the OPTIMIZER section; weight decay applies to every parameter, as in the CIFAR-LT recipes.
+    `fused` (for a GPU) updates all parameters in one kernel, unless OPTIMIZER.params sets fused or foreach itself.
+    Under fp16 loss scaling it also spares a host sync per step: the GradScaler reads its overflow flag with
+    `.item()` before an unfused optimizer's step, while a fused one skips the update on the device."""
+    params = dict(cfg.params)
+    if fused and "fused" not in params and "foreach" not in params:
+        params["fused"] = True
     try:
-        return OPTIMIZERS[cfg.name](model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **cfg.params)
+        return OPTIMIZERS[cfg.name](model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **params)
     except (TypeError, ValueError) as error:  # e.g. OPTIMIZER.params '{momentum: abc}'
         raise ConfigError(f"OPTIMIZER {cfg.name} refused its settings: {error}") from None
 

@@ -116,6 +116,33 @@ def test_sgd_overrides_are_honoured():
     assert group["momentum"] == 0.8 and group["nesterov"] is True
 
 
+@pytest.mark.parametrize("name", ["SGD", "AdamW", "Adam"])
+def test_fused_on_request_unless_the_config_chooses(name):
+    def group(fused, *overrides):
+        cfg = _cfg("OPTIMIZER.name", name, "OPTIMIZER.params", "{}", *overrides)
+        return build_optimizer(cfg.OPTIMIZER, nn.Linear(4, 3), fused=fused).param_groups[0]
+
+    assert group(True)["fused"] is True
+    assert not group(False)["fused"]
+    assert group(True, "OPTIMIZER.params", "{foreach: true}")["fused"] is not True
+    assert group(True, "OPTIMIZER.params", "{fused: false}")["fused"] is False
+
+
+def test_fused_sgd_steps_as_the_unfused_one():
+    # the fused kernel runs on a CPU too: same momentum and weight-decay update as the default implementation
+    weights = []
+    for fused in (False, True):
+        torch.manual_seed(0)
+        model = nn.Linear(4, 3)
+        optimizer = build_optimizer(_cfg().OPTIMIZER, model, fused=fused)
+        for _ in range(3):
+            optimizer.zero_grad()
+            model(torch.ones(2, 4)).square().sum().backward()
+            optimizer.step()
+        weights.append(model.weight.detach().clone())
+    assert torch.allclose(weights[0], weights[1], atol=1e-6)
+
+
 def test_sgd_step_uses_momentum_and_weight_decay():
     # one parameter, gradient 1: first step v = g + wd * w, w -= lr * v; second step v = m * v + g + wd * w
     weight = nn.Parameter(torch.tensor([2.0]))
