@@ -604,14 +604,17 @@ def plot_per_class(path: Path, key: tuple, losses: dict[str, list[Run]]) -> None
         accs = np.array([per_class(r)["acc"] for r in members])[:, order] * 100
         mean = accs.mean(0)
         std = accs.std(0, ddof=1) if len(members) > 1 else None
+        # mean ± std, cut to the 0-100% an accuracy can take
+        low, high = (None, None) if std is None else (np.clip(mean - std, 0, 100), np.clip(mean + std, 0, 100))
         label = f"{short(loss)} (bcr {fmt([r.score('bcr') for r in members])})"
         if len(counts) <= 20:  # bars while they stay readable, lines beyond
-            ax.bar(x + (i - (len(losses) - 1) / 2) * width, mean, width, yerr=std, label=label,
+            ax.bar(x + (i - (len(losses) - 1) / 2) * width, mean, width, label=label,
+                   yerr=None if std is None else [mean - low, high - mean],
                    error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "0.3"})
         else:
             ax.plot(x, mean, marker=".", label=label)
             if std is not None:
-                ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+                ax.fill_between(x, low, high, alpha=0.2)
     ax.set(xlabel="class, by training images (largest first)" if len(counts) <= 20 else
            "class rank by training images (0 = largest)", ylabel="test accuracy (%)", ylim=(0, 125))
     ax.set_yticks(range(0, 101, 20))
@@ -629,7 +632,7 @@ def plot_per_class(path: Path, key: tuple, losses: dict[str, list[Run]]) -> None
     dataset, column, model, _ = key
     seeds = ", ".join(f"{short(loss)} n={len(members)}" for loss, members in losses.items())
     ax.set_title(f"Per-class test accuracy, {column_label(column)}, {model}\n(mean over seeds, {seeds}; "
-                 "error bars: std)")
+                 "error bars: std, within 0-100%)")
     save(fig, path)
 
 
