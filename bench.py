@@ -216,6 +216,19 @@ def main(argv: list[str] | None = None) -> dict:
     criterion = build_loss(CFG.LOSS.name, [args.images // args.classes] * args.classes).to(device)
     results: dict[str, dict] = {}
 
+    def pipeline(name, model, train_step, train, data, test, train_timing: dict, eval_timing: dict) -> None:
+        """One pipeline's measurements: train steps (and their data/compute split), the loader alone, evaluation."""
+        model.train()
+        results[f"{name}_train"] = measure(train_step, endless(train), seconds=train_budget, split=inline_split,
+                                           **train_timing)
+        if not inline_split:
+            results[f"{name}_train"].update(split_of(measure(train_step, endless(train), seconds=short_budget,
+                                                             split=True, **train_timing)))
+        results[f"{name}_data"] = measure(None, data, seconds=short_budget, split=False, **timing)
+        model.eval()
+        results[f"{name}_eval"] = measure(eval_step(model, device), endless(test), seconds=short_budget, split=False,
+                                          **eval_timing)
+
     # ---- reference: PIL images, per-image transforms in DataLoader workers, fp32 NCHW
     train_set = RandomCIFAR(args.images, args.classes, transform=classic_transform(AUG, SIZE, MEAN, STD))
     test_set = RandomCIFAR(args.images, args.classes, transform=classic_transform([], SIZE, MEAN, STD))
@@ -235,16 +248,8 @@ def main(argv: list[str] | None = None) -> dict:
         for images, targets in batches:
             yield images.to(device), targets.to(device)
 
-    ref_model.train()
-    results["ref_train"] = measure(reference_step(ref_model, criterion, ref_optimizer, device), endless(ref_train),
-                                   seconds=train_budget, split=inline_split, **timing)
-    if not inline_split:
-        results["ref_train"].update(split_of(measure(reference_step(ref_model, criterion, ref_optimizer, device),
-                                                     endless(ref_train), seconds=short_budget, split=True, **timing)))
-    results["ref_data"] = measure(None, to_device(endless(ref_train)), seconds=short_budget, split=False, **timing)
-    ref_model.eval()
-    results["ref_eval"] = measure(eval_step(ref_model, device), endless(ref_test), seconds=short_budget,
-                                  split=False, **timing)
+    pipeline("ref", ref_model, reference_step(ref_model, criterion, ref_optimizer, device), ref_train,
+             to_device(endless(ref_train)), ref_test, timing, timing)
     del ref_model, ref_optimizer, ref_train, ref_test  # stops the reference's worker processes
 
     # ---- ours: the split on the device, batched augmentation, channels_last, accelerate at main.py's precision
@@ -266,17 +271,8 @@ def main(argv: list[str] | None = None) -> dict:
     def compiled_warmup(loader) -> dict:
         return timing if args.compile == "no" else {**timing, "warmup": args.warmup + len(loader)}
 
-    model.train()
-    results["ours_train"] = measure(our_step(model, criterion, optimizer, accelerator), endless(our_train),
-                                    seconds=train_budget, split=inline_split, **compiled_warmup(our_train))
-    if not inline_split:
-        results["ours_train"].update(split_of(measure(our_step(model, criterion, optimizer, accelerator),
-                                                      endless(our_train), seconds=short_budget, split=True,
-                                                      **compiled_warmup(our_train))))
-    results["ours_data"] = measure(None, endless(our_train), seconds=short_budget, split=False, **timing)
-    model.eval()
-    results["ours_eval"] = measure(eval_step(model, device), endless(our_test), seconds=short_budget, split=False,
-                                   **compiled_warmup(our_test))
+    pipeline("ours", model, our_step(model, criterion, optimizer, accelerator), our_train, endless(our_train),
+             our_test, compiled_warmup(our_train), compiled_warmup(our_test))
 
     report = summary(args, results, precision, device, time.perf_counter() - began)
     print_table(args, results, report)

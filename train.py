@@ -59,8 +59,9 @@ def predict(model, loader, accelerator) -> tuple[torch.Tensor, torch.Tensor]:
     model.eval()
     logits, targets = [], []
     for images, labels in loader:
-        # a copy: a model compiled with CUDA graphs (TRAIN.compile_mode reduce-overhead) reuses its output memory
-        logits.append(model(images).float().clone())
+        # always a copy (one, also from fp16): a model compiled with CUDA graphs (TRAIN.compile_mode
+        # reduce-overhead) reuses its output memory
+        logits.append(model(images).to(torch.float32, copy=True))
         targets.append(labels)
     logits = torch.cat(logits) if logits else torch.zeros(0, 0, device=accelerator.device)
     targets = torch.cat(targets) if targets else torch.zeros(0, dtype=torch.long, device=accelerator.device)
