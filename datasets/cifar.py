@@ -7,9 +7,7 @@ from urllib.error import URLError
 import numpy as np
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from config import ConfigError
-
-from .long_tail import draw_splits, long_tail_counts
+from .long_tail import draw_splits, profile_counts
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -41,14 +39,8 @@ class _LongTailedCIFAR:
         self.split = split
         if split != "test":
             n_max = np.bincount(self.targets).max() - val_per_class
-            counts = long_tail_counts(int(n_max), len(self.classes), imb_type, imbalance_factor)
-            empty = sum(n < 1 for n in counts)
-            if empty:
-                held = f" once DATASET.val_per_class {val_per_class} are held out" if val_per_class else ""
-                fix = (f"use DATASET.imbalance_factor <= {n_max}" if n_max >= 1 else "lower DATASET.val_per_class")
-                raise ConfigError(f"{type(self).__name__}: {empty} class(es) would get no training image: the largest "
-                                  f"class has {n_max} images{held} and DATASET.imbalance_factor is "
-                                  f"{imbalance_factor}: {fix}")
+            counts = profile_counts(type(self).__name__, self.classes, int(n_max), imb_type, imbalance_factor,
+                                    val_per_class)
             keep = draw_splits(self.targets, counts, val_per_class, seed)[split]
             self.data = self.data[keep]
             self.targets = [self.targets[i] for i in keep]

@@ -16,7 +16,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from config import ConfigError
 
 from .cifar import DatasetNotFoundError
-from .long_tail import draw_splits, long_tail_counts
+from .long_tail import draw_splits, profile_counts
 
 LAYOUT = "train/<class>/<image> and test/<class>/<image> (val/<class>/<image> optional)"
 SHOWN = 3  # paths or class names quoted in a warning or error before "and N more"
@@ -174,13 +174,7 @@ class ImageFolderLT(VisionDataset):
             return counts
         n_max = int(have.max()) - val_per_class
         largest = "the largest class" + (" less DATASET.val_per_class" if val_per_class else "")
-        counts = long_tail_counts(n_max, len(self.classes), imb_type, imbalance_factor)
-        empty = [c for c, n in enumerate(counts) if n < 1]
-        if empty:
-            raise ConfigError(
-                f"ImageFolderLT: DATASET.imbalance_type {imb_type} with factor {imbalance_factor} and n_max {n_max} "
-                f"({largest}) leaves {len(empty)} class(es) without training images, the first "
-                f"{self.classes[empty[0]]!r}: lower DATASET.imbalance_factor")
+        counts = profile_counts("ImageFolderLT", self.classes, n_max, imb_type, imbalance_factor, val_per_class)
         short = [c for c, n in enumerate(counts) if n + val_per_class > have[c]]
         if short:
             c = short[0]

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from config import ConfigError
+
 IMBALANCE_TYPES = ("exp", "step", None)
 
 
@@ -20,6 +22,22 @@ def long_tail_counts(n_max: int, num_classes: int, imb_type: str | None, imbalan
         head = num_classes // 2
         return [n_max] * head + [int(n_max / imbalance_factor)] * (num_classes - head)
     raise ValueError(f"unknown imb_type {imb_type!r}; choose one of: exp, step, None")
+
+
+def profile_counts(dataset: str, classes: list[str], n_max: int, imb_type: str | None, imbalance_factor: float,
+                   val_per_class: int) -> list[int]:
+    """long_tail_counts for a data set's training split, `n_max` being its largest class less `val_per_class`; a
+    profile that leaves a class without a training image is a ConfigError naming the fix."""
+    counts = long_tail_counts(n_max, len(classes), imb_type, imbalance_factor)
+    empty = [c for c, n in enumerate(counts) if n < 1]
+    if empty:
+        held = f" once DATASET.val_per_class {val_per_class} are held out" if val_per_class else ""
+        fix = (f"lower DATASET.imbalance_factor; DATASET.imbalance_factor <= {n_max} leaves every class an image"
+               if n_max >= 1 else "lower DATASET.val_per_class")
+        raise ConfigError(f"{dataset}: {len(empty)} class(es) would get no training image, the first "
+                          f"{classes[empty[0]]!r}: the largest class has {n_max} images{held}, and DATASET.imbalance_type "
+                          f"{imb_type} with factor {imbalance_factor} leaves the smallest {min(counts)}: {fix}")
+    return counts
 
 
 def draw_splits(targets, counts: list[int], val_per_class: int, seed: int) -> dict[str, np.ndarray]:
