@@ -1,6 +1,7 @@
 """Shared fixtures: generated CIFAR files in torchvision's format, and a helper that runs main.py."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from fake_cifar import accept_files_in, make_cifar  # noqa: E402
 
+# The files a finished main.py run of seed 0 leaves in its run folder
+OUTPUTS = {"configs.yaml", "model_seed0.pt", "model_seed0_best.pt", "results_seed0_best.json", "results-seed0.json",
+           "results-seed0-per_class.json", "class_counts-seed0.json"}
 # Settings that make a main.py run small and offline; tests add their own overrides after these
 FAST_RUN = ["TRAIN.wandb.use", "false", "DATASET.download", "false", "MODEL.name", "resnet32",
             "DATASET.batch_size", "32", "TRAIN.log_interval", "2"]
@@ -41,7 +45,22 @@ def run_script(script: str, datadir: Path, *args: str, nproc: int = 1, timeout: 
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=environment)
 
 
+def main_args(datadir: Path, savedir: Path, *overrides: str) -> list[str]:
+    """The KEY VALUE pairs that run_main passes to main.py, in its order: data, savedir, FAST_RUN, `overrides`."""
+    return ["DATASET.datadir", str(datadir), "DEFAULT.savedir", str(savedir), *FAST_RUN, *overrides]
+
+
 def run_main(datadir: Path, savedir: Path, *overrides: str, **kwargs) -> subprocess.CompletedProcess:
     """main.py with the shipped configs.yaml, FAST_RUN and then `overrides`, writing runs under `savedir`."""
-    return run_script("main.py", datadir, "--config", str(ROOT / "configs.yaml"), "DATASET.datadir", str(datadir),
-                      "DEFAULT.savedir", str(savedir), *FAST_RUN, *overrides, **kwargs)
+    return run_script("main.py", datadir, "--config", str(ROOT / "configs.yaml"),
+                      *main_args(datadir, savedir, *overrides), **kwargs)
+
+
+def read(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def check_ok(proc: subprocess.CompletedProcess) -> None:
+    """A run that succeeded: exit status 0 and no traceback."""
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]

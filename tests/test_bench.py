@@ -5,11 +5,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
 
 TINY = ["--model", "resnet32", "--steps", "2", "--warmup", "1", "--batch-size", "8", "--ref-batch-size", "8",
         "--test-batch-size", "16", "--images", "64", "--num-workers", "1", "--device", "cpu"]

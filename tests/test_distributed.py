@@ -2,33 +2,19 @@
 not depend on the number of processes."""
 from __future__ import annotations
 
-import json
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from conftest import run_main, run_script
+from conftest import OUTPUTS, ROOT, check_ok, read, run_main, run_script
 
-ROOT = Path(__file__).resolve().parents[1]
 TEST_IMAGES = 200  # the cifar_root fixture's CIFAR-10 test set: 20 per class
-OUTPUTS = {"configs.yaml", "model_seed0.pt", "model_seed0_best.pt", "results_seed0_best.json", "results-seed0.json",
-           "results-seed0-per_class.json", "class_counts-seed0.json"}
 # The CPU (gloo) path, also on a machine with one GPU, where two processes cannot share it under NCCL
 CPU_ONLY = {"CUDA_VISIBLE_DEVICES": ""}
 # Scores computed from the confusion matrix are exact; these come from the logits' float values, which may move
 # in the last bits with the batch each process evaluates
 FROM_LOGITS = ("loss", "auroc")
-
-
-def read(path: Path) -> dict:
-    return json.loads(path.read_text())
-
-
-def check_ok(proc: subprocess.CompletedProcess) -> None:
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
 
 
 def check_same_scores(got: dict, expected: dict) -> None:

@@ -2,7 +2,6 @@
 what a user sees: exit status, messages, and the files in savedir/CIFAR10LT/resnet32/<exp_name>/."""
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -17,7 +16,7 @@ import torch
 from omegaconf import OmegaConf
 
 from config import load_config
-from conftest import FAST_RUN, ROOT, run_main
+from conftest import OUTPUTS, ROOT, check_ok, main_args, read, run_main
 from fake_cifar import make_cifar
 
 # One thread per process: on a shared 2-core machine more threads oversubscribe it (about 4x slower per step)
@@ -27,8 +26,6 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 # BatchNorm's momentum 0.1 the running statistics still lag the weights after ~15 steps, so the eval-mode
 # model predicts one class while the train-mode one is right.
 LEARN = ["DATASET.batch_size", "16", "OPTIMIZER.lr", "0.01", "TRAIN.epochs", "3", "DEFAULT.seed", "0"]
-OUTPUTS = {"configs.yaml", "model_seed0.pt", "model_seed0_best.pt", "results_seed0_best.json", "results-seed0.json",
-           "results-seed0-per_class.json", "class_counts-seed0.json"}
 GROUPS = ("many_acc", "medium_acc", "few_acc", "head_acc", "mid_acc", "tail_acc")
 TRAIN_PER_CLASS, TEST_PER_CLASS = 20, 10
 
@@ -41,11 +38,6 @@ def small_root(tmp_path_factory) -> Path:
     return root
 
 
-def main_args(datadir: Path, savedir: Path, *overrides: str) -> list[str]:
-    """The overrides that run_main passes to main.py, in its order."""
-    return ["DATASET.datadir", str(datadir), "DEFAULT.savedir", str(savedir), *FAST_RUN, *overrides]
-
-
 def main_command(datadir: Path, savedir: Path, *overrides: str) -> list[str]:
     """The command run_main runs, for tests that need the process itself (to interrupt it)."""
     return [sys.executable, str(ROOT / "tests" / "fake_cifar.py"), str(datadir), "main.py", "--config",
@@ -56,18 +48,9 @@ def run_folder(savedir: Path, exp_name: str) -> Path:
     return savedir / "CIFAR10LT" / "resnet32" / exp_name
 
 
-def read(path: Path) -> dict:
-    return json.loads(path.read_text())
-
-
 def last_line(stderr: str) -> str:
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
-
-
-def check_ok(proc: subprocess.CompletedProcess) -> None:
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
 
 
 def check_error(proc: subprocess.CompletedProcess, prefix: str = "error:") -> str:
