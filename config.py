@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -68,29 +69,79 @@ def _parse(key: str, text: str, default, nullable: bool):
     return value
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> DictConfig:
-    """The YAML at `path` with dotted overrides merged in; unknown keys are refused."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} not found: pass --config configs.yaml")
-    return apply_overrides(OmegaConf.load(path), overrides)
+# Keys whose value is a whole dict: a file or an override replaces it, never merges into it
+DICT_VALUES = ("OPTIMIZER.params", "SCHEDULER.params")
 
 
-def apply_overrides(cfg: DictConfig, overrides: list[str] = ()) -> DictConfig:
-    """`cfg` with dotted overrides merged in; unknown keys are refused."""
+class Setting(NamedTuple):
+    """One KEY VALUE to merge, the value as YAML text; `source` names the file it came from ("" = command line)."""
+    key: str
+    text: str
+    source: str = ""
+
+
+def load_config(paths: str | Path | list, overrides: list[str] = ()) -> DictConfig:
+    """The first YAML, each later YAML merged over it key by key, then the dotted overrides. Every key of a later
+    file or override must exist in the first file, with a value of the same type."""
+    paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(path) for path in paths]
+    for path in paths:
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found: pass --config configs.yaml")
+    cfg = OmegaConf.load(paths[0])
+    settings = [setting for path in paths[1:] for setting in file_settings(path, cfg)]
+    return apply_overrides(cfg, overrides, settings)
+
+
+def file_settings(path: Path, cfg: DictConfig) -> list[Setting]:
+    """The leaves of an overlay file as dotted settings, each value as written in the file: a text setting keeps
+    `no` as typed, as on the command line. Sections are walked into; a DICT_VALUES dict is one value."""
+    try:
+        root = yaml.compose(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
+    if root is None:
+        return []
+    if not isinstance(root, yaml.MappingNode):
+        raise ConfigError(f"{path}: must be a mapping of sections, like configs.yaml")
+
+    def leaves(node: yaml.Node, prefix: str) -> list[Setting]:
+        found = []
+        for key_node, value in node.value:
+            key = f"{prefix}{key_node.value}"
+            base = OmegaConf.select(cfg, key, default=_ABSENT)
+            section = base is _ABSENT or (isinstance(base, DictConfig) and key not in DICT_VALUES)
+            if isinstance(value, yaml.MappingNode) and section:
+                found += leaves(value, f"{key}.")
+            else:
+                text = value.value if isinstance(value, yaml.ScalarNode) else yaml.serialize(value)
+                found.append(Setting(key, text, str(path)))
+        return found
+    return leaves(root, "")
+
+
+def apply_overrides(cfg: DictConfig, overrides: list[str] = (), settings: list[Setting] = ()) -> DictConfig:
+    """`cfg` with `settings` (from overlay files), then the dotted overrides, merged in; unknown keys are refused.
+    A key may be set to null only where `cfg` as given holds null."""
     OmegaConf.set_struct(cfg, True)
     valid = _leaf_keys(cfg)
     nullable = {key for key in valid if OmegaConf.select(cfg, key) is None}
-    for key, text in _pairs(list(overrides)):
-        if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
-            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-            hint = f"; did you mean {close[0]}?" if close else f"; valid keys: {', '.join(valid)}"
-            raise ConfigError(f"unknown config key {key}{hint}")
-        default = OmegaConf.select(cfg, key)
-        if isinstance(default, (DictConfig, ListConfig)):
-            default = OmegaConf.to_container(default)
-        OmegaConf.update(cfg, key, _parse(key, text, default, key in nullable), merge=False)
+    for key, text, source in [*settings, *(Setting(key, text) for key, text in _pairs(list(overrides)))]:
+        try:
+            _set(cfg, key, text, valid, key in nullable)
+        except ConfigError as error:
+            raise ConfigError(f"{source}: {error}" if source else str(error)) from None
     return cfg
+
+
+def _set(cfg: DictConfig, key: str, text: str, valid: list[str], nullable: bool) -> None:
+    if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
+        close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]}?" if close else f"; valid keys: {', '.join(valid)}"
+        raise ConfigError(f"unknown config key {key}{hint}")
+    default = OmegaConf.select(cfg, key)
+    if isinstance(default, (DictConfig, ListConfig)):
+        default = OmegaConf.to_container(default)
+    OmegaConf.update(cfg, key, _parse(key, text, default, nullable), merge=False)
 
 
 def data_seed(cfg: DictConfig) -> int:
@@ -105,7 +156,7 @@ def check(cfg: DictConfig) -> None:
     import models  # noqa: F401  registers resnet32 with timm
     from datasets import AUGMENTATIONS, DATASETS, FAST_AUGMENTATIONS, IMBALANCE_TYPES
     from losses import LOSSES
-    from optim import OPTIMIZERS, SCHEDULERS
+    from optim import INTERVALS, OPTIMIZERS, SCHEDULERS
     from train import CHECKPOINT_METRICS
 
     def one_of(key: str, value, choices) -> None:
@@ -137,22 +188,26 @@ def check(cfg: DictConfig) -> None:
         raise ConfigError(f"MODEL.name {cfg.MODEL.name!r} is not a timm model; closest: {', '.join(close) or 'none'}")
     if cfg.DEFAULT.data_seed is not None and not isinstance(cfg.DEFAULT.data_seed, int):
         raise ConfigError(f"DEFAULT.data_seed must be an integer or null, got {cfg.DEFAULT.data_seed!r}")
-    if cfg.SCHEDULER.warmup_epochs >= train.epochs:
-        raise ConfigError(f"SCHEDULER.warmup_epochs {cfg.SCHEDULER.warmup_epochs} must be below TRAIN.epochs "
-                          f"{train.epochs}")
+    one_of("SCHEDULER.interval", cfg.SCHEDULER.interval, INTERVALS)
+    if not 0 < cfg.SCHEDULER.warmup_start <= 1:
+        raise ConfigError(f"SCHEDULER.warmup_start must be in (0, 1] (a fraction of OPTIMIZER.lr), "
+                          f"got {cfg.SCHEDULER.warmup_start}")
+    if train.iterations is not None and (not isinstance(train.iterations, int) or train.iterations < 1):
+        raise ConfigError(f"TRAIN.iterations must be a whole number of optimizer steps >= 1, or null, "
+                          f"got {train.iterations!r}")
     if data.imbalance_factor < 1:
         raise ConfigError(f"DATASET.imbalance_factor must be >= 1 (largest class / smallest), got {data.imbalance_factor}")
     for key in ("DATASET.batch_size", "DATASET.test_batch_size", "TRAIN.epochs", "TRAIN.grad_accum_steps",
                 "TRAIN.log_interval", "DATASET.img_size"):
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"{key} must be >= 1, got {OmegaConf.select(cfg, key)}")
-    for key in ("DATASET.num_workers", "DATASET.val_per_class", "SCHEDULER.warmup_epochs"):
+    for key in ("DATASET.num_workers", "DATASET.val_per_class", "SCHEDULER.warmup"):
         if OmegaConf.select(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0, got {OmegaConf.select(cfg, key)}")
     if (data.mean is None) != (data.std is None) or (data.mean is not None and not len(data.mean) == len(data.std) == 3):
         raise ConfigError("DATASET.mean and DATASET.std go together: both null, or both lists of 3 numbers")
     _check_params("OPTIMIZER.params", OPTIMIZERS[cfg.OPTIMIZER.name], cfg.OPTIMIZER.params, ("params", "lr", "weight_decay", "foreach", "maximize", "capturable", "differentiable", "fused"))
-    _check_params("SCHEDULER.params", SCHEDULERS[cfg.SCHEDULER.sched_name], cfg.SCHEDULER.params, ("optimizer", "epochs"))
+    _check_params("SCHEDULER.params", SCHEDULERS[cfg.SCHEDULER.sched_name], cfg.SCHEDULER.params, ("optimizer", "length"))
 
 
 def _check_params(key: str, factory, params: DictConfig, reserved: tuple[str, ...]) -> None:

@@ -1,7 +1,8 @@
-"""Train a classifier on long-tailed data: `python main.py --config configs.yaml [KEY VALUE ...]`."""
+"""Train on long-tailed data: `python main.py --config configs.yaml [--config RECIPE] [KEY VALUE ...]`."""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from datasets import DatasetNotFoundError, build_loaders, build_splits, normaliz
 from losses import build_loss
 from metrics import per_class_report, summarize
 from models import build_model
-from optim import build_optimizer, build_scheduler
+from optim import build_optimizer, build_scheduler, run_length
 from tracking import start_tracking
 from train import NonFiniteLossError, evaluate, is_better, predict, train_one_epoch
 
@@ -54,7 +55,7 @@ def cpu_only() -> bool:
 
 
 def run(cfg) -> None:
-    seed, epochs, metric = cfg.DEFAULT.seed, cfg.TRAIN.epochs, cfg.TRAIN.ckp_metric
+    seed, metric = cfg.DEFAULT.seed, cfg.TRAIN.ckp_metric
     precision, why = mixed_precision(cfg.TRAIN.mixed_precision)
     accelerator = Accelerator(
         cpu=cpu_only(), mixed_precision=precision, gradient_accumulation_steps=cfg.TRAIN.grad_accum_steps,
@@ -71,7 +72,7 @@ def run(cfg) -> None:
     set_seed(seed, device_specific=True)  # every process draws its own dropout; DDP syncs the initial weights
     paths = output_paths(run_dir(cfg), seed)
     state = resume_state(cfg, paths)
-    if state and state["epoch"] == epochs and paths["results"].exists():
+    if state and paths["results"].exists():  # written once, after the last epoch
         accelerator.print(f"{paths['results']} shows this run finished; nothing to do. To train it again, pick "
                           "a new DEFAULT.exp_name or remove that folder.")
         return
@@ -89,7 +90,10 @@ def run(cfg) -> None:
     model = model.to(memory_format=torch.channels_last)
     criterion = build_loss(cfg.LOSS.name, num_per_cls).to(accelerator.device)
     optimizer = build_optimizer(cfg.OPTIMIZER, model, fused=accelerator.device.type == "cuda")
-    scheduler = build_scheduler(cfg.SCHEDULER, optimizer, epochs)
+    # split_batches: a prepared loader has as many batches as this one
+    epochs, length = run_length(cfg, math.ceil(len(loaders["train"]) / cfg.TRAIN.grad_accum_steps))
+    scheduler = build_scheduler(cfg.SCHEDULER, optimizer, length)
+    per_step = scheduler if cfg.SCHEDULER.interval == "step" else None  # else stepped once per epoch
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, loaders["train"])
     unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
 
@@ -116,8 +120,9 @@ def run(cfg) -> None:
     for epoch in range(start, epochs):
         began = time.perf_counter()
         train_scores = train_one_epoch(model, train_loader, criterion, optimizer, accelerator, epoch,
-                                       cfg.TRAIN.log_interval)
-        scheduler.step()
+                                       cfg.TRAIN.log_interval, per_step)
+        if per_step is None:
+            scheduler.step()
         scores = evaluate(model, loaders[select_on], accelerator, num_per_cls)
         if is_better(metric, scores[metric], best):
             best, best_epoch = scores[metric], epoch + 1
@@ -160,11 +165,12 @@ def run(cfg) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--config", default="configs.yaml", help="YAML file of defaults")
+    parser.add_argument("--config", action="append", help="YAML file of defaults (configs.yaml); repeat it to "
+                        "merge overlay files such as recipes/balms.yaml over it, later files winning")
     parser.add_argument("overrides", nargs="*", help="dotted KEY VALUE pairs (or KEY=VALUE), e.g. TRAIN.epochs 3")
     args = parser.parse_args(argv)
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config or ["configs.yaml"], args.overrides)
         check(cfg)
         run(cfg)
     except (ConfigError, DatasetNotFoundError, NonFiniteLossError) as error:

@@ -1,5 +1,8 @@
-"""Optimizers and per-epoch learning-rate schedules, by config name."""
+"""Optimizers and learning-rate schedules, by config name; a schedule steps per epoch or per optimizer step."""
 from __future__ import annotations
+
+import math
+from typing import NamedTuple
 
 import torch
 from torch.optim import lr_scheduler
@@ -7,23 +10,45 @@ from torch.optim import lr_scheduler
 from config import ConfigError
 
 
-def cosine_annealing(optimizer, epochs: int, t_mult: int = 1, eta_min: float = 0.0):
-    """Cosine decay to `eta_min` over the run; with t_mult > 1, restarts with cycles growing t_mult-fold."""
-    return lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=max(epochs, 1), T_mult=t_mult, eta_min=eta_min)
+def cosine_annealing(optimizer, length: int, eta_min: float = 0.0):
+    """Half a cosine from the lr down to `eta_min` over `length` epochs or steps, then `eta_min`: a run that
+    lasts whole epochs may take a few steps past the schedule's end (TRAIN.iterations), and must not climb back."""
+    def factor(base_lr: float):
+        floor = eta_min / base_lr
+        return lambda t: floor + (1 - floor) * (1 + math.cos(math.pi * min(t, length) / length)) / 2
+    return lr_scheduler.LambdaLR(optimizer, [factor(group["lr"]) for group in optimizer.param_groups])
 
 
-def multistep(optimizer, epochs: int, milestones: list[int] = (160, 180), gamma: float = 0.01):
-    """Multiply the learning rate by `gamma` at each milestone epoch (the LDAM recipe: 160, 180, 0.01)."""
+def multistep(optimizer, length: int, milestones: list[int] = (160, 180), gamma: float = 0.01):
+    """Multiply the learning rate by `gamma` at each milestone (the LDAM recipe: epochs 160, 180, 0.01)."""
     return lr_scheduler.MultiStepLR(optimizer, milestones=list(milestones), gamma=gamma)
 
 
-def constant(optimizer, epochs: int):
+def constant(optimizer, length: int):
     """Keep the learning rate fixed."""
-    return lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+    return lr_scheduler.LambdaLR(optimizer, lambda t: 1.0)
 
 
 OPTIMIZERS = {"SGD": torch.optim.SGD, "AdamW": torch.optim.AdamW, "Adam": torch.optim.Adam}
 SCHEDULERS = {"cosine_annealing": cosine_annealing, "multistep": multistep, "constant": constant}
+INTERVALS = ("epoch", "step")
+
+
+class RunLength(NamedTuple):
+    """How long a run trains, and how long its schedule is in the schedule's own unit (SCHEDULER.interval)."""
+    epochs: int
+    schedule: int
+
+
+def run_length(cfg, steps_per_epoch: int) -> RunLength:
+    """`cfg` is the whole config. TRAIN.iterations, when set, fixes the number of optimizer steps whatever the
+    data set's size: the run lasts the whole epochs that cover them (as BALMS does), and a per-step schedule
+    spans exactly those steps."""
+    iterations = cfg.TRAIN.iterations
+    epochs = math.ceil(iterations / steps_per_epoch) if iterations else cfg.TRAIN.epochs
+    if cfg.SCHEDULER.interval == "epoch":
+        return RunLength(epochs, epochs)
+    return RunLength(epochs, iterations or epochs * steps_per_epoch)
 
 
 def build_optimizer(cfg, model: torch.nn.Module, fused: bool = False) -> torch.optim.Optimizer:
@@ -40,18 +65,23 @@ def build_optimizer(cfg, model: torch.nn.Module, fused: bool = False) -> torch.o
         raise ConfigError(f"OPTIMIZER {cfg.name} refused its settings: {error}") from None
 
 
-def build_scheduler(cfg, optimizer, epochs: int):
-    """`cfg` is the SCHEDULER section: its schedule after `warmup_epochs` of linear warm-up from lr/10."""
+def build_scheduler(cfg, optimizer, length: int):
+    """`cfg` is the SCHEDULER section: `warmup` epochs or steps (its `interval`) of linear warm-up from
+    lr x `warmup_start`, then its schedule, over `length` epochs or steps in all (RunLength.schedule)."""
+    unit = "steps" if cfg.interval == "step" else "epochs"
+    if cfg.warmup >= length:
+        raise ConfigError(f"SCHEDULER.warmup {cfg.warmup} must be below the run's {length} {unit}: lower it, "
+                          "or lengthen the run (TRAIN.epochs or TRAIN.iterations)")
     params = dict(cfg.params)
-    if cfg.sched_name == "multistep" and cfg.warmup_epochs:
-        # milestones are epochs of the whole run (the LDAM recipe decays at 160 and 180 after 5 warm-up epochs);
-        # the main schedule counts its epochs from the end of the warm-up
-        params["milestones"] = [m - cfg.warmup_epochs for m in params.get("milestones", (160, 180))]
+    if cfg.sched_name == "multistep" and cfg.warmup:
+        # milestones count from the start of the run (the LDAM recipe decays at epochs 160 and 180 after its
+        # warm-up); the main schedule counts from the end of the warm-up
+        params["milestones"] = [m - cfg.warmup for m in params.get("milestones", (160, 180))]
     try:
-        main = SCHEDULERS[cfg.sched_name](optimizer, epochs - cfg.warmup_epochs, **params)
+        main = SCHEDULERS[cfg.sched_name](optimizer, length - cfg.warmup, **params)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"SCHEDULER {cfg.sched_name} refused its params: {error}") from None
-    if not cfg.warmup_epochs:
+    if not cfg.warmup:
         return main
-    warmup = lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=cfg.warmup_epochs)
-    return lr_scheduler.SequentialLR(optimizer, [warmup, main], milestones=[cfg.warmup_epochs])
+    warmup = lr_scheduler.LinearLR(optimizer, start_factor=cfg.warmup_start, total_iters=cfg.warmup)
+    return lr_scheduler.SequentialLR(optimizer, [warmup, main], milestones=[cfg.warmup])

@@ -20,7 +20,9 @@ def is_better(metric: str, score: float, best: float | None) -> bool:
     return score < best if metric == "loss" else score > best
 
 
-def train_one_epoch(model, loader, criterion, optimizer, accelerator, epoch: int, log_interval: int) -> dict[str, float]:
+def train_one_epoch(model, loader, criterion, optimizer, accelerator, epoch: int, log_interval: int,
+                    scheduler=None) -> dict[str, float]:
+    """`scheduler`, if given, steps after every optimizer step (SCHEDULER.interval step); "lr" is the last step's."""
     model.train()
     loader.set_epoch(epoch)
     totals = torch.zeros(3, device=accelerator.device)  # loss sum, correct, images: kept on the device
@@ -33,6 +35,9 @@ def train_one_epoch(model, loader, criterion, optimizer, accelerator, epoch: int
             accelerator.backward(loss)
             optimizer.step()
             optimizer.zero_grad()
+        lr = optimizer.param_groups[0]["lr"]
+        if scheduler is not None and accelerator.sync_gradients:
+            scheduler.step()
         batch = torch.stack([loss.detach().float() * len(targets), torch.tensor(len(targets), device=loss.device)])
         window += batch
         totals += torch.cat([batch[:1], (outputs.argmax(1) == targets).sum().view(1), batch[1:]])
@@ -43,14 +48,14 @@ def train_one_epoch(model, loader, criterion, optimizer, accelerator, epoch: int
             window.zero_()
     loss_sum, correct, seen = accelerator.reduce(totals, "sum").tolist()
     _raise_if_not_finite(loss_sum, epoch, step)
-    return {"loss": loss_sum / seen, "acc": correct / seen, "lr": optimizer.param_groups[0]["lr"]}
+    return {"loss": loss_sum / seen, "acc": correct / seen, "lr": lr}
 
 
 def _raise_if_not_finite(loss_sum: float, epoch: int, step: int) -> None:
     if not torch.isfinite(torch.tensor(loss_sum)):
         raise NonFiniteLossError(
             f"training loss is {loss_sum} in epoch {epoch + 1}, step {step}; the last good checkpoint is kept. "
-            "Lower OPTIMIZER.lr, add SCHEDULER.warmup_epochs, or try TRAIN.mixed_precision no")
+            "Lower OPTIMIZER.lr, add SCHEDULER.warmup, or try TRAIN.mixed_precision no")
 
 
 @torch.no_grad()

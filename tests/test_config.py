@@ -119,7 +119,7 @@ def test_list_value():
 def test_dict_value_replaces_the_whole_scheduler_params():
     cfg = load("SCHEDULER.sched_name", "multistep", "SCHEDULER.params", "{milestones: [160, 180], gamma: 0.01}")
     assert cfg.SCHEDULER.sched_name == "multistep"
-    # replaced, not merged: the cosine keys t_mult/eta_min are gone
+    # replaced, not merged: the cosine key eta_min is gone
     assert dict(cfg.SCHEDULER.params) == {"milestones": [160, 180], "gamma": 0.01}
     check(cfg)
 
@@ -145,7 +145,7 @@ def test_mixed_precision_no_is_the_string_no():
 def test_other_documented_choices_pass_check():
     check(load("TRAIN.mixed_precision", "bf16", "DATASET.loader", "classic", "TRAIN.wandb.mode", "offline",
                "LOSS.name", "BalancedSoftmax", "TRAIN.ckp_metric", "auroc", "MODEL.name", "resnet32",
-               "SCHEDULER.sched_name", "constant", "SCHEDULER.params", "{}", "SCHEDULER.warmup_epochs", "5",
+               "SCHEDULER.sched_name", "constant", "SCHEDULER.params", "{}", "SCHEDULER.warmup", "5",
                "DATASET.aug_info", "[RandomCrop, AutoAugment, RandomHorizontalFlip]"))
 
 
@@ -339,7 +339,7 @@ def test_counts_below_one_are_refused(key):
     assert key in message
 
 
-@pytest.mark.parametrize("key", ["DATASET.val_per_class", "SCHEDULER.warmup_epochs", "DATASET.num_workers"])
+@pytest.mark.parametrize("key", ["DATASET.val_per_class", "SCHEDULER.warmup", "DATASET.num_workers"])
 def test_negative_counts_are_refused(key):
     message = refused(key, "-1")
     assert key in message
@@ -368,12 +368,103 @@ def test_cosine_params_left_over_after_switching_to_multistep_are_refused():
 
 def test_misspelt_scheduler_param_names_the_valid_params():
     message = refused("SCHEDULER.params", "{eta_mim: 0.0}")
-    assert "eta_mim" in message and "eta_min" in message and "t_mult" in message
+    assert "eta_mim" in message and "eta_min" in message
 
 
 def test_scheduler_params_may_not_set_what_the_code_passes():
-    # `epochs` is given by the code; passing it too would be a duplicate keyword at build time
-    message = refused("SCHEDULER.params", "{epochs: 3}")
-    assert "epochs" in message
+    # `length` is given by the code; passing it too would be a duplicate keyword at build time
+    message = refused("SCHEDULER.params", "{length: 3}")
+    assert "length" in message
     message = refused("OPTIMIZER.params", "{lr: 0.3}")
     assert "lr" in message
+
+
+# ---------------------------------------------------------------- schedule keys
+
+@pytest.mark.parametrize("overrides, named", [
+    (["SCHEDULER.interval", "iteration"], "SCHEDULER.interval"),
+    (["SCHEDULER.warmup_start", "0"], "SCHEDULER.warmup_start"),
+    (["SCHEDULER.warmup_start", "1.5"], "SCHEDULER.warmup_start"),
+    (["TRAIN.iterations", "0"], "TRAIN.iterations"),
+    (["TRAIN.iterations", "1.5"], "TRAIN.iterations"),
+])
+def test_bad_schedule_values_are_refused(overrides, named):
+    assert named in refused(*overrides)
+
+
+def test_per_step_schedule_over_iterations_passes_check():
+    cfg = load("SCHEDULER.interval", "step", "SCHEDULER.warmup", "800", "SCHEDULER.warmup_start", "0.5",
+               "TRAIN.iterations", "13000")
+    check(cfg)
+    assert cfg.TRAIN.iterations == 13000 and cfg.SCHEDULER.interval == "step"
+    assert load("TRAIN.iterations", "13000", "TRAIN.iterations", "null").TRAIN.iterations is None
+
+
+# ---------------------------------------------------------------- several --config files
+
+def overlay(tmp_path, text: str, name: str = "recipe.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_later_files_override_earlier_ones_key_by_key(tmp_path):
+    first = overlay(tmp_path, "TRAIN:\n  epochs: 7\nOPTIMIZER:\n  lr: 0.2\n", "a.yaml")
+    second = overlay(tmp_path, "TRAIN:\n  epochs: 9\n", "b.yaml")
+    cfg = load_config([CONFIG, first, second], [])
+    assert cfg.TRAIN.epochs == 9 and cfg.OPTIMIZER.lr == 0.2
+    # keys no file names keep configs.yaml's values, also inside a section a file touches
+    assert cfg.TRAIN.grad_accum_steps == 1 and cfg.TRAIN.mixed_precision == "fp16"
+    assert cfg.TRAIN.wandb.project_name == "Balanced Softmax"
+    check(cfg)
+
+
+def test_the_command_line_overrides_every_file(tmp_path):
+    cfg = load_config([CONFIG, overlay(tmp_path, "TRAIN: {epochs: 9}\n")], ["TRAIN.epochs", "3"])
+    assert cfg.TRAIN.epochs == 3
+
+
+def test_a_files_params_dict_replaces_the_whole_dict(tmp_path):
+    recipe = overlay(tmp_path, "SCHEDULER:\n  sched_name: multistep\n  params: {milestones: [160, 180], gamma: 0.01}\n"
+                               "OPTIMIZER:\n  params:\n    momentum: 0.8\n")
+    cfg = load_config([CONFIG, recipe], [])
+    assert dict(cfg.SCHEDULER.params) == {"milestones": [160, 180], "gamma": 0.01}
+    assert dict(cfg.OPTIMIZER.params) == {"momentum": 0.8}  # nesterov is gone, as with OPTIMIZER.params '{...}'
+    check(cfg)
+
+
+def test_file_values_are_typed_as_on_the_command_line(tmp_path):
+    # `no` stays the text "no" where the key is text; null only where configs.yaml has null; lists stay lists
+    recipe = overlay(tmp_path, "TRAIN:\n  mixed_precision: no\n  iterations: 100\n"
+                               "DATASET:\n  aug_info:\n    - RandomHorizontalFlip\n  download: no\n")
+    cfg = load_config([CONFIG, recipe], [])
+    assert cfg.TRAIN.mixed_precision == "no" and cfg.TRAIN.iterations == 100
+    assert list(cfg.DATASET.aug_info) == ["RandomHorizontalFlip"] and cfg.DATASET.download is False
+    check(cfg)
+
+
+@pytest.mark.parametrize("text, named", [
+    ("TRAIN:\n  epoch: 3\n", "unknown config key TRAIN.epoch; did you mean TRAIN.epochs?"),
+    ("TRAIN.epoch: 3\n", "unknown config key TRAIN.epoch; did you mean TRAIN.epochs?"),
+    ("TRAINN:\n  epochs: 3\n", "unknown config key TRAINN.epochs; did you mean TRAIN.epochs?"),
+    ("TRAIN:\n  epochs: three\n", "TRAIN.epochs must be int"),
+    ("OPTIMIZER:\n  lr: null\n", "OPTIMIZER.lr cannot be null"),
+    ("TRAIN: [1, 2\n", "not valid YAML"),
+    ("- TRAIN\n", "must be a mapping"),
+])
+def test_a_bad_file_is_a_one_line_error_naming_the_file_and_the_key(tmp_path, text, named):
+    recipe = overlay(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config([CONFIG, recipe], [])
+    message = str(info.value)
+    assert message.startswith(f"{recipe}: ") and named in message and "\n" not in message
+
+
+def test_main_takes_config_more_than_once(tmp_path, monkeypatch):
+    import main
+    seen = {}
+    monkeypatch.setattr(main, "run", lambda cfg: seen.setdefault("cfg", cfg))
+    recipe = overlay(tmp_path, "TRAIN: {epochs: 9}\nMODEL: {name: resnet32}\n")
+    main.main(["--config", str(CONFIG), "--config", str(recipe), "OPTIMIZER.lr", "0.3"])
+    cfg = seen["cfg"]
+    assert (cfg.TRAIN.epochs, cfg.MODEL.name, cfg.OPTIMIZER.lr) == (9, "resnet32", 0.3)

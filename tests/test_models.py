@@ -13,7 +13,7 @@ from torch import nn
 import models  # noqa: F401  registers resnet32 with timm
 from config import ConfigError, load_config
 from models import build_model
-from optim import build_optimizer, build_scheduler
+from optim import RunLength, build_optimizer, build_scheduler, run_length
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs.yaml"
 
@@ -169,12 +169,13 @@ def test_adamw_with_replaced_params():
     assert group["lr"] == 0.001 and tuple(group["betas"]) == (0.8, 0.95) and group["weight_decay"] == 0.0005
 
 
-# ---------------------------------------------------------------- schedules (stepped once per epoch)
+# ---------------------------------------------------------------- schedules
 
-def _lrs(cfg, epochs: int, lr: float = 0.1) -> list[float]:
-    """The learning rate each epoch trains with (read before the epoch's scheduler.step())."""
+def _lrs(cfg, epochs: int, lr: float = 0.1, schedule: int | None = None) -> list[float]:
+    """The learning rate each epoch (or step) trains with, read before its scheduler.step(); the schedule is
+    `schedule` long (default: `epochs`)."""
     optimizer = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=lr)
-    scheduler = build_scheduler(cfg.SCHEDULER, optimizer, epochs)
+    scheduler = build_scheduler(cfg.SCHEDULER, optimizer, schedule or epochs)
     lrs = []
     for _ in range(epochs):
         lrs.append(optimizer.param_groups[0]["lr"])
@@ -206,7 +207,7 @@ def test_cosine_eta_min_override():
 
 def test_warmup_then_cosine_over_the_remaining_epochs():
     epochs, warmup, eta_min = 12, 3, 1e-3
-    cfg = _cfg("SCHEDULER.warmup_epochs", str(warmup), "SCHEDULER.params.eta_min", str(eta_min))
+    cfg = _cfg("SCHEDULER.warmup", str(warmup), "SCHEDULER.params.eta_min", str(eta_min))
     lrs = _lrs(cfg, epochs)
     # linear warm-up from lr/10: 0.01, 0.04, 0.07, then the cosine from 0.1 over the 9 remaining epochs
     assert lrs[:warmup] == pytest.approx([0.1 * (0.1 + 0.9 * e / warmup) for e in range(warmup)], rel=1e-6)
@@ -222,7 +223,7 @@ def test_multistep_milestones():
 
 def test_multistep_milestones_are_epochs_of_the_run_with_warmup():
     # the LDAM recipe: 5 warm-up epochs, then x0.01 at epoch 160 and again at 180 (epochs of the whole run)
-    cfg = _cfg("SCHEDULER.sched_name", "multistep", "SCHEDULER.warmup_epochs", "5",
+    cfg = _cfg("SCHEDULER.sched_name", "multistep", "SCHEDULER.warmup", "5",
                "SCHEDULER.params", "{milestones: [160, 180], gamma: 0.01}")
     lrs = _lrs(cfg, 200)
     assert lrs[:5] == pytest.approx([0.1 * (0.1 + 0.9 * e / 5) for e in range(5)], rel=1e-6)
@@ -232,12 +233,12 @@ def test_multistep_milestones_are_epochs_of_the_run_with_warmup():
 
 
 def test_constant_with_warmup():
-    cfg = _cfg("SCHEDULER.sched_name", "constant", "SCHEDULER.params", "{}", "SCHEDULER.warmup_epochs", "2")
+    cfg = _cfg("SCHEDULER.sched_name", "constant", "SCHEDULER.params", "{}", "SCHEDULER.warmup", "2")
     assert _lrs(cfg, 5) == pytest.approx([0.01, 0.055, 0.1, 0.1, 0.1], rel=1e-6)
 
 
 def test_scheduler_state_round_trips_for_resume():
-    cfg = _cfg("SCHEDULER.warmup_epochs", "2")
+    cfg = _cfg("SCHEDULER.warmup", "2")
     optimizer = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
     scheduler = build_scheduler(cfg.SCHEDULER, optimizer, 10)
     for _ in range(4):
@@ -257,7 +258,7 @@ def test_scheduler_state_round_trips_for_resume():
 
 
 def test_build_scheduler_reads_a_plain_section():
-    section = OmegaConf.create({"sched_name": "multistep", "warmup_epochs": 0,
+    section = OmegaConf.create({"sched_name": "multistep", "interval": "epoch", "warmup": 0, "warmup_start": 0.1,
                                 "params": {"milestones": [1], "gamma": 0.5}})
     optimizer = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=1.0)
     scheduler = build_scheduler(section, optimizer, 3)
@@ -269,6 +270,38 @@ def test_build_scheduler_reads_a_plain_section():
     assert seen == [1.0, 0.5, 0.5]
 
 
+def test_cosine_is_one_cycle_and_stays_at_eta_min_past_its_end():
+    # no restarts (the removed t_mult never restarted either): a run of whole epochs that covers TRAIN.iterations
+    # takes a few steps past the schedule's end, which must not climb back up
+    lrs = _lrs(_cfg("SCHEDULER.params.eta_min", "0.001"), 14, schedule=10)
+    assert lrs[:10] == pytest.approx([_cosine(0.1, 0.001, e, 10) for e in range(10)], rel=1e-6)
+    assert lrs[10:] == pytest.approx([0.001] * 4, rel=1e-6)
+
+
+def test_warmup_start_sets_the_first_learning_rate():
+    # the LDAM recipe's warm-up: lr x (epoch + 1) / 5 for epochs 0-4 is a ramp from 0.2 x lr over 4 epochs
+    cfg = _cfg("SCHEDULER.sched_name", "constant", "SCHEDULER.params", "{}", "SCHEDULER.warmup", "4",
+               "SCHEDULER.warmup_start", "0.2")
+    assert _lrs(cfg, 6) == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1, 0.1], rel=1e-6)
+
+
+def test_a_warmup_as_long_as_the_run_is_refused():
+    cfg = _cfg("SCHEDULER.warmup", "10")
+    with pytest.raises(ConfigError, match="SCHEDULER.warmup 10 must be below the run's 10 epochs"):
+        build_scheduler(cfg.SCHEDULER, torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1), 10)
+
+
+@pytest.mark.parametrize("overrides, steps_per_epoch, expected", [
+    ([], 7, RunLength(epochs=50, schedule=50)),
+    (["SCHEDULER.interval", "step"], 7, RunLength(epochs=50, schedule=350)),
+    # BALMS: 13,000 steps whatever the data set's size, in the whole epochs that cover them
+    (["TRAIN.iterations", "13000", "SCHEDULER.interval", "step"], 23, RunLength(epochs=566, schedule=13000)),
+    (["TRAIN.iterations", "13000"], 25, RunLength(epochs=520, schedule=520)),
+])
+def test_run_length_in_epochs_and_in_the_schedules_unit(overrides, steps_per_epoch, expected):
+    assert run_length(_cfg(*overrides), steps_per_epoch) == expected
+
+
 @pytest.mark.parametrize("overrides, section", [
     (["OPTIMIZER.params", "{momentum: abc}"], "OPTIMIZER"),
     (["SCHEDULER.sched_name", "multistep", "SCHEDULER.params", "{milestones: 5, gamma: 0.1}"], "SCHEDULER"),
@@ -277,5 +310,5 @@ def test_values_the_optimizer_or_scheduler_refuse_are_config_errors(overrides, s
     cfg = _cfg(*overrides)
     with pytest.raises(ConfigError, match=section) as error:
         optimizer = build_optimizer(cfg.OPTIMIZER, nn.Linear(4, 3))
-        build_scheduler(cfg.SCHEDULER, optimizer, epochs=10)
+        build_scheduler(cfg.SCHEDULER, optimizer, length=10)
     assert "\n" not in str(error.value)
