@@ -312,3 +312,31 @@ def test_values_the_optimizer_or_scheduler_refuse_are_config_errors(overrides, s
         optimizer = build_optimizer(cfg.OPTIMIZER, nn.Linear(4, 3))
         build_scheduler(cfg.SCHEDULER, optimizer, length=10)
     assert "\n" not in str(error.value)
+
+
+class _Batches(list):
+    """A list of (images, targets) batches with the loader interface train_one_epoch uses."""
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_a_per_step_schedule_steps_once_per_optimizer_step_in_train_one_epoch(accumulate):
+    from accelerate import Accelerator
+
+    from train import train_one_epoch
+    cfg = _cfg("SCHEDULER.interval", "step", "SCHEDULER.warmup", "2", "SCHEDULER.params.eta_min", "0.0")
+    accelerator = Accelerator(cpu=True, gradient_accumulation_steps=accumulate)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    optimizer = build_optimizer(cfg.OPTIMIZER, model)
+    scheduler = build_scheduler(cfg.SCHEDULER, optimizer, 12)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    generator = torch.Generator().manual_seed(0)
+    batches = _Batches((torch.randn(4, 3, 2, 2, generator=generator), torch.arange(4) % 3) for _ in range(6))
+    scores = train_one_epoch(model, batches, nn.CrossEntropyLoss(), optimizer, accelerator, 0, 2, scheduler)
+    steps = 6 // accumulate
+    assert scheduler.last_epoch == steps
+    # the reported lr is the one the epoch's last optimizer step used: warm-up 0.01, 0.055, then the cosine
+    used = [0.01, 0.055] + [_cosine(0.1, 0.0, k, 10) for k in range(10)]
+    assert scores["lr"] == pytest.approx(used[steps - 1], rel=1e-6)
