@@ -3,12 +3,28 @@
 # (BS equals CE on balanced data, so IF 1 trains CE only), once per seed, then report.py over the results.
 #
 #   bash run.sh                                   # seed 0, the settings in configs.yaml
+#   RECIPE=recipes/balms.yaml bash run.sh         # a published recipe (recipes/*.yaml) merged over configs.yaml
 #   SEEDS="0 1 2" bash run.sh                     # three seeds side by side in each run folder
 #   bash run.sh TRAIN.epochs 1 MODEL.name resnet32  # extra KEY VALUE pairs go to every run
+#   JOBS=4 bash run.sh                            # 4 runs at once on this machine; each run's output goes to
+#                                                 # SAVEDIR/logs/<data set>-<loss>-IF_<k>-seed<s>.log
+#   sbatch --array=0-7 run.sh                     # SLURM: 8 array tasks share the sweep (submit from this folder)
 #
-# Environment: SEEDS, DATASETS, FACTORS, LOSSES (space-separated lists), CONFIG (default configs.yaml),
-# SAVEDIR (default ./results), LAUNCH (default "python"; e.g. LAUNCH="torchrun --nproc_per_node 2" or
-# LAUNCH="accelerate launch"). A run that already finished is skipped, an interrupted one resumes.
+# Environment: SEEDS, DATASETS, FACTORS, LOSSES (space-separated lists), CONFIG (default configs.yaml), RECIPE
+# (an overlay file passed as a second --config; default none), SAVEDIR (default ./results), PYTHON (the
+# interpreter of main.py and report.py, default python), LAUNCH (default "$PYTHON"; e.g. LAUNCH="torchrun
+# --nproc_per_node 2" or LAUNCH="accelerate launch"), JOBS (runs at once, default 1: one after the other, output
+# to the terminal). With JOBS > 1 each run gets OMP_NUM_THREADS = max(1, cores / JOBS) unless OMP_NUM_THREADS is
+# set. A run that already finished is skipped, an interrupted one resumes; a failed run does not stop the others,
+# and all failures are listed at the end (exit status 1).
+#
+# Under a SLURM job array, run i of the sweep (in the order of the loops below) goes to the array task
+# i mod SLURM_ARRAY_TASK_COUNT, counting tasks from the array's first id: every run runs once over all the tasks.
+# The tasks do not run report.py (none knows when the others end); each prints the command that reports on them
+# all. With one SAVEDIR on a shared file system that is `python report.py SAVEDIR`; with a SAVEDIR per task
+# (e.g. SAVEDIR=results/task$SLURM_ARRAY_TASK_ID), `python report.py results/task*` merges them. A job that waits
+# for the array can run it: sbatch --dependency=afterany:<array job id> --wrap "python report.py results".
+# Concurrent runs (JOBS or SLURM) must find the data in DATASET.datadir already: they would download it at once.
 set -uo pipefail
 
 SEEDS=${SEEDS:-0}
@@ -16,10 +32,43 @@ DATASETS=${DATASETS:-"CIFAR10LT CIFAR100LT"}
 FACTORS=${FACTORS:-"1 10 50 100 200"}
 LOSSES=${LOSSES:-"CrossEntropyLoss BalancedSoftmax"}
 CONFIG=${CONFIG:-configs.yaml}
+RECIPE=${RECIPE:-}
 SAVEDIR=${SAVEDIR:-./results}
-LAUNCH=${LAUNCH:-python}
+PYTHON=${PYTHON:-python}
+LAUNCH=${LAUNCH:-$PYTHON}
+JOBS=${JOBS:-1}
+TASKS=${SLURM_ARRAY_TASK_COUNT:-1}
+TASK=$(( ${SLURM_ARRAY_TASK_ID:-0} - ${SLURM_ARRAY_TASK_MIN:-0} ))
 
-failed=()
+if ! [[ $JOBS =~ ^[1-9][0-9]*$ ]]; then
+  echo "error: JOBS=$JOBS must be a whole number >= 1" >&2
+  exit 2
+fi
+if [ "$TASK" -lt 0 ] || [ "$TASK" -ge "$TASKS" ]; then
+  echo "error: array task $SLURM_ARRAY_TASK_ID is not among $TASKS consecutive ids: use sbatch --array=0-K" >&2
+  exit 2
+fi
+configs=(--config "$CONFIG")
+if [ -n "$RECIPE" ]; then
+  configs+=(--config "$RECIPE")
+fi
+if [ "$JOBS" -gt 1 ]; then
+  # JOBS processes with a thread per core each would fight over the cores
+  threads=$(( $(nproc) / JOBS ))
+  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( threads > 1 ? threads : 1 ))}
+  mkdir -p "$SAVEDIR/logs"
+fi
+extra=("$@")
+failures=$(mktemp)  # one line per failed run; background jobs cannot append to this shell's arrays
+trap 'rm -f "$failures"' EXIT
+
+launch() {  # $1: the run's label; then its KEY VALUE pairs
+  local label=$1
+  shift
+  $LAUNCH main.py "${configs[@]}" "$@" "${extra[@]}" || { echo "$label" >> "$failures"; return 1; }
+}
+
+i=-1
 for seed in $SEEDS; do
   for dataset in $DATASETS; do
     for factor in $FACTORS; do
@@ -27,24 +76,36 @@ for seed in $SEEDS; do
         if [ "$factor" = 1 ] && [ "$loss" = BalancedSoftmax ]; then
           continue
         fi
-        echo "== dataset: $dataset, loss: $loss, IF: $factor, seed: $seed"
-        if ! $LAUNCH main.py --config "$CONFIG" \
-            DEFAULT.exp_name "$loss-IF_$factor" \
-            DEFAULT.seed "$seed" \
-            DEFAULT.savedir "$SAVEDIR" \
-            DATASET.name "$dataset" \
-            DATASET.imbalance_type exp \
-            DATASET.imbalance_factor "$factor" \
-            LOSS.name "$loss" \
-            "$@"; then
-          failed+=("$dataset $loss IF $factor seed $seed")
+        i=$(( i + 1 ))
+        if [ $(( i % TASKS )) -ne "$TASK" ]; then
+          continue  # another array task's run
         fi
+        label="$dataset $loss IF $factor seed $seed"
+        args=(DEFAULT.exp_name "$loss-IF_$factor" DEFAULT.seed "$seed" DEFAULT.savedir "$SAVEDIR"
+              DATASET.name "$dataset" DATASET.imbalance_type exp DATASET.imbalance_factor "$factor" LOSS.name "$loss")
+        if [ "$JOBS" = 1 ]; then
+          echo "== dataset: $dataset, loss: $loss, IF: $factor, seed: $seed"
+          launch "$label" "${args[@]}"
+          continue
+        fi
+        while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do
+          wait -n
+        done
+        log="$SAVEDIR/logs/$dataset-$loss-IF_$factor-seed$seed.log"
+        echo "== started: $label (log: $log)"
+        { launch "$label" "${args[@]}" > "$log" 2>&1 && echo "== finished: $label" || echo "== FAILED: $label (log: $log)"; } &
       done
     done
   done
 done
+wait
 
-python report.py "$SAVEDIR" || failed+=("report.py $SAVEDIR")
+mapfile -t failed < "$failures"
+if [ -n "${SLURM_ARRAY_TASK_COUNT:-}" ]; then
+  echo "array task $TASK of $TASKS done; once every task is done: $PYTHON report.py $SAVEDIR (or several folders)"
+else
+  "$PYTHON" report.py "$SAVEDIR" || failed+=("report.py $SAVEDIR")
+fi
 if [ ${#failed[@]} -gt 0 ]; then
   printf 'failed: %s\n' "${failed[@]}" >&2
   exit 1

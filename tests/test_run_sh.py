@@ -1,40 +1,89 @@
-"""run.sh's sweep: which runs it launches, with which arguments, and how it reports failures. The sweep that
-really trains and writes a report is tests/test_report.py's `sweep` fixture."""
+"""run.sh's sweep: which runs it launches, with which arguments and interpreter, how it shares them among JOBS
+and SLURM array tasks, and how it reports failures. The sweep that really trains and writes a report is
+tests/test_report.py's `sweep` fixture."""
 from __future__ import annotations
 
 import os
 import shlex
 import subprocess
+import sys
+from collections import Counter
+
+import pytest
 
 from conftest import ROOT
 
+SLURM = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "OMP_NUM_THREADS")
+
 
 def run_sh(tmp_path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "SAVEDIR": str(tmp_path / "results"), **env}
+    environment = {key: value for key, value in os.environ.items() if key not in SLURM}
+    environment.update({"SAVEDIR": str(tmp_path / "results"), "PYTHON": sys.executable, **env})
     return subprocess.run(["bash", "run.sh", *args], cwd=ROOT, env=environment, capture_output=True, text=True,
                           timeout=120)
 
 
-def launched(stdout: str) -> list[dict[str, str]]:
+def parse(words: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The --config files and the KEY VALUE overrides of one main.py command line (after `main.py`)."""
+    configs = []
+    while words[:1] == ["--config"]:
+        configs.append(words[1])
+        words = words[2:]
+    return configs, dict(zip(words[::2], words[1::2]))
+
+
+def launched(stdout: str, configs: list[str] = ("configs.yaml",)) -> list[dict[str, str]]:
     """The KEY VALUE overrides of each main.py command that LAUNCH=echo printed."""
     runs = []
     for line in stdout.splitlines():
         words = shlex.split(line)
         if words[:1] == ["main.py"]:
-            assert words[1:3] == ["--config", "configs.yaml"]
-            runs.append(dict(zip(words[3::2], words[4::2])))
+            given, overrides = parse(words[1:])
+            assert given == list(configs)
+            runs.append(overrides)
     return runs
+
+
+def recorder(tmp_path, fail_on: str = "") -> str:
+    """A LAUNCH (or PYTHON) that appends OMP_NUM_THREADS and its arguments to tmp_path/calls, counts how many of
+    its copies run at once into tmp_path/concurrency, and fails when its arguments contain `fail_on`."""
+    script = tmp_path / "record"
+    script.write_text(f"""#!/usr/bin/env bash
+echo "${{OMP_NUM_THREADS:-unset}} $*" >> {tmp_path}/calls
+touch {tmp_path}/running.$$
+sleep 0.5
+ls {tmp_path}/running.* | wc -l >> {tmp_path}/concurrency
+rm {tmp_path}/running.$$
+{f'[[ "$*" != *{fail_on}* ]]' if fail_on else 'true'}
+""")
+    script.chmod(0o755)
+    return str(script)
+
+
+def recorded_runs(tmp_path) -> list[tuple[str, tuple]]:
+    """(OMP_NUM_THREADS, cell) of each main.py call the recorder saw."""
+    runs = []
+    for line in (tmp_path / "calls").read_text().splitlines():
+        threads, script, *words = shlex.split(line)
+        if script == "main.py":
+            _, r = parse(words)
+            runs.append((threads, (r["DEFAULT.seed"], r["DATASET.name"], r["DATASET.imbalance_factor"], r["LOSS.name"])))
+    return runs
+
+
+def sweep(seeds=("0",), datasets=("CIFAR10LT", "CIFAR100LT"), factors=("1", "10", "50", "100", "200")) -> list[tuple]:
+    return sorted((seed, data, factor, loss) for seed in seeds for data in datasets for factor in factors
+                  for loss in ("CrossEntropyLoss", "BalancedSoftmax") if not (factor == "1" and loss == "BalancedSoftmax"))
+
+
+def cell(run: dict[str, str]) -> tuple:
+    return run["DEFAULT.seed"], run["DATASET.name"], run["DATASET.imbalance_factor"], run["LOSS.name"]
 
 
 def test_sweep_covers_seeds_datasets_factors_and_losses_but_bs_at_if_1(tmp_path):
     done = run_sh(tmp_path, "TRAIN.epochs", "1", LAUNCH="echo", SEEDS="3 4", FACTORS="1 100")
     runs = launched(done.stdout)
-    cells = sorted((r["DEFAULT.seed"], r["DATASET.name"], r["DATASET.imbalance_factor"], r["LOSS.name"])
-                   for r in runs)
-    expected = sorted((seed, data, factor, loss) for seed in ("3", "4") for data in ("CIFAR10LT", "CIFAR100LT")
-                      for factor in ("1", "100") for loss in ("CrossEntropyLoss", "BalancedSoftmax")
-                      if not (factor == "1" and loss == "BalancedSoftmax"))
-    assert cells == expected
+    assert sorted(map(cell, runs)) == sweep(("3", "4"), factors=("1", "100"))
     for r in runs:
         assert r["DEFAULT.exp_name"] == f"{r['LOSS.name']}-IF_{r['DATASET.imbalance_factor']}"
         assert r["DATASET.imbalance_type"] == "exp" and r["DEFAULT.savedir"] == str(tmp_path / "results")
@@ -51,3 +100,66 @@ def test_failed_runs_are_listed_and_the_exit_status_is_1(tmp_path):
     assert failed == ["failed: CIFAR100LT CrossEntropyLoss IF 50 seed 0",
                       "failed: CIFAR100LT BalancedSoftmax IF 50 seed 0",
                       f"failed: report.py {tmp_path / 'results'}"]
+
+
+def test_a_recipe_is_a_second_config_file(tmp_path):
+    done = run_sh(tmp_path, LAUNCH="echo", RECIPE="recipes/balms.yaml", DATASETS="CIFAR10LT", FACTORS="10",
+                  PYTHON=recorder(tmp_path))  # a quick stand-in for report.py
+    assert len(launched(done.stdout, ["configs.yaml", "recipes/balms.yaml"])) == 2
+
+
+def test_python_runs_main_py_and_report_py(tmp_path):
+    # one interpreter everywhere: a python first on PATH that lacks the packages must not run the report
+    done = run_sh(tmp_path, PYTHON=recorder(tmp_path), DATASETS="CIFAR10LT", FACTORS="10")
+    assert done.returncode == 0, done.stderr
+    calls = [shlex.split(line)[1:] for line in (tmp_path / "calls").read_text().splitlines()]
+    assert [words[0] for words in calls] == ["main.py", "main.py", "report.py"]
+    assert calls[-1] == ["report.py", str(tmp_path / "results")]
+
+
+@pytest.mark.parametrize("tasks", [1, 3, 4])
+def test_slurm_array_tasks_share_the_sweep_each_run_once(tmp_path, tasks):
+    runs = []
+    for task in range(tasks):
+        done = run_sh(tmp_path, LAUNCH="echo", SEEDS="0 1", SLURM_ARRAY_TASK_ID=str(task + 5),
+                      SLURM_ARRAY_TASK_MIN="5", SLURM_ARRAY_TASK_COUNT=str(tasks))
+        assert done.returncode == 0, done.stderr
+        share = launched(done.stdout)
+        assert len(share) in (36 // tasks, 36 // tasks + 1)  # 2 seeds x 18 runs, dealt like cards
+        runs += share
+        # no task knows when the others end: none reports, each says how to
+        assert "report.py" in done.stdout and not (tmp_path / "results" / "report.md").exists()
+    assert sorted(map(cell, runs)) == sweep(("0", "1"))
+
+
+def test_an_array_id_outside_the_array_is_refused(tmp_path):
+    done = run_sh(tmp_path, LAUNCH="echo", SLURM_ARRAY_TASK_ID="4", SLURM_ARRAY_TASK_COUNT="4")
+    assert done.returncode == 2 and "--array=0-K" in done.stderr and "main.py" not in done.stdout
+
+
+def test_jobs_run_at_once_each_run_once_and_failures_are_listed(tmp_path):
+    launch = recorder(tmp_path, fail_on="IF_50")
+    done = run_sh(tmp_path, LAUNCH=launch, PYTHON=launch, JOBS="3", FACTORS="10 50")
+    runs = recorded_runs(tmp_path)
+    assert sorted(cell for _, cell in runs) == sweep(factors=("10", "50"))
+    concurrency = [int(n) for n in (tmp_path / "concurrency").read_text().split()]
+    assert 2 <= max(concurrency) <= 3
+    # each job gets its share of the cores
+    assert {threads for threads, _ in runs} == {str(max(1, len(os.sched_getaffinity(0)) // 3))}
+    failed = sorted(line for line in done.stderr.splitlines() if line.startswith("failed: "))
+    assert failed == sorted(f"failed: {data} {loss} IF 50 seed 0" for data in ("CIFAR10LT", "CIFAR100LT")
+                            for loss in ("CrossEntropyLoss", "BalancedSoftmax"))
+    assert done.returncode == 1
+    logs = sorted(path.name for path in (tmp_path / "results" / "logs").iterdir())
+    assert logs == sorted(f"{data}-{loss}-IF_{k}-seed0.log" for _, (_, data, k, loss) in runs)
+
+
+def test_jobs_keep_a_thread_count_the_user_set(tmp_path):
+    launch = recorder(tmp_path)
+    run_sh(tmp_path, LAUNCH=launch, PYTHON=launch, JOBS="2", DATASETS="CIFAR10LT", FACTORS="10", OMP_NUM_THREADS="5")
+    assert [threads for threads, _ in recorded_runs(tmp_path)] == ["5", "5"]
+
+
+def test_jobs_must_be_a_count(tmp_path):
+    done = run_sh(tmp_path, LAUNCH="echo", JOBS="many")
+    assert done.returncode == 2 and "JOBS" in done.stderr
