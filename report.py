@@ -1,6 +1,8 @@
-"""Summarise the runs under a results folder: `python report.py RESULTS_DIR [--imbalance-factor K]`.
+"""Summarise the runs under results folders: `python report.py RESULTS_DIR [MORE_DIRS ...] [--out DIR]
+[--imbalance-factor K]`.
 
-Finds every run that main.py (or evaluate.py) wrote under RESULTS_DIR, at any depth, and writes into RESULTS_DIR:
+Finds every run that main.py (or evaluate.py) wrote under the folders, at any depth, merges them (the folders of
+several machines or SLURM array tasks, say), and writes into --out (default: the first folder):
 
 - report.md: test bcr per loss x data set x imbalance factor (mean ± std over seeds, the best of each column in
   bold), a table of shot-group accuracies per data set, the incomplete or crashed runs, and the figures;
@@ -208,8 +210,15 @@ def seed_run(folder: Path, seed: int, folder_config: dict | None) -> Run:
     return run
 
 
-def find_runs(root: Path) -> list[Run]:
-    return [run for folder in run_folders(root) for run in folder_runs(folder)]
+def find_runs(roots: list[Path]) -> list[Run]:
+    """The runs under every folder of `roots`, each run folder once (also where one root holds another)."""
+    folders = sorted({folder.resolve() for root in roots for folder in run_folders(root)})
+    return [run for folder in folders for run in folder_runs(folder)]
+
+
+def common_root(roots: list[Path]) -> Path:
+    """The folder that the report names run folders relative to: the one root, or the roots' common parent."""
+    return Path(os.path.commonpath([root.resolve() for root in roots]))
 
 
 # ---------------------------------------------------------------- aggregation
@@ -695,24 +704,33 @@ def make_figures(out: Path, runs: list[Run], factor) -> tuple[list[str], list[st
 
 # ---------------------------------------------------------------- entry point
 
-def report(root: Path, factor=None) -> list[Path]:
-    """Write every output of the report for the runs under `root`; returns the files written."""
-    if not root.is_dir():
-        raise ReportError(f"{root} is not a folder: pass the DEFAULT.savedir of your runs, e.g. ./results")
-    runs = find_runs(root)
+def report(roots: Path | list[Path], factor=None, out: Path | None = None) -> list[Path]:
+    """Write every output of the report for the runs under `roots`, merged, into `out` (default: the first of
+    `roots`); returns the files written."""
+    roots = [roots] if isinstance(roots, Path) else list(roots)
+    for root in roots:
+        if not root.is_dir():
+            raise ReportError(f"{root} is not a folder: pass the DEFAULT.savedir of your runs, e.g. ./results")
+    runs = find_runs(roots)
     if not runs:
-        raise ReportError(f"no runs under {root}: it holds no configs.yaml, results-seed*.json or model_seed*.pt")
+        raise ReportError(f"no runs under {' '.join(map(str, roots))}: no configs.yaml, results-seed*.json or "
+                          "model_seed*.pt")
+    out = out or roots[0]
+    out.mkdir(parents=True, exist_ok=True)
+    root = common_root(roots)
     complete = [run for run in runs if run.status == "complete"]
-    figures, notes = make_figures(root, complete, factor)
-    write_markdown(root / "report.md", root, runs, figures, notes)
-    write_runs_csv(root / "report.csv", root, runs)
-    write_cells_csv(root / "report_cells.csv", complete)
-    return [root / name for name in ("report.md", "report.csv", "report_cells.csv", *figures)]
+    figures, notes = make_figures(out, complete, factor)
+    write_markdown(out / "report.md", root, runs, figures, notes)
+    write_runs_csv(out / "report.csv", root, runs)
+    write_cells_csv(out / "report_cells.csv", complete)
+    return [out / name for name in ("report.md", "report.csv", "report_cells.csv", *figures)]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("results_dir", type=Path, help="the folder main.py saved runs under (DEFAULT.savedir)")
+    parser.add_argument("results_dirs", type=Path, nargs="+",
+                        help="the folders main.py saved runs under (DEFAULT.savedir); several are merged")
+    parser.add_argument("--out", type=Path, default=None, help="where the report goes (default: the first folder)")
     parser.add_argument("--imbalance-factor", type=float, default=None,
                         help="imbalance factor of the per-class and confusion figures (default: the largest one "
                              "where two losses were run)")
@@ -721,11 +739,11 @@ def main(argv: list[str] | None = None) -> None:
     if factor is not None and factor.is_integer():
         factor = int(factor)
     try:
-        written = report(args.results_dir, factor)
+        written = report(args.results_dirs, factor, args.out)
     except ReportError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    print(f"wrote {len(written)} files to {args.results_dir}:")
+    print(f"wrote {len(written)} files to {args.out or args.results_dirs[0]}:")
     for path in written:
         print(f"  {path}")
 

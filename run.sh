@@ -93,7 +93,8 @@ for seed in $SEEDS; do
         done
         log="$SAVEDIR/logs/$dataset-$loss-IF_$factor-seed$seed.log"
         echo "== started: $label (log: $log)"
-        { launch "$label" "${args[@]}" > "$log" 2>&1 && echo "== finished: $label" || echo "== FAILED: $label (log: $log)"; } &
+        { launch "$label" "${args[@]}" > "$log" 2>&1 && echo "== finished: $label" ||
+            echo "== FAILED: $label (log: $log)"; } &
       done
     done
   done

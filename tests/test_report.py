@@ -55,7 +55,8 @@ def sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess, str]:
     datadir, savedir = tmp_path_factory.mktemp("report_data"), tmp_path_factory.mktemp("report_runs")
     make_cifar(datadir, 10, train_per_class=40, test_per_class=10)
     env = {**os.environ, "SEEDS": "0 1", "DATASETS": "CIFAR10LT", "FACTORS": "10", "SAVEDIR": str(savedir),
-           "LAUNCH": f"{sys.executable} tests/fake_cifar.py {datadir}", "WANDB_SILENT": "true"}
+           "LAUNCH": f"{sys.executable} tests/fake_cifar.py {datadir}", "PYTHON": sys.executable,
+           "WANDB_SILENT": "true"}
     done = subprocess.run(["bash", "run.sh", "TRAIN.epochs", "1", "DATASET.datadir", str(datadir), *FAST_RUN],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
@@ -250,6 +251,26 @@ def test_reevaluations_and_repeated_seeds_are_not_silently_pooled(tmp_path):
     assert rows == [["CrossEntropyLoss", "50.00 ± 14.14 (n=2)"]]  # the re-evaluation is not a third seed
     assert "seed 0 appears in 2 folders" in markdown
     assert "## Re-evaluations (evaluate.py)" in markdown
+
+
+def test_several_folders_are_merged_into_one_report(tmp_path, capsys):
+    # the results of two machines or SLURM array tasks, each with its own savedir
+    first, second, out = tmp_path / "task0", tmp_path / "task1", tmp_path / "merged"
+    fake_result(first, "CrossEntropyLoss", 0, 0.40)
+    fake_result(second, "CrossEntropyLoss", 1, 0.44)
+    fake_result(second, "BalancedSoftmax", 0, 0.50)
+    report.main([str(first), str(second), "--out", str(out)])
+    assert str(out / "report.md") in capsys.readouterr().out
+    _, rows = table((out / "report.md").read_text(), "loss")
+    assert rows == [["CrossEntropyLoss", expected_cell([0.40, 0.44])], ["BalancedSoftmax", "**50.00 (n=1)**"]]
+    with open(out / "report.csv", newline="") as f:
+        folders = sorted(row["run"] for row in csv.DictReader(f))
+    assert folders == [f"task{task}/CIFAR10LT/resnet32/{loss}-IF_10" for task, loss in
+                       ((0, "CrossEntropyLoss"), (1, "BalancedSoftmax"), (1, "CrossEntropyLoss"))]
+    # without --out the report goes into the first folder; a folder inside another is not counted twice
+    report.main([str(first), str(first / "CIFAR10LT"), str(second)])
+    _, rows = table((first / "report.md").read_text(), "loss")
+    assert rows[0] == ["CrossEntropyLoss", expected_cell([0.40, 0.44])]
 
 
 def test_aggregation_helpers():

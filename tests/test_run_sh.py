@@ -67,13 +67,15 @@ def recorded_runs(tmp_path) -> list[tuple[str, tuple]]:
         threads, script, *words = shlex.split(line)
         if script == "main.py":
             _, r = parse(words)
-            runs.append((threads, (r["DEFAULT.seed"], r["DATASET.name"], r["DATASET.imbalance_factor"], r["LOSS.name"])))
+            runs.append((threads, cell(r)))
     return runs
 
 
 def sweep(seeds=("0",), datasets=("CIFAR10LT", "CIFAR100LT"), factors=("1", "10", "50", "100", "200")) -> list[tuple]:
+    """The (seed, data set, imbalance factor, loss) of every run of run.sh's sweep."""
     return sorted((seed, data, factor, loss) for seed in seeds for data in datasets for factor in factors
-                  for loss in ("CrossEntropyLoss", "BalancedSoftmax") if not (factor == "1" and loss == "BalancedSoftmax"))
+                  for loss in ("CrossEntropyLoss", "BalancedSoftmax")
+                  if not (factor == "1" and loss == "BalancedSoftmax"))
 
 
 def cell(run: dict[str, str]) -> tuple:
