@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,11 +13,13 @@ import torchvision.transforms as T
 from PIL import Image
 from torchvision.transforms.autoaugment import _apply_op  # the op torchvision's per-image transforms call
 
-from config import ConfigError
+from config import ConfigError, load_config
+from datasets import build_loaders
 from datasets.augment import (OPS, SKIP, Action, BatchAutoAugment, BatchCutout, BatchRandAugment, Cutout,
                               apply_grouped, batch_augmentations, cutout_mask)
 from datasets.loaders import TensorLoader, classic_transform
 
+ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
@@ -220,3 +224,33 @@ def test_fast_augmentations_follow_aug_info_after_crop_and_flip():
 def test_fast_loader_refuses_a_crop_after_a_batched_augmentation():
     with pytest.raises(ConfigError, match="RandomCrop after AutoAugment.*classic"):
         batch_augmentations(["AutoAugment", "RandomCrop"], SIZE, "cpu")
+
+
+class _Split:
+    """What build_loaders reads of a split."""
+
+    def __init__(self, n: int = 8) -> None:
+        self.data = np.random.default_rng(0).integers(0, 256, size=(n, SIZE, SIZE, 3), dtype=np.uint8)
+        self.targets, self.mean, self.std, self.transform = [0] * n, MEAN, STD, None
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+def _build(loader: str, aug_info: str) -> dict:
+    cfg = load_config(ROOT / "configs.yaml", ["DATASET.loader", loader, "DATASET.aug_info", aug_info])
+    one_process = SimpleNamespace(num_processes=1, process_index=0, device=torch.device("cpu"))
+    return build_loaders(cfg.DATASET, {"train": _Split(), "test": _Split()}, 0, one_process)
+
+
+def test_build_loaders_gives_the_fast_loader_the_batched_augmentations():
+    train = _build("fast", "[RandomCrop, RandomHorizontalFlip, AutoAugment, Cutout]")["train"]
+    assert [type(a) for a in train.augmentations] == [BatchAutoAugment, BatchCutout] and train.pad and train.flip
+    with pytest.raises(ConfigError, match="RandomHorizontalFlip after Cutout"):
+        _build("fast", "[Cutout, RandomHorizontalFlip]")
+
+
+def test_build_loaders_gives_the_classic_loader_cutout_before_to_tensor():
+    train = _build("classic", "[RandomCrop, RandomHorizontalFlip, AutoAugment, Cutout]")["train"]
+    steps = [type(t) for t in train.dataset.transform.transforms]
+    assert steps == [T.RandomCrop, T.RandomHorizontalFlip, T.AutoAugment, Cutout, T.ToTensor, T.Normalize]
