@@ -58,6 +58,6 @@ def eval_loader(cfg, split, mean, std, accelerator) -> TensorLoader:
                         train=False, rank=accelerator.process_index, world_size=accelerator.num_processes)
 
 
-__all__ = ["batch_augmentations", "CIFAR10LT", "CIFAR100LT", "ImageFolderLT", "DATASETS", "AUGMENTATIONS", "FAST_AUGMENTATIONS",
+__all__ = ["CIFAR10LT", "CIFAR100LT", "ImageFolderLT", "DATASETS", "AUGMENTATIONS", "FAST_AUGMENTATIONS",
            "IMBALANCE_TYPES", "DatasetNotFoundError", "TensorLoader", "build_splits", "build_loaders", "eval_loader", "draw_splits",
-           "long_tail_counts", "normalization"]
+           "long_tail_counts", "normalization", "batch_augmentations"]
