@@ -93,7 +93,8 @@ class TensorLoader:
             yield self.augment(idx, generator, offsets), self.targets[idx]
 
     def augment(self, idx: torch.Tensor, generator: torch.Generator, offsets: torch.Tensor) -> torch.Tensor:
-        """Crop and flip as two gathers from the padded uint8 images, then normalise to channels_last float."""
+        """Crop and flip as two gathers from the padded uint8 images, the batched augmentations, then normalise to
+        channels_last float."""
         b = len(idx)
         if self.train and self.pad:
             dy, dx = torch.randint(0, 2 * self.pad + 1, (2, b, 1), device=self.device, generator=generator)
@@ -108,12 +109,12 @@ class TensorLoader:
         rows = self.images[idx[:, None], dy + offsets]  # B x H x (W + 2 pad) x C
         crops = rows.gather(2, cols[:, None, :, None].expand(b, self.size, self.size, rows.shape[-1]))
         if self.train and self.augmentations:
-            crops = self.augment_more(crops, generator)
+            crops = self.apply_augmentations(crops, generator)
         # Normalising in the stored H x W x C order is a contiguous pass; permute then gives an NCHW view with
         # channels_last strides, the layout the model runs in
         return (crops.float().mul_(self.scale).add_(self.shift)).permute(0, 3, 1, 2)
 
-    def augment_more(self, crops: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def apply_augmentations(self, crops: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The batched augmentations on the B x H x W x C uint8 crops, which they see as B x C x H x W."""
         # torchvision's kernels (convolutions, grid samples) run about twice as fast on contiguous NCHW on a CPU
         images = crops.permute(0, 3, 1, 2).contiguous()
