@@ -10,6 +10,9 @@ Two pipelines train the same model (same architecture, fresh initialisation) in 
   accelerate (prepare, the autocast it wraps around forward, accelerator.backward), batch 128; `--compile MODE`
   compiles it as TRAIN.compile true with TRAIN.compile_mode MODE does.
 
+`--aug AutoAugment,Cutout` adds augmentations after crop and flip, to both pipelines: per image in the reference,
+batched on the device in ours (datasets.augment), so the data measurements include them.
+
 A timed step is the whole step: the next batch (with its augmentation) from the loader, forward, loss, backward and
 optimizer step. Warm-up steps run first and are not timed. Each measurement runs whole steps until a time budget
 (--seconds) is spent, or exactly --steps steps. Besides training, it measures the loaders alone and evaluation
@@ -34,7 +37,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from config import COMPILE_MODES, load_config
-from datasets import CIFAR10LT, TensorLoader, classic_loader, classic_transform
+from datasets import (CIFAR10LT, FAST_AUGMENTATIONS, TensorLoader, batch_augmentations, classic_loader,
+                      classic_transform)
 from losses import build_loss
 from main import mixed_precision
 from models import build_model
@@ -42,7 +46,8 @@ from optim import build_optimizer
 
 ROOT = Path(__file__).resolve().parent
 CFG = load_config(ROOT / "configs.yaml")  # the shipped defaults: optimizer, loss, test batch size, workers
-AUG = ("RandomCrop", "RandomHorizontalFlip")  # the seed's training augmentations, which both pipelines apply
+AUG = ("RandomCrop", "RandomHorizontalFlip")  # the seed's training augmentations, which both pipelines apply first
+EXTRA_AUG = tuple(name for name in FAST_AUGMENTATIONS if name not in AUG)  # what --aug may add
 SIZE = 32
 MEAN, STD = CIFAR10LT.mean, CIFAR10LT.std
 
@@ -189,7 +194,13 @@ def parse_args(argv):
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--images", type=int, default=5000, help="generated images")
     parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--aug", default="", help="comma-separated augmentations after crop and flip, in both "
+                        "pipelines, e.g. AutoAugment,Cutout (default none: the seed's)")
     args = parser.parse_args(argv)
+    args.aug = [name for name in args.aug.split(",") if name]
+    unknown = [name for name in args.aug if name not in EXTRA_AUG]
+    if unknown:
+        parser.error(f"--aug {unknown[0]}: choose from {', '.join(EXTRA_AUG)}")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no GPU is visible")
     if args.test_batch_size is None:
@@ -230,7 +241,7 @@ def main(argv: list[str] | None = None) -> dict:
                                           **eval_timing)
 
     # ---- reference: PIL images, per-image transforms in DataLoader workers, fp32 NCHW
-    train_set = RandomCIFAR(args.images, args.classes, transform=classic_transform(AUG, SIZE, MEAN, STD))
+    train_set = RandomCIFAR(args.images, args.classes, transform=classic_transform([*AUG, *args.aug], SIZE, MEAN, STD))
     test_set = RandomCIFAR(args.images, args.classes, transform=classic_transform([], SIZE, MEAN, STD))
     ref_train = classic_loader(train_set, args.ref_batch_size, args.num_workers, seed=0)
     ref_test = DataLoader(test_set, batch_size=args.test_batch_size, num_workers=args.num_workers,
@@ -257,7 +268,8 @@ def main(argv: list[str] | None = None) -> dict:
                                  mode="default" if args.compile == "no" else args.compile)
     accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=precision, dynamo_plugin=compiled)
     our_train = TensorLoader(train_set.data, train_set.targets, args.batch_size, MEAN, STD, device=device,
-                             train=True, crop=True, flip=True, seed=0)
+                             train=True, crop=True, flip=True,
+                             augmentations=batch_augmentations([*AUG, *args.aug], SIZE, device), seed=0)
     our_test = TensorLoader(test_set.data, test_set.targets, args.test_batch_size, MEAN, STD, device=device,
                             train=False)
     torch.manual_seed(0)
@@ -310,7 +322,7 @@ def summary(args, results: dict, precision: str, device: torch.device, wall: flo
         "test_batch_size": args.test_batch_size, "num_workers": args.num_workers, "device": device.type,
         "device_name": gpu_or_cpu(device), "cpu": cpu_name(), "precision": precision, "compile": args.compile,
         "ref_precision": "no", "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "images": args.images, "warmup": args.warmup, "seconds_per_measurement": args.seconds,
+        "aug": [*AUG, *args.aug], "images": args.images, "warmup": args.warmup, "seconds_per_measurement": args.seconds,
         "fixed_steps": args.steps, "wall_s": wall,
     }
 

@@ -1,6 +1,7 @@
 """Long-tailed data sets and their loaders: `from datasets import CIFAR10LT, CIFAR100LT, ImageFolderLT`."""
 from __future__ import annotations
 
+from .augment import batch_augmentations
 from .cifar import CIFAR10LT, CIFAR100LT, DatasetNotFoundError
 from .folder import ImageFolderLT
 from .loaders import AUGMENTATIONS, FAST_AUGMENTATIONS, TensorLoader, classic_loader, classic_transform
@@ -38,7 +39,9 @@ def build_loaders(cfg, splits: dict, seed: int, accelerator) -> dict:
     if cfg.loader == "fast":
         train_loader = TensorLoader(train.data, train.targets, cfg.batch_size // world, mean, std, device=device,
                                     train=True, crop="RandomCrop" in cfg.aug_info,
-                                    flip="RandomHorizontalFlip" in cfg.aug_info, seed=seed, rank=rank, world_size=world)
+                                    flip="RandomHorizontalFlip" in cfg.aug_info,
+                                    augmentations=batch_augmentations(cfg.aug_info, train.data.shape[1], device),
+                                    seed=seed, rank=rank, world_size=world)
     else:
         train.transform = classic_transform(cfg.aug_info, train.data.shape[1], mean, std)
         train_loader = classic_loader(train, cfg.batch_size, cfg.num_workers, seed)
@@ -57,4 +60,4 @@ def eval_loader(cfg, split, mean, std, accelerator) -> TensorLoader:
 
 __all__ = ["CIFAR10LT", "CIFAR100LT", "ImageFolderLT", "DATASETS", "AUGMENTATIONS", "FAST_AUGMENTATIONS",
            "IMBALANCE_TYPES", "DatasetNotFoundError", "TensorLoader", "build_splits", "build_loaders", "eval_loader", "draw_splits",
-           "long_tail_counts", "normalization"]
+           "long_tail_counts", "normalization", "batch_augmentations"]

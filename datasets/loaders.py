@@ -1,14 +1,19 @@
 """Batches for training and evaluation.
 
-The fast loader keeps a split as one uint8 tensor on the training device and does crop, flip and
-normalisation on whole batches there: no per-image Python, no worker processes, no host-to-device copies.
+The fast loader keeps a split as one uint8 tensor on the training device and does crop, flip, the batched
+augmentations of datasets.augment (AutoAugment, RandAugment, Cutout) and normalisation on whole batches there:
+no per-image Python, no worker processes, no host-to-device copies.
 The classic loader is torchvision's per-image transforms in a DataLoader, for augmentations the fast one lacks.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torchvision.transforms as T
 from torch.utils.data import DataLoader
+
+from .augment import BATCH_AUGMENTATIONS, GATHERS, BatchAugmentation, Cutout
 
 PAD = 4  # RandomCrop pads by 4 pixels on every side, as in the CIFAR literature
 
@@ -19,8 +24,9 @@ AUGMENTATIONS = {
     "RandAugment": lambda size: T.RandAugment(),
     "TrivialAugmentWide": lambda size: T.TrivialAugmentWide(),
     "ColorJitter": lambda size: T.ColorJitter(0.4, 0.4, 0.4),
+    "Cutout": lambda size: Cutout(),  # on the PIL image, so at its place in aug_info, before ToTensor
 }
-FAST_AUGMENTATIONS = ("RandomCrop", "RandomHorizontalFlip")
+FAST_AUGMENTATIONS = (*GATHERS, *BATCH_AUGMENTATIONS)
 
 
 def classic_transform(aug_info, size: int, mean, std) -> T.Compose:
@@ -39,12 +45,14 @@ class TensorLoader:
     """Batches of normalised float images in channels_last from a uint8 split held on `device`.
 
     Training: every epoch a seeded permutation shared by all processes, split into disjoint shards of equal
-    length, and a per-image random crop (pad 4) and horizontal flip. Evaluation: each process takes every
+    length, a per-image random crop (pad 4) and horizontal flip, then `augmentations` (datasets.augment's batched
+    ones, on the uint8 N x C x H x W batch) in their order. Evaluation: each process takes every
     `world_size`-th image in order, so the shards cover the split exactly once.
     """
 
     def __init__(self, data, targets, batch_size: int, mean, std, *, device, train: bool, crop: bool = False,
-                 flip: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+                 flip: bool = False, augmentations: Sequence[BatchAugmentation] = (), seed: int = 0, rank: int = 0,
+                 world_size: int = 1) -> None:
         images = torch.as_tensor(data)  # N x H x W x C uint8, as torchvision's CIFAR stores it
         self.pad = PAD if crop else 0
         # Padding once here, not per batch: a crop is then a pure gather
@@ -54,7 +62,7 @@ class TensorLoader:
         self.size = data.shape[1]
         self.scale = (1 / (255 * torch.tensor(std))).to(device)  # per channel, the last dimension
         self.shift = (-torch.tensor(mean) / torch.tensor(std)).to(device)
-        self.batch_size, self.train, self.flip = batch_size, train, flip
+        self.batch_size, self.train, self.flip, self.augmentations = batch_size, train, flip, list(augmentations)
         self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
         self.device = torch.device(device)
 
@@ -85,7 +93,8 @@ class TensorLoader:
             yield self.augment(idx, generator, offsets), self.targets[idx]
 
     def augment(self, idx: torch.Tensor, generator: torch.Generator, offsets: torch.Tensor) -> torch.Tensor:
-        """Crop and flip as two gathers from the padded uint8 images, then normalise to channels_last float."""
+        """Crop and flip as two gathers from the padded uint8 images, the batched augmentations, then normalise to
+        channels_last float."""
         b = len(idx)
         if self.train and self.pad:
             dy, dx = torch.randint(0, 2 * self.pad + 1, (2, b, 1), device=self.device, generator=generator)
@@ -99,6 +108,16 @@ class TensorLoader:
         # than one gather of single pixels
         rows = self.images[idx[:, None], dy + offsets]  # B x H x (W + 2 pad) x C
         crops = rows.gather(2, cols[:, None, :, None].expand(b, self.size, self.size, rows.shape[-1]))
+        if self.train and self.augmentations:
+            crops = self.apply_augmentations(crops, generator)
         # Normalising in the stored H x W x C order is a contiguous pass; permute then gives an NCHW view with
         # channels_last strides, the layout the model runs in
         return (crops.float().mul_(self.scale).add_(self.shift)).permute(0, 3, 1, 2)
+
+    def apply_augmentations(self, crops: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The batched augmentations on the B x H x W x C uint8 crops, which they see as B x C x H x W."""
+        # torchvision's kernels (convolutions, grid samples) run about twice as fast on contiguous NCHW on a CPU
+        images = crops.permute(0, 3, 1, 2).contiguous()
+        for augmentation in self.augmentations:
+            images = augmentation(images, generator)
+        return images.permute(0, 2, 3, 1).contiguous()  # back to H x W x C for the contiguous normalising pass

@@ -15,8 +15,9 @@ TINY = ["--model", "resnet32", "--steps", "2", "--warmup", "1", "--batch-size", 
 
 
 def test_bench_runs_and_reports_json():
-    done = subprocess.run([sys.executable, str(ROOT / "bench.py"), *TINY], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")})
+    # both pipelines also run the paper's augmentations, so that --aug is covered too
+    done = subprocess.run([sys.executable, str(ROOT / "bench.py"), *TINY, "--aug", "AutoAugment,Cutout"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")})
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
     report = json.loads(lines[-1])
@@ -28,3 +29,4 @@ def test_bench_runs_and_reports_json():
     assert report["device"] == "cpu" and report["precision"] in ("no", "bf16")
     assert report["steps"]["ours_train"] == 2 and report["steps"]["ref_train"] == 2
     assert "images/s" in done.stdout  # the readable table came before the JSON
+    assert report["aug"] == ["RandomCrop", "RandomHorizontalFlip", "AutoAugment", "Cutout"]

@@ -294,16 +294,22 @@ def test_unknown_imbalance_type_lists_the_choices():
 
 
 def test_unknown_augmentation_lists_the_choices():
-    message = refused("DATASET.aug_info", "[RandomCrop, Cutout]")
-    assert "DATASET.aug_info" in message and "Cutout" in message
+    message = refused("DATASET.aug_info", "[RandomCrop, Mixup]")
+    assert "DATASET.aug_info" in message and "Mixup" in message
     for name in ("RandomCrop", "RandomHorizontalFlip", "AutoAugment"):
         assert name in message
 
 
 def test_per_image_augmentation_needs_the_classic_loader():
-    message = refused("DATASET.aug_info", "[RandomCrop, AutoAugment]", "DATASET.loader", "fast")
-    assert "AutoAugment" in message and "classic" in message
-    check(load("DATASET.aug_info", "[RandomCrop, AutoAugment]", "DATASET.loader", "classic"))
+    message = refused("DATASET.aug_info", "[RandomCrop, TrivialAugmentWide]", "DATASET.loader", "fast")
+    assert "TrivialAugmentWide" in message and "classic" in message
+    check(load("DATASET.aug_info", "[RandomCrop, TrivialAugmentWide]", "DATASET.loader", "classic"))
+
+
+@pytest.mark.parametrize("loader", ["fast", "classic"])
+def test_the_papers_augmentations_pass_check_with_both_loaders(loader):
+    check(load("DATASET.aug_info", "[RandomCrop, RandomHorizontalFlip, AutoAugment, RandAugment, Cutout]",
+               "DATASET.loader", loader))
 
 
 @pytest.mark.parametrize("key,value", [("DATASET.loader", "turbo"), ("TRAIN.mixed_precision", "fp8"),
