@@ -11,7 +11,7 @@ DATASETS = {"CIFAR10LT": CIFAR10LT, "CIFAR100LT": CIFAR100LT, "ImageFolderLT": I
 
 def build_splits(cfg, data_seed: int) -> dict:
     """The train, test and (when DATASET.val_per_class > 0, or an image folder has val/) val splits that `cfg`
-    (the DATASET section) names."""
+    (the DATASET section) names; each split's `root` is the folder its data came from."""
     dataset = DATASETS[cfg.name]
     kwargs = dict(imb_type=cfg.imbalance_type, imbalance_factor=cfg.imbalance_factor, seed=data_seed,
                   val_per_class=cfg.val_per_class, download=cfg.download)
@@ -20,7 +20,9 @@ def build_splits(cfg, data_seed: int) -> dict:
         kwargs["img_size"] = cfg.img_size
         with_val = with_val or ImageFolderLT.has_val_folder(cfg.datadir)
     names = ["train", "test"] + (["val"] if with_val else [])
-    return {name: dataset(cfg.datadir, split=name, **kwargs) for name in names}
+    if dataset is ImageFolderLT:
+        return {name: dataset(cfg.datadir, split=name, **kwargs) for name in names}
+    return {name: dataset.in_datadir(cfg.datadir, split=name, **kwargs) for name in names}
 
 
 def normalization(cfg, train_set) -> tuple[list[float], list[float]]:
