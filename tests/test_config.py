@@ -377,3 +377,12 @@ def test_scheduler_params_may_not_set_what_the_code_passes():
     assert "epochs" in message
     message = refused("OPTIMIZER.params", "{lr: 0.3}")
     assert "lr" in message
+
+
+
+@pytest.mark.parametrize("key", ["fused", "foreach"])
+def test_optimizer_params_may_opt_out_of_the_fused_optimizer(key):
+    # optim.build_optimizer fuses on a GPU unless OPTIMIZER.params sets fused or foreach itself
+    cfg = load("OPTIMIZER.params", f"{{momentum: 0.9, {key}: false}}")
+    check(cfg)
+    assert OmegaConf.to_container(cfg.OPTIMIZER.params) == {"momentum": 0.9, key: False}
