@@ -9,6 +9,17 @@ from .long_tail import IMBALANCE_TYPES, draw_splits, long_tail_counts
 DATASETS = {"CIFAR10LT": CIFAR10LT, "CIFAR100LT": CIFAR100LT, "ImageFolderLT": ImageFolderLT}
 
 
+class Dataset:
+    """A name only, never instantiated; so is `IterableDataset`. Where Hugging Face `datasets` is installed,
+    accelerate runs `from datasets import IterableDataset` (or `Dataset`) to ask whether what it prepares is one of
+    its data sets, and from this repository `import datasets` finds this folder (the seed's) first. With these names
+    the import works and the answer is no, which is true of every data set here."""
+
+
+class IterableDataset:
+    """A name only: see `Dataset`."""
+
+
 def build_splits(cfg, data_seed: int) -> dict:
     """The train, test and (when DATASET.val_per_class > 0, or an image folder has val/) val splits that `cfg`
     (the DATASET section) names; each split's `root` is the folder its data came from."""
