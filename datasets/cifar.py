@@ -45,7 +45,7 @@ class _LongTailedCIFAR:
         self.num_per_cls = {c: int(n) for c, n in enumerate(np.bincount(self.targets, minlength=len(self.classes)))}
 
     @classmethod
-    def in_datadir(cls, datadir: str, **kwargs):
+    def in_datadir(cls, datadir: str, **kwargs) -> _LongTailedCIFAR:
         """The data set under DATASET.datadir: in datadir/CIFAR10 (or CIFAR100) as the seed lays it out, where a
         download lands too, or in datadir itself where only it holds the extracted folder."""
         folders = [(Path(datadir) / cls.seed_folder).resolve(), Path(datadir).resolve()]
@@ -55,11 +55,12 @@ class _LongTailedCIFAR:
         except DatasetNotFoundError as error:
             # the constructor raised `from None`: the failure it reports stays in __context__
             failure = error.__context__ if kwargs.get("download") else None
-            raise cls._not_found(folders, failure) from None
+            raise cls._not_found([root] + [folder for folder in folders if folder != root], failure) from None
 
     @classmethod
     def _not_found(cls, roots: list[Path], download_error: Exception | None) -> DatasetNotFoundError:
-        """The one-line error naming every folder looked in (a download goes to the first), and the fix."""
+        """The one-line error naming every folder looked in (the first is the one read or downloaded into), and
+        the fix."""
         where = " or ".join(str(Path(root).resolve() / cls.base_folder) for root in roots)
         place = "there" if len(roots) == 1 else "in one of them"
         if download_error is None:
