@@ -22,9 +22,10 @@ def run_dir(cfg) -> Path:
 
 
 def output_paths(folder: Path, seed: int) -> dict[str, Path]:
-    """The files a run writes, named as in the seed repository; seeds share a folder side by side."""
+    """The files a run writes, named as in the seed repository; seeds share a folder side by side, each with its
+    own config (the seed's one configs.yaml went to whichever seed started last)."""
     return {
-        "config": folder / "configs.yaml",
+        "config": folder / f"configs-seed{seed}.yaml",
         "last": folder / f"model_seed{seed}.pt",
         "best": folder / f"model_seed{seed}_best.pt",
         "best_results": folder / f"results_seed{seed}_best.json",

@@ -206,7 +206,9 @@ def check(cfg: DictConfig) -> None:
             raise ConfigError(f"{key} must be >= 0, got {OmegaConf.select(cfg, key)}")
     if (data.mean is None) != (data.std is None) or (data.mean is not None and not len(data.mean) == len(data.std) == 3):
         raise ConfigError("DATASET.mean and DATASET.std go together: both null, or both lists of 3 numbers")
-    _check_params("OPTIMIZER.params", OPTIMIZERS[cfg.OPTIMIZER.name], cfg.OPTIMIZER.params, ("params", "lr", "weight_decay", "foreach", "maximize", "capturable", "differentiable", "fused"))
+    # fused and foreach stay open: setting either opts out of the fused optimizer optim.build_optimizer picks on a GPU
+    _check_params("OPTIMIZER.params", OPTIMIZERS[cfg.OPTIMIZER.name], cfg.OPTIMIZER.params,
+                  ("params", "lr", "weight_decay", "maximize", "capturable", "differentiable"))
     _check_params("SCHEDULER.params", SCHEDULERS[cfg.SCHEDULER.sched_name], cfg.SCHEDULER.params, ("optimizer", "length"))
 
 

@@ -82,8 +82,8 @@ def run(cfg) -> None:
     num_per_cls = list(splits["train"].num_per_cls.values())
     loaders = build_loaders(cfg.DATASET, splits, seed, accelerator)
     select_on = "val" if "val" in loaders else "test"
-    accelerator.print(f"{cfg.DATASET.name}: {len(splits['train'])} training images, classes from "
-                      f"{max(num_per_cls)} to {min(num_per_cls)} images; best checkpoint by {select_on} {metric}")
+    accelerator.print(f"{cfg.DATASET.name} in {splits['train'].root}: {len(splits['train'])} training images, classes "
+                      f"from {max(num_per_cls)} to {min(num_per_cls)} images; best checkpoint by {select_on} {metric}")
 
     model, note = build_model(cfg.MODEL.name, len(num_per_cls), cfg.MODEL.pretrained, splits["train"].data.shape[1])
     accelerator.print(note or f"model: {cfg.MODEL.name}")

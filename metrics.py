@@ -58,7 +58,9 @@ def class_groups(num_per_cls: list[int]) -> dict[str, list[int]]:
 
 def summarize(logits: torch.Tensor, targets: torch.Tensor, num_per_cls: list[int]) -> dict[str, float | None]:
     """acc, bcr (mean per-class recall), macro precision/recall/f1, AUROC, the loss of the raw logits,
-    worst-class accuracy and each group's mean per-class accuracy (None for a group without classes)."""
+    worst-class accuracy and each group's mean per-class accuracy (None for a group without classes).
+    Every per-class mean (bcr, precision, recall, f1) is over the classes with at least one test image: a class
+    without any has no recall, and its precision, 0 then, would pull the mean down for a class not tested."""
     logits, num_classes = logits.float(), len(num_per_cls)
     confusion = confusion_matrix(logits.argmax(1), targets, num_classes)
     scores = per_class_scores(confusion)
@@ -68,7 +70,7 @@ def summarize(logits: torch.Tensor, targets: torch.Tensor, num_per_cls: list[int
         "loss": F.cross_entropy(logits, targets).item(),
         "acc": (confusion.diag().sum() / confusion.sum()).item(),
         "bcr": recall.mean().item(),
-        "precision": scores["precision"].mean().item(),
+        "precision": scores["precision"][present].mean().item(),
         "recall": recall.mean().item(),
         "f1": scores["f1"][present].mean().item(),
         "auroc": auroc(logits.softmax(1), targets),

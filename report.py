@@ -160,7 +160,8 @@ def read_checkpoint(path: Path) -> dict | None:
     return state if isinstance(state, dict) else None
 
 
-SEED_FILE = re.compile(r"(?:results-seed|model_seed|class_counts-seed|results_seed)(\d+)(?:_best)?\.(?:json|pt)")
+SEED_FILE = re.compile(r"(?:results-seed|model_seed|class_counts-seed|results_seed|configs-seed)(\d+)(?:_best)?"
+                       r"\.(?:json|pt|yaml)")
 
 
 def run_folders(root: Path) -> list[Path]:
@@ -173,12 +174,14 @@ def run_folders(root: Path) -> list[Path]:
 
 
 def folder_runs(folder: Path) -> list[Run]:
-    """One Run per seed that left a file in `folder`; a config with no seed file is a run that died early."""
+    """One Run per seed that left a file in `folder`; a config with no other seed file is a run that died early.
+    Each seed's config is its own configs-seed{s}.yaml; a configs.yaml shared by all seeds is from older runs."""
     seeds = sorted({int(m.group(1)) for name in os.listdir(folder) if (m := SEED_FILE.fullmatch(name))})
     folder_config = read_yaml(folder / "configs.yaml")
-    if not seeds:  # only configs.yaml: main.py died before the first seed file
+    if not seeds:  # only an older run's configs.yaml: main.py died before the first seed file
         seeds = [lookup(folder_config or {}, "DEFAULT.seed") or 0]
-    return [seed_run(folder, seed, folder_config) for seed in seeds]
+    return [seed_run(folder, seed, read_yaml(output_paths(folder, seed)["config"]) or folder_config)
+            for seed in seeds]
 
 
 def read_yaml(path: Path) -> dict | None:
@@ -713,7 +716,7 @@ def report(roots: Path | list[Path], factor=None, out: Path | None = None) -> li
             raise ReportError(f"{root} is not a folder: pass the DEFAULT.savedir of your runs, e.g. ./results")
     runs = find_runs(roots)
     if not runs:
-        raise ReportError(f"no runs under {' '.join(map(str, roots))}: no configs.yaml, results-seed*.json or "
+        raise ReportError(f"no runs under {' '.join(map(str, roots))}: no configs-seed*.yaml, results-seed*.json or "
                           "model_seed*.pt")
     out = out or roots[0]
     out.mkdir(parents=True, exist_ok=True)

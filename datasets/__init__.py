@@ -10,9 +10,20 @@ from .long_tail import IMBALANCE_TYPES, draw_splits, long_tail_counts
 DATASETS = {"CIFAR10LT": CIFAR10LT, "CIFAR100LT": CIFAR100LT, "ImageFolderLT": ImageFolderLT}
 
 
+class Dataset:
+    """A name only, never instantiated; so is `IterableDataset`. Where Hugging Face `datasets` is installed,
+    accelerate runs `from datasets import IterableDataset` (or `Dataset`) to ask whether what it prepares is one of
+    its data sets, and from this repository `import datasets` finds this folder (the seed's) first. With these names
+    the import works and the answer is no, which is true of every data set here."""
+
+
+class IterableDataset:
+    """A name only: see `Dataset`."""
+
+
 def build_splits(cfg, data_seed: int) -> dict:
     """The train, test and (when DATASET.val_per_class > 0, or an image folder has val/) val splits that `cfg`
-    (the DATASET section) names."""
+    (the DATASET section) names; each split's `root` is the folder its data came from."""
     dataset = DATASETS[cfg.name]
     kwargs = dict(imb_type=cfg.imbalance_type, imbalance_factor=cfg.imbalance_factor, seed=data_seed,
                   val_per_class=cfg.val_per_class, download=cfg.download)
@@ -21,7 +32,9 @@ def build_splits(cfg, data_seed: int) -> dict:
         kwargs["img_size"] = cfg.img_size
         with_val = with_val or ImageFolderLT.has_val_folder(cfg.datadir)
     names = ["train", "test"] + (["val"] if with_val else [])
-    return {name: dataset(cfg.datadir, split=name, **kwargs) for name in names}
+    if dataset is ImageFolderLT:
+        return {name: dataset(cfg.datadir, split=name, **kwargs) for name in names}
+    return {name: dataset.in_datadir(cfg.datadir, split=name, **kwargs) for name in names}
 
 
 def normalization(cfg, train_set) -> tuple[list[float], list[float]]:

@@ -16,10 +16,12 @@ class DatasetNotFoundError(FileNotFoundError):
 
 class _LongTailedCIFAR:
     """Mixin over torchvision's CIFAR classes; `split` is 'train' (long-tailed), 'val' (balanced, held out of
-    the training images) or 'test' (whole and balanced)."""
+    the training images) or 'test' (whole and balanced). `root` is torchvision's: the folder that holds (or
+    receives) the extracted data; `in_datadir` finds it under a DATASET.datadir."""
 
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    seed_folder: str  # the seed keeps each data set in DATASET.datadir/<seed_folder>/
 
     def __init__(self, root: str, train: bool = True, transform=None, target_transform=None, download: bool = False,
                  imb_type: str | None = None, imbalance_factor: float = 1, seed: int = 0, val_per_class: int = 0,
@@ -31,11 +33,7 @@ class _LongTailedCIFAR:
             super().__init__(root, train=split != "test", transform=transform, target_transform=target_transform,
                              download=download)
         except (RuntimeError, URLError, OSError) as error:
-            folder = Path(root).resolve() / self.base_folder
-            how = ("the download failed (" + str(error).splitlines()[0] + "); place the extracted python version "
-                   f"of {self.filename} from {self.url.rsplit('/', 1)[0]} there" if download else
-                   "set DATASET.download true, or place the extracted python version there")
-            raise DatasetNotFoundError(f"{type(self).__name__}: no valid data in {folder}: {how}") from None
+            raise self._not_found([Path(root)], error if download else None) from None
         self.split = split
         if split != "test":
             n_max = np.bincount(self.targets).max() - val_per_class
@@ -46,12 +44,40 @@ class _LongTailedCIFAR:
             self.targets = [self.targets[i] for i in keep]
         self.num_per_cls = {c: int(n) for c, n in enumerate(np.bincount(self.targets, minlength=len(self.classes)))}
 
+    @classmethod
+    def in_datadir(cls, datadir: str, **kwargs) -> _LongTailedCIFAR:
+        """The data set under DATASET.datadir: in datadir/CIFAR10 (or CIFAR100) as the seed lays it out, where a
+        download lands too, or in datadir itself where only it holds the extracted folder."""
+        folders = [(Path(datadir) / cls.seed_folder).resolve(), Path(datadir).resolve()]
+        root = next((folder for folder in folders if (folder / cls.base_folder).is_dir()), folders[0])
+        try:
+            return cls(str(root), **kwargs)
+        except DatasetNotFoundError as error:
+            # the constructor raised `from None`: the failure it reports stays in __context__
+            failure = error.__context__ if kwargs.get("download") else None
+            raise cls._not_found([root] + [folder for folder in folders if folder != root], failure) from None
+
+    @classmethod
+    def _not_found(cls, roots: list[Path], download_error: Exception | None) -> DatasetNotFoundError:
+        """The one-line error naming every folder looked in (the first is the one read or downloaded into), and
+        the fix."""
+        where = " or ".join(str(Path(root).resolve() / cls.base_folder) for root in roots)
+        place = "there" if len(roots) == 1 else "in one of them"
+        if download_error is None:
+            how = f"set DATASET.download true, or place the extracted python version {place}"
+        else:
+            how = (f"the download into {Path(roots[0]).resolve()} failed ({str(download_error).splitlines()[0]}); "
+                   f"place the extracted python version of {cls.filename} from {cls.url.rsplit('/', 1)[0]} {place}")
+        return DatasetNotFoundError(f"{cls.__name__}: no valid data in {where}: {how}")
+
 
 class CIFAR10LT(_LongTailedCIFAR, CIFAR10):
+    seed_folder = "CIFAR10"
     mean = (0.4914, 0.4822, 0.4465)
     std = (0.2470, 0.2435, 0.2616)
 
 
 class CIFAR100LT(_LongTailedCIFAR, CIFAR100):
+    seed_folder = "CIFAR100"
     mean = (0.5071, 0.4865, 0.4409)
     std = (0.2673, 0.2564, 0.2762)

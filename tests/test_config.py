@@ -474,3 +474,11 @@ def test_main_takes_config_more_than_once(tmp_path, monkeypatch):
     main.main(["--config", str(CONFIG), "--config", str(recipe), "OPTIMIZER.lr", "0.3"])
     cfg = seen["cfg"]
     assert (cfg.TRAIN.epochs, cfg.MODEL.name, cfg.OPTIMIZER.lr) == (9, "resnet32", 0.3)
+
+
+@pytest.mark.parametrize("key", ["fused", "foreach"])
+def test_optimizer_params_may_opt_out_of_the_fused_optimizer(key):
+    # optim.build_optimizer fuses on a GPU unless OPTIMIZER.params sets fused or foreach itself
+    cfg = load("OPTIMIZER.params", f"{{momentum: 0.9, {key}: false}}")
+    check(cfg)
+    assert OmegaConf.to_container(cfg.OPTIMIZER.params) == {"momentum": 0.9, key: False}

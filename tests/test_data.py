@@ -240,3 +240,82 @@ def test_a_profile_that_empties_a_class_is_a_config_error(cifar_root, kwargs, fi
         CIFAR100LT(str(cifar_root), download=False, imb_type="exp", **kwargs)
     assert fix in str(info.value) and "\n" not in str(info.value)
     assert min(CIFAR100LT(str(cifar_root), download=False, imb_type="exp", imbalance_factor=30).num_per_cls.values()) == 1
+
+
+# ---------------------------------------------------------------- DATASET.datadir: the seed's layout and the plain one
+
+def _dataset_cfg(datadir, name: str = "CIFAR10LT", download: bool = False):
+    from conftest import ROOT
+    from config import load_config
+
+    cfg = load_config(ROOT / "configs.yaml", ["DATASET.name", name, "DATASET.datadir", str(datadir),
+                                              "DATASET.download", str(download).lower()])
+    return cfg.DATASET
+
+
+@pytest.mark.parametrize("name,cls,seed_folder", [("CIFAR10LT", CIFAR10, "CIFAR10"),
+                                                  ("CIFAR100LT", CIFAR100, "CIFAR100")])
+def test_datadir_in_the_seed_layout_is_read_from_its_subfolder(cifar_root, tmp_path, name, cls, seed_folder):
+    import shutil
+
+    from datasets import build_splits
+
+    # the seed keeps each data set in DATASET.datadir/CIFAR10 (or CIFAR100), beside the other
+    shutil.copytree(cifar_root / cls.base_folder, tmp_path / seed_folder / cls.base_folder)
+    splits = build_splits(_dataset_cfg(tmp_path, name), 0)
+    assert splits["train"].root == str((tmp_path / seed_folder).resolve())
+    assert len(splits["test"]) == len(cls(str(cifar_root), train=False))
+
+
+def test_datadir_that_holds_the_data_itself_is_still_read(cifar_root):
+    from datasets import build_splits
+
+    assert build_splits(_dataset_cfg(cifar_root), 0)["train"].root == str(cifar_root.resolve())
+
+
+def test_the_seed_layout_wins_when_datadir_holds_both(cifar_root, tmp_path):
+    import shutil
+
+    from datasets import build_splits
+
+    for folder in (tmp_path, tmp_path / "CIFAR10"):
+        shutil.copytree(cifar_root / CIFAR10.base_folder, folder / CIFAR10.base_folder)
+    assert build_splits(_dataset_cfg(tmp_path), 0)["train"].root == str((tmp_path / "CIFAR10").resolve())
+
+
+def test_download_lands_in_the_seed_layout(cifar_root, tmp_path, monkeypatch):
+    import shutil
+
+    import torchvision.datasets.cifar as tv_cifar
+
+    from datasets import build_splits
+
+    landed = []
+
+    def fake_download(url, download_root, **kwargs):  # no network here: "download" the generated files
+        landed.append(download_root)
+        shutil.copytree(cifar_root / CIFAR10.base_folder, f"{download_root}/{CIFAR10.base_folder}")
+
+    monkeypatch.setattr(tv_cifar, "download_and_extract_archive", fake_download)
+    build_splits(_dataset_cfg(tmp_path, download=True), 0)
+    assert landed and all(root == str((tmp_path / "CIFAR10").resolve()) for root in landed)
+    assert (tmp_path / "CIFAR10" / CIFAR10.base_folder).is_dir() and not (tmp_path / CIFAR10.base_folder).exists()
+
+
+@pytest.mark.parametrize("download", [False, True])
+def test_missing_data_names_every_folder_looked_in(tmp_path, monkeypatch, download):
+    import torchvision.datasets.cifar as tv_cifar
+
+    from datasets import build_splits
+
+    def no_network(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(tv_cifar, "download_and_extract_archive", no_network)
+    with pytest.raises(DatasetNotFoundError) as info:
+        build_splits(_dataset_cfg(tmp_path, download=download), 0)
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(tmp_path.resolve() / "CIFAR10" / CIFAR10.base_folder) in message
+    assert str(tmp_path.resolve() / CIFAR10.base_folder) in message
+    assert ("no network" in message) == download

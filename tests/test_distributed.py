@@ -2,12 +2,14 @@
 not depend on the number of processes."""
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from conftest import OUTPUTS, ROOT, check_ok, read, run_main, run_script
+from fake_cifar import make_cifar
 
 TEST_IMAGES = 200  # the cifar_root fixture's CIFAR-10 test set: 20 per class
 # The CPU (gloo) path, also on a machine with one GPU, where two processes cannot share it under NCCL
@@ -80,3 +82,27 @@ def test_two_process_evaluation_matches_one_process(two_process_run, cifar_root,
     assert sum(map(sum, one_cls["confusion_matrix"])) == TEST_IMAGES
     # and both equal the test scores the 2-process training run wrote for the same (best) weights
     check_same_scores(one["test"], read(folder / "results-seed0.json")["test"])
+
+
+def hugging_face_datasets_installed(folder: Path) -> dict:
+    """An environment in which Hugging Face `datasets` looks installed to accelerate: its package metadata on the
+    path. `import datasets` still finds this repository's folder first, as it does beside the real package."""
+    info = folder / "datasets-4.0.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: datasets\nVersion: 4.0.0\n")
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))}
+
+
+@pytest.mark.parametrize("hf_datasets", [False, True], ids=["without-hf-datasets", "with-hf-datasets"])
+def test_two_processes_train_with_the_classic_loader(tmp_path, hf_datasets):
+    # accelerate.prepare of a DataLoader under 2 processes runs `from datasets import IterableDataset` when
+    # Hugging Face datasets is installed; that import finds our datasets/ package
+    datadir = tmp_path / "data"
+    make_cifar(datadir, 10, train_per_class=16, test_per_class=4)
+    env = {**CPU_ONLY, **(hugging_face_datasets_installed(tmp_path / "site") if hf_datasets else {})}
+    proc = run_main(datadir, tmp_path / "runs", "DATASET.loader", "classic", "DATASET.num_workers", "0",
+                    "TRAIN.epochs", "1", nproc=2, timeout=600, env=env)
+    check_ok(proc)
+    assert "2 process(es)" in proc.stdout and proc.stdout.count("epoch 1/1 |") == 1, proc.stdout
+    per_class = read(tmp_path / "runs" / "CIFAR10LT" / "resnet32" / "CE-IF_1" / "results-seed0-per_class.json")
+    assert sum(map(sum, per_class["confusion_matrix"])) == 40  # every test image once, over both processes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import torch
 from omegaconf import OmegaConf
 
 from config import load_config
-from conftest import OUTPUTS, ROOT, check_ok, main_args, read, run_main
+from conftest import OUTPUTS, ROOT, check_ok, main_args, read, run_main, run_script
 from fake_cifar import make_cifar
 
 # One thread per process: on a shared 2-core machine more threads oversubscribe it (about 4x slower per step)
@@ -131,9 +132,9 @@ def test_short_run_learns_and_writes_every_output(learnt):
     assert counts["val_per_class"] == 0 and counts["classes"] == [f"class{c}" for c in range(10)]
     assert len(counts["mean"]) == len(counts["std"]) == 3
 
-    # the saved configs.yaml reloads to exactly the settings of the run
+    # the saved config reloads to exactly the settings of the run
     expected = OmegaConf.to_container(load_config(ROOT / "configs.yaml", overrides))
-    assert OmegaConf.to_container(load_config(folder / "configs.yaml")) == expected
+    assert OmegaConf.to_container(load_config(folder / "configs-seed0.yaml")) == expected
     assert results["config"] == expected
     assert expected["OPTIMIZER"]["lr"] == 0.01 and expected["TRAIN"]["epochs"] == 3
 
@@ -229,6 +230,39 @@ def test_errors_are_one_line_and_write_nothing(error_runs, case):
     if case == "missing data":
         assert str(datadir.resolve()) in line
     assert not savedir.exists(), f"{case}: output written under {savedir}: {list(savedir.rglob('*'))}"
+
+
+@pytest.fixture(scope="module")
+def two_seeds(small_root, tmp_path_factory):
+    """Seeds 0 and 1 in one run folder, each with a learning rate of its own, on data laid out as the seed lays it
+    out (DATASET.datadir/CIFAR10/cifar-10-batches-py): ([process per seed], datadir, run folder)."""
+    datadir, savedir = tmp_path_factory.mktemp("seed_layout"), tmp_path_factory.mktemp("two_seeds")
+    shutil.copytree(small_root / "cifar-10-batches-py", datadir / "CIFAR10" / "cifar-10-batches-py")
+    # fake_cifar.py is given the folder that holds the generated files, main.py the seed's datadir above it
+    calls = [lambda seed=seed, lr=lr: run_script(
+        "main.py", datadir / "CIFAR10", "--config", str(ROOT / "configs.yaml"),
+        *main_args(datadir, savedir, "TRAIN.epochs", "1", "DEFAULT.exp_name", "seeds", "DEFAULT.seed", seed,
+                   "OPTIMIZER.lr", lr), env=ONE_THREAD, timeout=300) for seed, lr in (("0", "0.01"), ("1", "0.02"))]
+    return run_all(calls), datadir, run_folder(savedir, "seeds")
+
+
+def test_each_seed_of_a_run_folder_keeps_its_own_config(two_seeds):
+    procs, _, folder = two_seeds
+    for proc in procs:
+        check_ok(proc)
+    for seed, lr in ((0, 0.01), (1, 0.02)):
+        saved = load_config(folder / f"configs-seed{seed}.yaml")
+        assert saved.DEFAULT.seed == seed and saved.OPTIMIZER.lr == lr
+        assert read(folder / f"results-seed{seed}.json")["config"] == OmegaConf.to_container(saved)
+    assert not (folder / "configs.yaml").exists()  # no shared file for the last seed to overwrite
+
+
+def test_a_datadir_in_the_seed_layout_is_read_and_named(two_seeds):
+    procs, datadir, _ = two_seeds
+    for proc in procs:
+        check_ok(proc)
+        head = proc.stdout.splitlines()[:3]
+        assert any(f"CIFAR10LT in {(datadir / 'CIFAR10').resolve()}:" in line for line in head), proc.stdout
 
 
 # 5. Resume -----------------------------------------------------------------------------------------------------------

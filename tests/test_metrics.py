@@ -101,6 +101,19 @@ def test_a_class_without_test_images_is_left_out_of_the_means():
     assert result["few_acc"] is None
 
 
+
+def test_macro_precision_recall_and_f1_average_the_same_classes():
+    # class 2 has no test image and is never predicted: its precision, recall and f1 are all 0 by convention,
+    # so each macro mean must leave it out alike, or precision alone would be pulled down
+    targets = torch.tensor([0, 0, 1, 1])
+    preds = torch.tensor([0, 0, 1, 0])
+    result = summarize(_logits(preds, 3), targets, [500, 50, 5])
+    precision, recall = [2 / 3, 1.0], [1.0, 0.5]
+    f1 = [2 * p * r / (p + r) for p, r in zip(precision, recall)]
+    assert result["precision"] == pytest.approx(sum(precision) / 2)
+    assert result["recall"] == pytest.approx(sum(recall) / 2)
+    assert result["f1"] == pytest.approx(sum(f1) / 2)
+
 def test_many_medium_few_thresholds():
     groups = class_groups([101, 100, 20, 19, 500, 1])
     assert groups["many"] == [0, 4]  # > 100
