@@ -20,30 +20,45 @@ def is_better(metric: str, score: float, best: float | None) -> bool:
     return score < best if metric == "loss" else score > best
 
 
+def train_step(model, images, targets, criterion, optimizer, accelerator) -> torch.Tensor:
+    """One batch: forward, loss, backward, and the optimizer step when it closes an accumulation window.
+    Returns the batch's loss sum and correct predictions, left on the device: nothing here waits for it."""
+    with accelerator.accumulate(model):
+        outputs = model(images)
+        loss = criterion(outputs, targets)
+        accelerator.backward(loss)
+        optimizer.step()
+        optimizer.zero_grad()
+    return torch.stack([loss.detach().float() * len(targets), (outputs.argmax(1) == targets).sum().float()])
+
+
 def train_one_epoch(model, loader, criterion, optimizer, accelerator, epoch: int, log_interval: int) -> dict[str, float]:
     model.train()
     loader.set_epoch(epoch)
-    totals = torch.zeros(3, device=accelerator.device)  # loss sum, correct, images: kept on the device
-    window = torch.zeros(2, device=accelerator.device)  # loss sum and images since the last report
+    totals = torch.zeros(2, device=accelerator.device)  # loss sum and correct, kept on the device
+    window = torch.zeros(1, device=accelerator.device)  # loss sum since the last report
+    # image counts are known on the host: a count built on the device each step would be a host-to-device copy
+    seen = window_seen = 0
     progress = tqdm(loader, desc=f"epoch {epoch + 1}", disable=not accelerator.is_main_process, leave=False)
     for step, (images, targets) in enumerate(progress, 1):
-        with accelerator.accumulate(model):
-            outputs = model(images)
-            loss = criterion(outputs, targets)
-            accelerator.backward(loss)
-            optimizer.step()
-            optimizer.zero_grad()
-        batch = torch.stack([loss.detach().float() * len(targets), torch.tensor(len(targets), device=loss.device)])
-        window += batch
-        totals += torch.cat([batch[:1], (outputs.argmax(1) == targets).sum().view(1), batch[1:]])
+        sums = train_step(model, images, targets, criterion, optimizer, accelerator)
+        totals += sums
+        window += sums[:1]
+        seen, window_seen = seen + len(targets), window_seen + len(targets)
         if step % log_interval == 0:
-            loss_sum, seen = accelerator.reduce(window, "sum").tolist()  # note: a host sync, once per interval
+            loss_sum, images_seen = _reduce(accelerator, window, window_seen)  # note: a host sync, once per interval
             _raise_if_not_finite(loss_sum, epoch, step)
-            progress.set_postfix(loss=f"{loss_sum / seen:.4f}")
+            progress.set_postfix(loss=f"{loss_sum / images_seen:.4f}")
             window.zero_()
-    loss_sum, correct, seen = accelerator.reduce(totals, "sum").tolist()
+            window_seen = 0
+    loss_sum, correct, seen = _reduce(accelerator, totals, seen)
     _raise_if_not_finite(loss_sum, epoch, step)
     return {"loss": loss_sum / seen, "acc": correct / seen, "lr": optimizer.param_groups[0]["lr"]}
+
+
+def _reduce(accelerator, sums: torch.Tensor, seen: int) -> list[float]:
+    """`sums` and the image count `seen`, each summed over the processes, on the host."""
+    return accelerator.reduce(torch.cat([sums, sums.new_full((1,), seen)]), "sum").tolist()
 
 
 def _raise_if_not_finite(loss_sum: float, epoch: int, step: int) -> None:
