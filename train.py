@@ -1,13 +1,20 @@
-"""One training epoch and one evaluation, each returning a dict of floats."""
+"""One training step, one training epoch (a dict of floats) and the predictions of one evaluation pass."""
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
 
-from metrics import summarize
 
 # Metrics that can select the best checkpoint; all but loss are higher-is-better
 CHECKPOINT_METRICS = ("bcr", "acc", "f1", "auroc", "loss")
+
+
+class Predictions(NamedTuple):
+    """Logits and targets of every image of a split, gathered from all processes."""
+    logits: torch.Tensor
+    targets: torch.Tensor
 
 
 class NonFiniteLossError(RuntimeError):
@@ -69,7 +76,7 @@ def _raise_if_not_finite(loss_sum: float, epoch: int, step: int) -> None:
 
 
 @torch.no_grad()
-def predict(model, loader, accelerator) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(model, loader, accelerator) -> Predictions:
     """Logits and targets of every image in `loader`'s split, gathered from all processes, each image once."""
     model.eval()
     logits, targets = [], []
@@ -85,9 +92,5 @@ def predict(model, loader, accelerator) -> tuple[torch.Tensor, torch.Tensor]:
     targets = accelerator.pad_across_processes(targets, dim=0, pad_index=-1)
     logits, targets = accelerator.gather(logits), accelerator.gather(targets)
     keep = targets >= 0
-    return logits[keep], targets[keep]
+    return Predictions(logits[keep], targets[keep])
 
-
-def evaluate(model, loader, accelerator, num_per_cls: list[int]) -> dict[str, float | None]:
-    logits, targets = predict(model, loader, accelerator)
-    return summarize(logits, targets, num_per_cls)
