@@ -17,8 +17,8 @@ from omegaconf import OmegaConf
 
 from config import load_config
 from conftest import OUTPUTS, ROOT, check_ok, main_args, read, run_main
+from datasets import TensorLoader
 from fake_cifar import make_cifar
-from train import predict
 
 # One thread per process: on a shared 2-core machine more threads oversubscribe it (about 4x slower per step)
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
@@ -375,15 +375,20 @@ def test_final_test_reuses_the_epochs_test_passes(small_root, tmp_path, monkeypa
     for name in ("train_list", "test_list", "meta"):  # accept_files_in points these at small_root: undone after
         monkeypatch.setattr(CIFAR10, name, getattr(CIFAR10, name))
     accept_files_in(small_root)
-    passes = []
-    monkeypatch.setattr(main, "predict", lambda model, loader, *args: passes.append(loader) or predict(model, loader, *args))
+    passes, iterate = [], TensorLoader.__iter__
+
+    def counted(loader):
+        if not loader.train:
+            passes.append(len(loader.targets))
+        return iterate(loader)
+    monkeypatch.setattr(TensorLoader, "__iter__", counted)
     # every epoch is better than the last (best 2), or none after the first (best 1)
     monkeypatch.setattr(main, "is_better", lambda metric, score, best: best is None or best_epoch == 2)
     main.main(["--config", str(ROOT / "configs.yaml"), *main_args(small_root, tmp_path, *LEARN, "TRAIN.epochs", "2",
                                                                     "DEFAULT.exp_name", "once")])
     results = read(run_folder(tmp_path, "once") / "results-seed0.json")
     assert results["best_epoch"] == best_epoch and results["selected_by"] == "test bcr"
-    assert len(passes) == 2, f"{len(passes)} passes over the test set in 2 epochs"
+    assert passes == [10 * TEST_PER_CLASS] * 2, f"{len(passes)} passes over the test set in 2 epochs"
     # the reused predictions are the selected epoch's: its scores as recorded when it was selected
     best = read(run_folder(tmp_path, "once") / "results_seed0_best.json")
     assert best["epoch"] == best_epoch and results["test"] == best["test"]
