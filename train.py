@@ -6,7 +6,6 @@ from typing import NamedTuple
 import torch
 from tqdm.auto import tqdm
 
-
 # Metrics that can select the best checkpoint; all but loss are higher-is-better
 CHECKPOINT_METRICS = ("bcr", "acc", "f1", "auroc", "loss")
 
