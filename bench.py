@@ -7,8 +7,9 @@ Two pipelines train the same model (same architecture, fresh initialisation) in 
   processes, fp32, NCHW, batch 32;
 - ours: what main.py runs by default. The uint8 split on the device in a TensorLoader (batched crop, flip and
   normalisation), a channels_last model, the precision main.py picks for TRAIN.mixed_precision fp16, driven through
-  accelerate (prepare, the autocast it wraps around forward, accelerator.backward), batch 128; `--compile MODE`
-  compiles it as TRAIN.compile true with TRAIN.compile_mode MODE does.
+  accelerate (prepare, the autocast it wraps around forward, accelerator.backward) by train.train_step, the very
+  step that train.py's epoch runs, batch 128; `--compile MODE` compiles it as TRAIN.compile true with
+  TRAIN.compile_mode MODE does.
 
 `--aug AutoAugment,Cutout` adds augmentations after crop and flip, to both pipelines: per image in the reference,
 batched on the device in ours (datasets.augment), so the data measurements include them.
@@ -43,6 +44,7 @@ from losses import build_loss
 from main import mixed_precision
 from models import build_model
 from optim import build_optimizer
+from train import train_step
 
 ROOT = Path(__file__).resolve().parent
 CFG = load_config(ROOT / "configs.yaml")  # the shipped defaults: optimizer, loss, test batch size, workers
@@ -138,14 +140,11 @@ def reference_step(model, criterion, optimizer, device):
 
 
 def our_step(model, criterion, optimizer, accelerator):
-    """The step of train.train_one_epoch: the prepared model (accelerate wraps its forward in autocast),
-    accelerator.backward (which scales the loss under fp16) and the accelerate-wrapped optimizer."""
+    """train.train_one_epoch's step itself, train.train_step: the prepared model (accelerate wraps its forward in
+    autocast), accelerator.backward (which scales the loss under fp16), the accelerate-wrapped optimizer, and the
+    batch's loss and accuracy sums left on the device."""
     def step(images, targets):
-        with accelerator.accumulate(model):
-            loss = criterion(model(images), targets)
-            accelerator.backward(loss)
-            optimizer.step()
-            optimizer.zero_grad()
+        train_step(model, images, targets, criterion, optimizer, accelerator)
     return step
 
 
@@ -227,13 +226,13 @@ def main(argv: list[str] | None = None) -> dict:
     criterion = build_loss(CFG.LOSS.name, [args.images // args.classes] * args.classes).to(device)
     results: dict[str, dict] = {}
 
-    def pipeline(name, model, train_step, train, data, test, train_timing: dict, eval_timing: dict) -> None:
+    def pipeline(name, model, step, train, data, test, train_timing: dict, eval_timing: dict) -> None:
         """One pipeline's measurements: train steps (and their data/compute split), the loader alone, evaluation."""
         model.train()
-        results[f"{name}_train"] = measure(train_step, endless(train), seconds=train_budget, split=inline_split,
+        results[f"{name}_train"] = measure(step, endless(train), seconds=train_budget, split=inline_split,
                                            **train_timing)
         if not inline_split:
-            results[f"{name}_train"].update(split_of(measure(train_step, endless(train), seconds=short_budget,
+            results[f"{name}_train"].update(split_of(measure(step, endless(train), seconds=short_budget,
                                                              split=True, **train_timing)))
         results[f"{name}_data"] = measure(None, data, seconds=short_budget, split=False, **timing)
         model.eval()

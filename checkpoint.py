@@ -60,7 +60,14 @@ def rng_state() -> dict:
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(saved: list[dict] | dict, process: int) -> None:
+    """Restore process `process`'s own random state from a checkpoint's list of one per process. A process beyond
+    the list (the run had fewer processes) keeps its fresh seeded state, as do all but the main process with an
+    older checkpoint, which held the main process's state alone (a dict)."""
+    states = saved if isinstance(saved, list) else [saved]
+    if process >= len(states):
+        return
+    state = states[process]
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, TorchDynamoPlugin, set_seed
+from accelerate.utils import DataLoaderConfiguration, TorchDynamoPlugin, gather_object, set_seed
 from omegaconf import OmegaConf
 
 from checkpoint import output_paths, resume_state, rng_state, run_dir, save_json, save_torch, set_rng_state
@@ -20,7 +20,7 @@ from metrics import per_class_report, summarize
 from models import build_model
 from optim import build_optimizer, build_scheduler, run_length
 from tracking import start_tracking
-from train import NonFiniteLossError, evaluate, is_better, predict, train_one_epoch
+from train import NonFiniteLossError, is_better, predict, train_one_epoch
 
 
 def cpu_has_bf16_units() -> bool:
@@ -104,7 +104,7 @@ def run(cfg) -> None:
         scheduler.load_state_dict(state["scheduler"])
         if accelerator.scaler is not None:
             accelerator.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
+        set_rng_state(state["rng"], accelerator.process_index)
         start, best, best_epoch = state["epoch"], state["best"], state["best_epoch"]
         accelerator.print(f"resuming {paths['last']} after epoch {start}")
     config = OmegaConf.to_container(cfg)
@@ -117,23 +117,28 @@ def run(cfg) -> None:
                    "classes": list(splits["train"].classes), "mean": mean, "std": std}, paths["class_counts"])
     start_tracking(accelerator, cfg, paths["config"].parent)
 
+    tested = {}  # epoch -> its test predictions, kept (the best and the last) so the final test need not redo them
     for epoch in range(start, epochs):
         began = time.perf_counter()
         train_scores = train_one_epoch(model, train_loader, criterion, optimizer, accelerator, epoch,
                                        cfg.TRAIN.log_interval, per_step)
         if per_step is None:
             scheduler.step()
-        scores = evaluate(model, loaders[select_on], accelerator, num_per_cls)
+        predictions = predict(model, loaders[select_on], accelerator)
+        scores = summarize(*predictions, num_per_cls)
         if is_better(metric, scores[metric], best):
             best, best_epoch = scores[metric], epoch + 1
             if accelerator.is_main_process:
                 save_torch({"model": unwrapped.state_dict(), "epoch": best_epoch, "config": config}, paths["best"])
                 save_json({"epoch": best_epoch, "selected_by": f"{select_on} {metric}", select_on: scores},
                           paths["best_results"])
+        if select_on == "test":
+            tested = {e: kept for e, kept in tested.items() if e == best_epoch} | {epoch + 1: predictions}
+        rng = gather_object([rng_state()])  # every process's own, in process order: each resumes its own stream
         if accelerator.is_main_process:
             save_torch({"model": unwrapped.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "best": best,
-                        "best_epoch": best_epoch, "rng": rng_state(), "config": config,
+                        "best_epoch": best_epoch, "rng": rng, "config": config,
                         "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None}, paths["last"])
         accelerator.log({**{f"train/{k}": v for k, v in train_scores.items()},
                          **{f"{select_on}/{k}": v for k, v in scores.items() if v is not None}}, step=epoch + 1)
@@ -141,14 +146,17 @@ def run(cfg) -> None:
                           f"acc {train_scores['acc']:.4f} | {select_on} bcr {scores['bcr']:.4f} acc {scores['acc']:.4f} "
                           f"| lr {train_scores['lr']:.2e} | {time.perf_counter() - began:.1f} s")
 
-    # The final epoch's weights, then the selected checkpoint's, each on the test set once (one pass if they are one)
-    logits, targets = predict(model, loaders["test"], accelerator)
-    selected = last = summarize(logits, targets, num_per_cls)
-    if best_epoch != epochs:
+    # The final epoch's weights, then the selected checkpoint's, on the test set: a pass of this run's epochs is
+    # reused, as the weights are the same; otherwise one pass each (one if they are one)
+    if epochs not in tested:
+        tested[epochs] = predict(model, loaders["test"], accelerator)
+    if best_epoch not in tested:
         accelerator.wait_for_everyone()
         unwrapped.load_state_dict(torch.load(paths["best"], map_location="cpu")["model"])
-        logits, targets = predict(model, loaders["test"], accelerator)
-        selected = summarize(logits, targets, num_per_cls)
+        tested[best_epoch] = predict(model, loaders["test"], accelerator)
+    last = summarize(*tested[epochs], num_per_cls)
+    logits, targets = tested[best_epoch]
+    selected = last if best_epoch == epochs else summarize(logits, targets, num_per_cls)
     if accelerator.is_main_process:
         save_json({"selected_by": f"{select_on} {metric}", "best_epoch": best_epoch, "epochs": epochs,
                    "test": selected, "test_last_epoch": last, "num_per_cls": num_per_cls, "config": config,

@@ -1,13 +1,19 @@
-"""One training epoch and one evaluation, each returning a dict of floats."""
+"""One training step, one training epoch (a dict of floats) and the predictions of one evaluation pass."""
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
 
-from metrics import summarize
-
 # Metrics that can select the best checkpoint; all but loss are higher-is-better
 CHECKPOINT_METRICS = ("bcr", "acc", "f1", "auroc", "loss")
+
+
+class Predictions(NamedTuple):
+    """Logits and targets of every image of a split, gathered from all processes."""
+    logits: torch.Tensor
+    targets: torch.Tensor
 
 
 class NonFiniteLossError(RuntimeError):
@@ -20,35 +26,50 @@ def is_better(metric: str, score: float, best: float | None) -> bool:
     return score < best if metric == "loss" else score > best
 
 
+def train_step(model, images, targets, criterion, optimizer, accelerator) -> torch.Tensor:
+    """One batch: forward, loss, backward, and the optimizer step when it closes an accumulation window.
+    Returns the batch's loss sum and correct predictions, left on the device: nothing here waits for it."""
+    with accelerator.accumulate(model):
+        outputs = model(images)
+        loss = criterion(outputs, targets)
+        accelerator.backward(loss)
+        optimizer.step()
+        optimizer.zero_grad()
+    return torch.stack([loss.detach().float() * len(targets), (outputs.argmax(1) == targets).sum().float()])
+
+
 def train_one_epoch(model, loader, criterion, optimizer, accelerator, epoch: int, log_interval: int,
                     scheduler=None) -> dict[str, float]:
     """`scheduler`, if given, steps after every optimizer step (SCHEDULER.interval step); "lr" is the last step's."""
     model.train()
     loader.set_epoch(epoch)
-    totals = torch.zeros(3, device=accelerator.device)  # loss sum, correct, images: kept on the device
-    window = torch.zeros(2, device=accelerator.device)  # loss sum and images since the last report
+    totals = torch.zeros(2, device=accelerator.device)  # loss sum and correct, kept on the device
+    window = torch.zeros(1, device=accelerator.device)  # loss sum since the last report
+    # image counts are known on the host: a count built on the device each step would be a host-to-device copy
+    seen = window_seen = 0
     progress = tqdm(loader, desc=f"epoch {epoch + 1}", disable=not accelerator.is_main_process, leave=False)
     for step, (images, targets) in enumerate(progress, 1):
-        with accelerator.accumulate(model):
-            outputs = model(images)
-            loss = criterion(outputs, targets)
-            accelerator.backward(loss)
-            optimizer.step()
-            optimizer.zero_grad()
+        sums = train_step(model, images, targets, criterion, optimizer, accelerator)
         lr = optimizer.param_groups[0]["lr"]
         if scheduler is not None and accelerator.sync_gradients:
             scheduler.step()
-        batch = torch.stack([loss.detach().float() * len(targets), torch.tensor(len(targets), device=loss.device)])
-        window += batch
-        totals += torch.cat([batch[:1], (outputs.argmax(1) == targets).sum().view(1), batch[1:]])
+        totals += sums
+        window += sums[:1]
+        seen, window_seen = seen + len(targets), window_seen + len(targets)
         if step % log_interval == 0:
-            loss_sum, seen = accelerator.reduce(window, "sum").tolist()  # note: a host sync, once per interval
+            loss_sum, images_seen = _reduce(accelerator, window, window_seen)  # note: a host sync, once per interval
             _raise_if_not_finite(loss_sum, epoch, step)
-            progress.set_postfix(loss=f"{loss_sum / seen:.4f}")
+            progress.set_postfix(loss=f"{loss_sum / images_seen:.4f}")
             window.zero_()
-    loss_sum, correct, seen = accelerator.reduce(totals, "sum").tolist()
+            window_seen = 0
+    loss_sum, correct, seen = _reduce(accelerator, totals, seen)
     _raise_if_not_finite(loss_sum, epoch, step)
     return {"loss": loss_sum / seen, "acc": correct / seen, "lr": lr}
+
+
+def _reduce(accelerator, sums: torch.Tensor, seen: int) -> list[float]:
+    """`sums` and the image count `seen`, each summed over the processes, on the host."""
+    return accelerator.reduce(torch.cat([sums, sums.new_full((1,), seen)]), "sum").tolist()
 
 
 def _raise_if_not_finite(loss_sum: float, epoch: int, step: int) -> None:
@@ -59,7 +80,7 @@ def _raise_if_not_finite(loss_sum: float, epoch: int, step: int) -> None:
 
 
 @torch.no_grad()
-def predict(model, loader, accelerator) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(model, loader, accelerator) -> Predictions:
     """Logits and targets of every image in `loader`'s split, gathered from all processes, each image once."""
     model.eval()
     logits, targets = [], []
@@ -75,9 +96,5 @@ def predict(model, loader, accelerator) -> tuple[torch.Tensor, torch.Tensor]:
     targets = accelerator.pad_across_processes(targets, dim=0, pad_index=-1)
     logits, targets = accelerator.gather(logits), accelerator.gather(targets)
     keep = targets >= 0
-    return logits[keep], targets[keep]
+    return Predictions(logits[keep], targets[keep])
 
-
-def evaluate(model, loader, accelerator, num_per_cls: list[int]) -> dict[str, float | None]:
-    logits, targets = predict(model, loader, accelerator)
-    return summarize(logits, targets, num_per_cls)

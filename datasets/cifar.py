@@ -22,6 +22,15 @@ class _LongTailedCIFAR:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     seed_folder: str  # the seed keeps each data set in DATASET.datadir/<seed_folder>/
+    _verified: set = set()  # (class, root) of the data whose files passed torchvision's md5 check in this process
+
+    def _check_integrity(self) -> bool:
+        # torchvision hashes all six files (180 MB) at every check, and checks twice per split when downloading:
+        # 2 s of start-up per split, where one check per data set and process is enough
+        key = (type(self), str(self.root))
+        if key not in self._verified and super()._check_integrity():
+            self._verified.add(key)
+        return key in self._verified
 
     def __init__(self, root: str, train: bool = True, transform=None, target_transform=None, download: bool = False,
                  imb_type: str | None = None, imbalance_factor: float = 1, seed: int = 0, val_per_class: int = 0,

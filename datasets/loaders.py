@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import torch
 import torchvision.transforms as T
+from accelerate.data_loader import DataLoaderStateMixin
+from accelerate.state import GradientState
 from torch.utils.data import DataLoader
 
 from .augment import BATCH_AUGMENTATIONS, GATHERS, BatchAugmentation, Cutout
@@ -41,13 +43,17 @@ def classic_loader(dataset, batch_size: int, num_workers: int, seed: int) -> Dat
                       drop_last=len(dataset) % batch_size == 1)  # BatchNorm cannot train on a batch of one
 
 
-class TensorLoader:
+class TensorLoader(DataLoaderStateMixin):
     """Batches of normalised float images in channels_last from a uint8 split held on `device`.
 
     Training: every epoch a seeded permutation shared by all processes, split into disjoint shards of equal
     length, a per-image random crop (pad 4) and horizontal flip, then `augmentations` (datasets.augment's batched
     ones, on the uint8 N x C x H x W batch) in their order. Evaluation: each process takes every
     `world_size`-th image in order, so the shards cover the split exactly once.
+
+    Like the loaders accelerate prepares, it tells accelerate's gradient state when its last batch comes
+    (`end_of_dataloader`): `accelerator.accumulate` then steps the optimizer on an epoch's last, partial window
+    instead of carrying its gradients into the next epoch.
     """
 
     def __init__(self, data, targets, batch_size: int, mean, std, *, device, train: bool, crop: bool = False,
@@ -65,6 +71,7 @@ class TensorLoader:
         self.batch_size, self.train, self.flip, self.augmentations = batch_size, train, flip, list(augmentations)
         self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
         self.device = torch.device(device)
+        self.gradient_state = GradientState()  # what DataLoaderStateMixin's begin() and end() report to
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -86,11 +93,15 @@ class TensorLoader:
         indices = self._shard()
         generator = torch.Generator(self.device).manual_seed((self.seed * 100_003 + self.epoch) * 1_009 + self.rank)
         offsets = torch.arange(self.size, device=self.device)
-        for start in range(0, len(indices), self.batch_size):
-            idx = indices[start:start + self.batch_size]
-            if self.train and len(idx) < 2:  # BatchNorm cannot train on a batch of one
-                break
-            yield self.augment(idx, generator, offsets), self.targets[idx]
+        batches = len(self)  # a last batch of one is left out in training: BatchNorm cannot train on it
+        self.begin()
+        try:
+            for i in range(batches):
+                idx = indices[i * self.batch_size:(i + 1) * self.batch_size]
+                self.end_of_dataloader = i == batches - 1
+                yield self.augment(idx, generator, offsets), self.targets[idx]
+        finally:
+            self.end()
 
     def augment(self, idx: torch.Tensor, generator: torch.Generator, offsets: torch.Tensor) -> torch.Tensor:
         """Crop and flip as two gathers from the padded uint8 images, the batched augmentations, then normalise to

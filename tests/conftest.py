@@ -64,3 +64,16 @@ def check_ok(proc: subprocess.CompletedProcess) -> None:
     """A run that succeeded: exit status 0 and no traceback."""
     assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
+@pytest.fixture
+def fresh_accelerate():
+    """accelerate keeps its state in process-wide singletons: a test that builds an Accelerator in the test process
+    starts with none and leaves none behind."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()

@@ -1,4 +1,5 @@
-"""Smoke test of bench.py: a tiny run finishes and ends with its JSON summary. No timing is asserted."""
+"""bench.py on a tiny setting: it finishes, its JSON figures mean what they say, and it times train.py's own step.
+No speed is asserted."""
 from __future__ import annotations
 
 import json
@@ -6,27 +7,48 @@ import os
 import subprocess
 import sys
 
-import pytest
-
+import bench
+import train
 from conftest import ROOT
 
-TINY = ["--model", "resnet32", "--steps", "2", "--warmup", "1", "--batch-size", "8", "--ref-batch-size", "8",
-        "--test-batch-size", "16", "--images", "64", "--num-workers", "1", "--device", "cpu"]
+STEPS = 2
+TINY = ["--model", "resnet32", "--steps", str(STEPS), "--warmup", "1", "--batch-size", "8", "--ref-batch-size", "8",
+        "--test-batch-size", "16", "--images", "64", "--device", "cpu"]
+RATES = ("baseline_img_s", "ours_img_s", "data_ref_img_s", "data_ours_img_s", "eval_ref_img_s", "eval_ours_img_s")
+RATIOS = ("speedup", "data_speedup", "eval_speedup")
+MEASUREMENTS = ("ref_train", "ref_data", "ref_eval", "ours_train", "ours_data", "ours_eval")
 
 
 def test_bench_runs_and_reports_json():
     # both pipelines also run the paper's augmentations, so that --aug is covered too
-    done = subprocess.run([sys.executable, str(ROOT / "bench.py"), *TINY, "--aug", "AutoAugment,Cutout"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")})
+    done = subprocess.run([sys.executable, str(ROOT / "bench.py"), *TINY, "--num-workers", "1", "--aug", "AutoAugment,Cutout"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")})
     assert done.returncode == 0, done.stderr[-3000:]
-    lines = done.stdout.strip().splitlines()
-    report = json.loads(lines[-1])
-    assert report["baseline_img_s"] > 0 and report["ours_img_s"] > 0
-    assert report["speedup"] == pytest.approx(report["ours_img_s"] / report["baseline_img_s"], rel=1e-6)
-    for key in ("data_ref_img_s", "data_ours_img_s", "eval_ref_img_s", "eval_ours_img_s"):
-        assert report[key] > 0
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    for key in (*RATES, *RATIOS, "split_ours", "split_ref", "steps", "device_name", "cpu", "wall_s"):
+        assert key in report, key
+    for key in (*RATES, *RATIOS):
+        assert report[key] > 0, key
+    # --steps fixes every measurement's length: each timed exactly the steps asked for
+    assert report["steps"] == dict.fromkeys(MEASUREMENTS, STEPS)
+    for key in ("split_ours", "split_ref"):
+        split = report[key]
+        assert split["data_s_per_step"] > 0 and split["compute_s_per_step"] > 0, key
+        assert 0 < split["data_fraction"] < 1, key
     assert report["model"] == "resnet32" and report["batch_size"] == 8 and report["ref_batch_size"] == 8
-    assert report["device"] == "cpu" and report["precision"] in ("no", "bf16")
-    assert report["steps"]["ours_train"] == 2 and report["steps"]["ref_train"] == 2
+    assert report["device"] == "cpu" and report["precision"] in ("no", "bf16") and report["fixed_steps"] == STEPS
     assert "images/s" in done.stdout  # the readable table came before the JSON
     assert report["aug"] == ["RandomCrop", "RandomHorizontalFlip", "AutoAugment", "Cutout"]
+
+
+def test_bench_times_the_step_that_train_py_runs(fresh_accelerate, monkeypatch):
+    assert bench.train_step is train.train_step
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(len(args[2]))  # the batch's targets
+        return train.train_step(*args, **kwargs)
+    monkeypatch.setattr(bench, "train_step", counted)
+    bench.main([*TINY, "--num-workers", "0"])
+    assert calls == [8] * (1 + STEPS)  # the warm-up step and the timed ones, each of --batch-size images

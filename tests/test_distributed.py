@@ -2,11 +2,14 @@
 not depend on the number of processes."""
 from __future__ import annotations
 
+import io
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import OUTPUTS, ROOT, check_ok, read, run_main, run_script
 from fake_cifar import make_cifar
@@ -106,3 +109,42 @@ def test_two_processes_train_with_the_classic_loader(tmp_path, hf_datasets):
     assert "2 process(es)" in proc.stdout and proc.stdout.count("epoch 1/1 |") == 1, proc.stdout
     per_class = read(tmp_path / "runs" / "CIFAR10LT" / "resnet32" / "CE-IF_1" / "results-seed0-per_class.json")
     assert sum(map(sum, per_class["confusion_matrix"])) == 40  # every test image once, over both processes
+
+
+def test_two_process_resume_restores_each_process_random_state(tmp_path):
+    """A 2-process run stopped after epoch 1 and resumed ends with the weights of the uninterrupted run. The classic
+    loader without workers draws its crops and flips from each process's global random state, which differs per
+    process (set_seed(..., device_specific=True)): a resume that gave every process the main process's state would
+    change process 1's augmentations, and so the weights."""
+    root = tmp_path / "data"
+    make_cifar(root, 10, train_per_class=20, test_per_class=4)
+    savedir = tmp_path / "runs"
+    overrides = ["DATASET.loader", "classic", "DATASET.num_workers", "0", "DATASET.batch_size", "16",
+                 "OPTIMIZER.lr", "0.01", "TRAIN.epochs", "2", "DEFAULT.exp_name", "rng"]
+    last = savedir / "CIFAR10LT" / "resnet32" / "rng" / "model_seed0.pt"
+
+    # The uninterrupted run; its checkpoint after epoch 1 is kept as it stood, as a run stopped then would leave it
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(run_main, root, savedir, *overrides, nproc=2, env=CPU_ONLY)
+        after_epoch_1 = None
+        while not future.done():
+            if after_epoch_1 is None and last.exists():
+                saved = last.read_bytes()  # written atomically: a whole checkpoint of one epoch or the next
+                if torch.load(io.BytesIO(saved), map_location="cpu", weights_only=False)["epoch"] == 1:
+                    after_epoch_1 = saved
+            time.sleep(0.02)
+        uninterrupted = future.result()
+    check_ok(uninterrupted)
+    assert after_epoch_1 is not None, "epoch 2 ended before the epoch 1 checkpoint was read"
+    expected = torch.load(last, map_location="cpu", weights_only=False)
+    assert len(expected["rng"]) == 2  # one random state per process
+    assert not torch.equal(expected["rng"][0]["torch"], expected["rng"][1]["torch"])
+
+    last.write_bytes(after_epoch_1)
+    resumed = run_main(root, savedir, *overrides, nproc=2, env=CPU_ONLY)
+    check_ok(resumed)
+    assert f"resuming {last} after epoch 1" in resumed.stdout and "epoch 2/2 |" in resumed.stdout
+    got = torch.load(last, map_location="cpu", weights_only=False)
+    assert got["epoch"] == 2 and got["model"].keys() == expected["model"].keys()
+    for name, value in expected["model"].items():
+        torch.testing.assert_close(got["model"][name], value, rtol=0, atol=0, msg=name)

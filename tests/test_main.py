@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from config import load_config
 from conftest import OUTPUTS, ROOT, check_ok, main_args, read, run_main, run_script
+from datasets import TensorLoader
 from fake_cifar import make_cifar
 
 # One thread per process: on a shared 2-core machine more threads oversubscribe it (about 4x slower per step)
@@ -393,3 +394,35 @@ def test_wandb_without_login_logs_offline(small_root, tmp_path, no_wandb_login, 
     if mode == "online":
         assert f"logging offline to {folder / 'wandb'}" in proc.stdout and "wandb sync" in proc.stdout
     check_offline_run(folder)
+
+
+# 8. The test set once per epoch --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("best_epoch", [1, 2])
+def test_final_test_reuses_the_epochs_test_passes(small_root, tmp_path, monkeypatch, fresh_accelerate, best_epoch):
+    """Selecting on the test set, each epoch's pass over it is the only one: the final test reuses the last epoch's
+    and the best epoch's predictions, as their weights are the ones it would test."""
+    import main
+    from fake_cifar import accept_files_in
+    from torchvision.datasets import CIFAR10
+
+    for name in ("train_list", "test_list", "meta"):  # accept_files_in points these at small_root: undone after
+        monkeypatch.setattr(CIFAR10, name, getattr(CIFAR10, name))
+    accept_files_in(small_root)
+    passes, iterate = [], TensorLoader.__iter__
+
+    def counted(loader):
+        if not loader.train:
+            passes.append(len(loader.targets))
+        return iterate(loader)
+    monkeypatch.setattr(TensorLoader, "__iter__", counted)
+    # every epoch is better than the last (best 2), or none after the first (best 1)
+    monkeypatch.setattr(main, "is_better", lambda metric, score, best: best is None or best_epoch == 2)
+    main.main(["--config", str(ROOT / "configs.yaml"), *main_args(small_root, tmp_path, *LEARN, "TRAIN.epochs", "2",
+                                                                    "DEFAULT.exp_name", "once")])
+    results = read(run_folder(tmp_path, "once") / "results-seed0.json")
+    assert results["best_epoch"] == best_epoch and results["selected_by"] == "test bcr"
+    assert passes == [10 * TEST_PER_CLASS] * 2, f"{len(passes)} passes over the test set in 2 epochs"
+    # the reused predictions are the selected epoch's: its scores as recorded when it was selected
+    best = read(run_folder(tmp_path, "once") / "results_seed0_best.json")
+    assert best["epoch"] == best_epoch and results["test"] == best["test"]

@@ -1,0 +1,130 @@
+"""train.py in one process: the steps between two reports never wait for the device, and gradient accumulation
+ends with each epoch of the fast loader, as it does with accelerate's own loaders."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+import train
+from datasets import TensorLoader
+
+SIDE, CLASSES = 8, 4
+
+
+def tiny_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(4, CLASSES))
+
+
+def tiny_loader(images: int, batch_size: int, device) -> TensorLoader:
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 256, size=(images, SIDE, SIDE, 3), dtype=np.uint8)
+    targets = rng.integers(0, CLASSES, size=images).tolist()
+    return TensorLoader(data, targets, batch_size, (0.5,) * 3, (0.25,) * 3, device=device, train=True, crop=True,
+                        flip=True)
+
+
+def prepared(accelerator: Accelerator):
+    model = tiny_model().to(accelerator.device, memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
+                                fused=accelerator.device.type == "cuda")  # as optim.build_optimizer on CUDA
+    return (*accelerator.prepare(model, optimizer), nn.CrossEntropyLoss().to(accelerator.device))
+
+
+# 1. Gradient accumulation and the end of an epoch ----------------------------------------------------------------------
+
+def test_accumulation_steps_on_each_epochs_last_partial_window(fresh_accelerate):
+    accelerator = Accelerator(cpu=True, gradient_accumulation_steps=3)
+    model, optimizer, criterion = prepared(accelerator)
+    loader = tiny_loader(10, 2, accelerator.device)  # 5 batches: windows of 3 and 2
+    assert len(loader) == 5
+    steps = []
+    optimizer.optimizer.register_step_post_hook(lambda *_: steps.append(epoch))
+    for epoch in range(3):
+        train.train_one_epoch(model, loader, criterion, optimizer, accelerator, epoch, log_interval=100)
+        # the epoch's last, partial window stepped and cleared its gradients: none carry into the next epoch
+        assert all(p.grad is None or not p.grad.any() for p in model.parameters()), f"epoch {epoch + 1}"
+    assert [steps.count(epoch) for epoch in range(3)] == [2, 2, 2]
+
+
+def test_accumulation_without_a_partial_window_is_unchanged(fresh_accelerate):
+    accelerator = Accelerator(cpu=True, gradient_accumulation_steps=3)
+    model, optimizer, criterion = prepared(accelerator)
+    loader = tiny_loader(12, 2, accelerator.device)  # 6 batches: two whole windows
+    steps = []
+    optimizer.optimizer.register_step_post_hook(lambda *_: steps.append(epoch))
+    for epoch in range(2):
+        train.train_one_epoch(model, loader, criterion, optimizer, accelerator, epoch, log_interval=100)
+    assert [steps.count(epoch) for epoch in range(2)] == [2, 2]
+
+
+# 2. No host sync between reports ---------------------------------------------------------------------------------------
+
+# Calls that copy between host and device, and so wait for the device: on a CPU they cost nothing, so they are counted
+HOST_TRIPS = {torch: ("tensor", "as_tensor"), torch.Tensor: ("item", "tolist", "cpu", "numpy", "__bool__", "__float__",
+                                                            "__int__", "new_tensor")}
+
+
+def count_host_trips(monkeypatch) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for owner, names in HOST_TRIPS.items():
+        for name in names:
+            original = getattr(owner, name)
+
+            def counted(*args, _original=original, _name=name, **kwargs):
+                counts[_name] = counts.get(_name, 0) + 1
+                return _original(*args, **kwargs)
+            monkeypatch.setattr(owner, name, counted)
+    return counts
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_host_trips_do_not_grow_with_the_steps(fresh_accelerate, monkeypatch, accumulate):
+    """An epoch of 3 steps and one of 9, both without a report in between, make the same host round trips: those
+    of the epoch's closing summary only."""
+    accelerator = Accelerator(cpu=True, gradient_accumulation_steps=accumulate)
+    model, optimizer, criterion = prepared(accelerator)
+    short, long = tiny_loader(6, 2, accelerator.device), tiny_loader(18, 2, accelerator.device)
+    assert (len(short), len(long)) == (3, 9)
+    counts = count_host_trips(monkeypatch)
+    trips = []
+    for epoch, loader in enumerate((short, long)):
+        counts.clear()
+        train.train_one_epoch(model, loader, criterion, optimizer, accelerator, epoch, log_interval=100)
+        trips.append(dict(counts))
+    assert trips[0] == trips[1]
+    assert sum(trips[0].values()) <= 3, trips[0]  # the closing reduce, its .tolist() and the finiteness check
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: sync debug mode checks CUDA streams")
+@pytest.mark.parametrize("precision", ["no", "fp16"])
+def test_steps_between_reports_do_not_sync_on_cuda(fresh_accelerate, monkeypatch, precision):
+    """Every report ends with the sync debug mode set to "error", and the next report sets it back before it
+    syncs: the steps between two reports run checked. The first interval runs unchecked, as the epoch's permutation
+    is copied to the device once, and the first kernels initialise cuDNN and cuBLAS."""
+    accelerator = Accelerator(mixed_precision=precision)
+    assert accelerator.device.type == "cuda"
+    model, optimizer, criterion = prepared(accelerator)
+    loader = tiny_loader(96, 8, accelerator.device)  # 12 steps: reports after steps 4, 8 and 12, then the summary
+    reduce, check_finite, reports = accelerator.reduce, train._raise_if_not_finite, []
+
+    def report_begins(*args, **kwargs):
+        torch.cuda.set_sync_debug_mode("default")
+        return reduce(*args, **kwargs)
+
+    def report_ends(*args, **kwargs):
+        check_finite(*args, **kwargs)
+        reports.append(torch.cuda.get_sync_debug_mode())
+        torch.cuda.set_sync_debug_mode("error")
+
+    monkeypatch.setattr(accelerator, "reduce", report_begins)
+    monkeypatch.setattr(train, "_raise_if_not_finite", report_ends)
+    try:
+        train.train_one_epoch(model, loader, criterion, optimizer, accelerator, 0, log_interval=4)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert len(reports) == 4  # three reports and the closing summary: the checked steps ran
