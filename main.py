@@ -13,14 +13,15 @@ from accelerate.utils import DataLoaderConfiguration, TorchDynamoPlugin, gather_
 from omegaconf import OmegaConf
 
 from checkpoint import output_paths, resume_state, rng_state, run_dir, save_json, save_torch, set_rng_state
-from config import ConfigError, check, data_seed, load_config
-from datasets import DatasetNotFoundError, build_loaders, build_splits, normalization
+from config import check, data_seed, load_config
+from datasets import build_loaders, build_splits, normalization
+from errors import ConfigError, DatasetNotFoundError, NonFiniteLossError
 from losses import build_loss
 from metrics import per_class_report, summarize
 from models import build_model
 from optim import build_optimizer, build_scheduler, run_length
 from tracking import start_tracking
-from train import NonFiniteLossError, is_better, predict, train_one_epoch
+from train import is_better, predict, train_one_epoch
 
 
 def cpu_has_bf16_units() -> bool:
