@@ -24,6 +24,7 @@ The data are random uint8 images (the content does not change the speed). The la
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import sys
@@ -41,13 +42,12 @@ from config import COMPILE_MODES, load_config
 from datasets import (CIFAR10LT, FAST_AUGMENTATIONS, TensorLoader, batch_augmentations, classic_loader,
                       classic_transform)
 from losses import build_loss
-from main import mixed_precision
 from models import build_model
 from optim import build_optimizer
+from runtime import mixed_precision
 from train import train_step
 
 ROOT = Path(__file__).resolve().parent
-CFG = load_config(ROOT / "configs.yaml")  # the shipped defaults: optimizer, loss, test batch size, workers
 AUG = ("RandomCrop", "RandomHorizontalFlip")  # the seed's training augmentations, which both pipelines apply first
 EXTRA_AUG = tuple(name for name in FAST_AUGMENTATIONS if name not in AUG)  # what --aug may add
 SIZE = 32
@@ -166,16 +166,23 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+@functools.cache
+def shipped_config():
+    """configs.yaml's defaults (optimizer, loss, test batch size, workers), read when asked, not at import."""
+    return load_config(ROOT / "configs.yaml")
+
+
 def parse_args(argv):
+    cfg = shipped_config()
     default_device = "cuda" if torch.cuda.is_available() else "cpu"
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet18", help="a build_model name (timm, or resnet32)")
     parser.add_argument("--batch-size", type=int, default=128, help="our training batch")
     parser.add_argument("--ref-batch-size", type=int, default=32, help="the reference's batch (the seed's 32)")
     parser.add_argument("--test-batch-size", type=int, default=None,
-                        help=f"evaluation batch of both; default configs.yaml's {CFG.DATASET.test_batch_size} on "
+                        help=f"evaluation batch of both; default configs.yaml's {cfg.DATASET.test_batch_size} on "
                              "CUDA, 256 on a CPU (where one batch of 2048 alone would take most of the time budget)")
-    parser.add_argument("--num-workers", type=int, default=CFG.DATASET.num_workers,
+    parser.add_argument("--num-workers", type=int, default=cfg.DATASET.num_workers,
                         help="reference DataLoader workers (the seed used 12, configs.yaml has 2 for 2 cores)")
     parser.add_argument("--seconds", type=float, default=15.0,
                         help="time budget of each training measurement; the loader-only and evaluation "
@@ -185,7 +192,7 @@ def parse_args(argv):
                         help="untimed steps before each measurement (default 1 on a CPU, 3 on CUDA); with --compile, "
                              "ours first runs a whole pass of its loader untimed")
     parser.add_argument("--device", default=default_device, choices=["cpu", "cuda"])
-    parser.add_argument("--precision", default=CFG.TRAIN.mixed_precision, choices=["fp16", "bf16", "no"],
+    parser.add_argument("--precision", default=cfg.TRAIN.mixed_precision, choices=["fp16", "bf16", "no"],
                         help="requested as TRAIN.mixed_precision is; main.py's rule then picks what runs")
     parser.add_argument("--compile", default="no", choices=["no", *COMPILE_MODES],
                         help="torch.compile ours in this mode, as TRAIN.compile true with TRAIN.compile_mode does "
@@ -203,14 +210,14 @@ def parse_args(argv):
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no GPU is visible")
     if args.test_batch_size is None:
-        args.test_batch_size = CFG.DATASET.test_batch_size if args.device == "cuda" else 256
+        args.test_batch_size = cfg.DATASET.test_batch_size if args.device == "cuda" else 256
     if args.warmup is None:
         args.warmup = 3 if args.device == "cuda" else 1
     return args
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+    args, cfg = parse_args(argv), shipped_config()
     began = time.perf_counter()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -223,7 +230,7 @@ def main(argv: list[str] | None = None) -> dict:
     # CUDA it would add a sync per step, so there the split is a separate, extra measurement
     inline_split = device.type == "cpu"
 
-    criterion = build_loss(CFG.LOSS.name, [args.images // args.classes] * args.classes).to(device)
+    criterion = build_loss(cfg.LOSS.name, [args.images // args.classes] * args.classes).to(device)
     results: dict[str, dict] = {}
 
     def pipeline(name, model, step, train, data, test, train_timing: dict, eval_timing: dict) -> None:
@@ -248,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
     ref_model, note = build_model(args.model, args.classes, False, SIZE)
     ref_model = ref_model.to(device)
-    ref_optimizer = build_optimizer(CFG.OPTIMIZER, ref_model)
+    ref_optimizer = build_optimizer(cfg.OPTIMIZER, ref_model)
 
     print(f"{args.model} ({note or 'as built by timm'}) on {device} ({gpu_or_cpu(device)}), torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads; ours runs precision {precision}{why}",
@@ -274,7 +281,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
     model, _ = build_model(args.model, args.classes, False, SIZE)
     model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(CFG.OPTIMIZER, model, fused=device.type == "cuda")  # as main.py
+    optimizer = build_optimizer(cfg.OPTIMIZER, model, fused=device.type == "cuda")  # as main.py
     model, optimizer = accelerator.prepare(model, optimizer)
 
     # A compiled model compiles (and captures CUDA graphs) again for each new batch shape, the last, smaller batch

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from config import ConfigError
+from errors import ConfigError
 
 # Keys that may change between a run and its resumption without changing what is trained
 RESUMABLE_CHANGES = ("DEFAULT.resume", "DATASET.datadir", "DATASET.download", "DATASET.num_workers",

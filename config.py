@@ -8,14 +8,12 @@ from typing import NamedTuple
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from errors import ConfigError
+
 
 _ABSENT = object()
 # torch.compile's modes (TRAIN.compile_mode)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-class ConfigError(ValueError):
-    """A bad config key or value; main.py prints it as one line and exits."""
 
 
 def _leaf_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
@@ -150,7 +148,8 @@ def data_seed(cfg: DictConfig) -> int:
 
 
 def check(cfg: DictConfig) -> None:
-    """Refuse values that would fail later, naming the valid choices; imports the registries lazily."""
+    """Refuse values that would fail later, naming the valid choices; imports the registries here, so that
+    importing config.py alone costs no torch or timm."""
     import timm
 
     import models  # noqa: F401  registers resnet32 with timm

@@ -19,11 +19,12 @@ from accelerate import Accelerator
 from omegaconf import OmegaConf
 
 from checkpoint import output_paths, save_json
-from config import ConfigError, apply_overrides, check, data_seed
-from datasets import DatasetNotFoundError, build_splits, eval_loader, normalization
-from main import cpu_only, mixed_precision
+from config import apply_overrides, check, data_seed
+from datasets import build_splits, eval_loader, normalization
+from errors import ConfigError, DatasetNotFoundError
 from metrics import per_class_report, summarize
 from models import build_model
+from runtime import cpu_only, mixed_precision
 from train import predict
 
 

@@ -5,7 +5,6 @@ import argparse
 import math
 import sys
 import time
-from pathlib import Path
 
 import torch
 from accelerate import Accelerator
@@ -13,45 +12,16 @@ from accelerate.utils import DataLoaderConfiguration, TorchDynamoPlugin, gather_
 from omegaconf import OmegaConf
 
 from checkpoint import output_paths, resume_state, rng_state, run_dir, save_json, save_torch, set_rng_state
-from config import ConfigError, check, data_seed, load_config
-from datasets import DatasetNotFoundError, build_loaders, build_splits, normalization
+from config import check, data_seed, load_config
+from datasets import build_loaders, build_splits, normalization
+from errors import ConfigError, DatasetNotFoundError, NonFiniteLossError
 from losses import build_loss
 from metrics import per_class_report, summarize
 from models import build_model
 from optim import build_optimizer, build_scheduler, run_length
+from runtime import cpu_only, mixed_precision
 from tracking import start_tracking
-from train import NonFiniteLossError, is_better, predict, train_one_epoch
-
-
-def cpu_has_bf16_units() -> bool:
-    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX): only then is bf16 autocast faster than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def mixed_precision(requested: str, on_gpu: bool | None = None) -> tuple[str, str]:
-    """The precision to run and why. On a CPU accelerate silently runs fp16 as fp32, so fp16 becomes bf16 where
-    the CPU has bf16 units (2-3x faster than fp32) and fp32 where it has none (there bf16 is emulated and slower).
-    `on_gpu` defaults to whether a GPU is present."""
-    if on_gpu is None:
-        on_gpu = torch.cuda.is_available()
-    if requested != "fp16" or on_gpu:
-        return requested, ""
-    if cpu_has_bf16_units():
-        return "bf16", " (fp16 needs a GPU; this CPU has bf16 units)"
-    return "no", " (fp16 needs a GPU, and this CPU lacks bf16 units, where bf16 runs slower than fp32)"
-
-
-def cpu_only() -> bool:
-    """Whether no GPU (or other accelerator) is present. accelerate then needs `cpu=True` to treat a torchrun
-    launch as one multi-process CPU (gloo) job; without it every process trains alone as a 1-process run."""
-    accelerators = getattr(torch, "accelerator", None)  # torch >= 2.6
-    if accelerators is not None:
-        return not accelerators.is_available()
-    return not (torch.cuda.is_available() or torch.backends.mps.is_available())
+from train import is_better, predict, train_one_epoch
 
 
 def run(cfg) -> None:

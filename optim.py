@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 from torch.optim import lr_scheduler
 
-from config import ConfigError
+from errors import ConfigError
 
 
 def cosine_annealing(optimizer, length: int, eta_min: float = 0.0):

@@ -6,6 +6,8 @@ from typing import NamedTuple
 import torch
 from tqdm.auto import tqdm
 
+from errors import NonFiniteLossError
+
 # Metrics that can select the best checkpoint; all but loss are higher-is-better
 CHECKPOINT_METRICS = ("bcr", "acc", "f1", "auroc", "loss")
 
@@ -14,10 +16,6 @@ class Predictions(NamedTuple):
     """Logits and targets of every image of a split, gathered from all processes."""
     logits: torch.Tensor
     targets: torch.Tensor
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or inf; the last good checkpoint stays in place."""
 
 
 def is_better(metric: str, score: float, best: float | None) -> bool:

@@ -1,8 +1,10 @@
 """Long-tailed data sets and their loaders: `from datasets import CIFAR10LT, CIFAR100LT, ImageFolderLT`."""
 from __future__ import annotations
 
+from errors import DatasetNotFoundError  # noqa: F401  the old import path
+
 from .augment import batch_augmentations
-from .cifar import CIFAR10LT, CIFAR100LT, DatasetNotFoundError
+from .cifar import CIFAR10LT, CIFAR100LT
 from .folder import ImageFolderLT
 from .loaders import AUGMENTATIONS, FAST_AUGMENTATIONS, TensorLoader, classic_loader, classic_transform
 from .long_tail import IMBALANCE_TYPES, draw_splits, long_tail_counts

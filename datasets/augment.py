@@ -21,7 +21,7 @@ import torchvision.transforms as T
 import torchvision.transforms.v2.functional as F
 from PIL import Image
 
-from config import ConfigError
+from errors import ConfigError
 
 CUTOUT_LENGTH = 16  # side of the Cutout square in pixels, BALMS's (and DeVries & Taylor's) CIFAR setting
 AUTOAUGMENT_BINS = 10  # torchvision's AutoAugment reads its magnitudes from 10 bins

@@ -7,11 +7,9 @@ from urllib.error import URLError
 import numpy as np
 from torchvision.datasets import CIFAR10, CIFAR100
 
+from errors import DatasetNotFoundError
+
 from .long_tail import draw_splits, profile_counts
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """The data is neither on disk nor downloadable; the message says where it looked and what to do."""
 
 
 class _LongTailedCIFAR:

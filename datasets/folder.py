@@ -13,9 +13,8 @@ from PIL import Image
 from torchvision.datasets import VisionDataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from config import ConfigError
+from errors import ConfigError, DatasetNotFoundError
 
-from .cifar import DatasetNotFoundError
 from .long_tail import draw_splits, profile_counts
 
 LAYOUT = "train/<class>/<image> and test/<class>/<image> (val/<class>/<image> optional)"

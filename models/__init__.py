@@ -5,7 +5,7 @@ import timm
 from timm.models.resnet import ResNet
 from torch import nn
 
-from config import ConfigError
+from errors import ConfigError
 
 from . import resnet_cifar  # noqa: F401  registers resnet32
 

@@ -1,0 +1,15 @@
+"""The errors a user can fix, printed by the entry points as one line; this module imports nothing of ours, so any
+module may raise them without an import cycle."""
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A bad config key or value; main.py prints it as one line and exits."""
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The data is neither on disk nor downloadable; the message says where it looked and what to do."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or inf; the last good checkpoint stays in place."""
