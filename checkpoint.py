@@ -86,6 +86,15 @@ def _changed_keys(saved: dict, current: dict, prefix: str = "") -> list[str]:
     return keys
 
 
+def run_finished(paths: dict[str, Path], state: dict) -> bool:
+    """Whether the results file was written after the epoch the last checkpoint holds: it is written once, at the
+    end, so a checkpoint of an earlier epoch (put back by hand, say) is a run to resume, whatever results exist."""
+    if not paths["results"].exists():
+        return False
+    with open(paths["results"]) as f:
+        return json.load(f).get("epochs") == state["epoch"]
+
+
 def resume_state(cfg, paths: dict[str, Path]) -> dict | None:
     """The last checkpoint to continue from, None for a fresh run; refuses to overwrite or mix runs."""
     if not paths["last"].exists():

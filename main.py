@@ -11,7 +11,8 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, TorchDynamoPlugin, gather_object, set_seed
 from omegaconf import OmegaConf
 
-from checkpoint import output_paths, resume_state, rng_state, run_dir, save_json, save_torch, set_rng_state
+from checkpoint import (output_paths, resume_state, rng_state, run_dir, run_finished, save_json, save_torch,
+                        set_rng_state)
 from config import check, data_seed, load_config
 from datasets import build_loaders, build_splits, normalization
 from errors import ConfigError, DatasetNotFoundError, NonFiniteLossError
@@ -42,7 +43,7 @@ def run(cfg) -> None:
     set_seed(seed, device_specific=True)  # every process draws its own dropout; DDP syncs the initial weights
     paths = output_paths(run_dir(cfg), seed)
     state = resume_state(cfg, paths)
-    if state and paths["results"].exists():  # written once, after the last epoch
+    if state and run_finished(paths, state):
         accelerator.print(f"{paths['results']} shows this run finished; nothing to do. To train it again, pick "
                           "a new DEFAULT.exp_name or remove that folder.")
         return
