@@ -43,7 +43,7 @@ from datasets import (CIFAR10LT, FAST_AUGMENTATIONS, TensorLoader, batch_augment
                       classic_transform)
 from losses import build_loss
 from models import build_model
-from optim import build_optimizer
+from optim import build_optimizer, fuse_on
 from runtime import mixed_precision
 from train import train_step
 
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
     model, _ = build_model(args.model, args.classes, False, SIZE)
     model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(cfg.OPTIMIZER, model, fused=device.type == "cuda")  # as main.py
+    optimizer = build_optimizer(cfg.OPTIMIZER, model, fuse_on(device.type, accelerator.mixed_precision))  # as main.py
     model, optimizer = accelerator.prepare(model, optimizer)
 
     # A compiled model compiles (and captures CUDA graphs) again for each new batch shape, the last, smaller batch

@@ -19,7 +19,7 @@ from errors import ConfigError, DatasetNotFoundError, NonFiniteLossError
 from losses import build_loss
 from metrics import per_class_report, summarize
 from models import build_model
-from optim import build_optimizer, build_scheduler, run_length
+from optim import build_optimizer, build_scheduler, fuse_on, run_length
 from runtime import cpu_only, mixed_precision
 from tracking import start_tracking
 from train import is_better, predict, train_one_epoch
@@ -60,7 +60,7 @@ def run(cfg) -> None:
     accelerator.print(note or f"model: {cfg.MODEL.name}")
     model = model.to(memory_format=torch.channels_last)
     criterion = build_loss(cfg.LOSS.name, num_per_cls).to(accelerator.device)
-    optimizer = build_optimizer(cfg.OPTIMIZER, model, fused=accelerator.device.type == "cuda")
+    optimizer = build_optimizer(cfg.OPTIMIZER, model, fuse_on(accelerator.device.type, accelerator.mixed_precision))
     # split_batches: a prepared loader has as many batches as this one
     epochs, length = run_length(cfg, math.ceil(len(loaders["train"]) / cfg.TRAIN.grad_accum_steps))
     scheduler = build_scheduler(cfg.SCHEDULER, optimizer, length)

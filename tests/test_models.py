@@ -13,7 +13,7 @@ from torch import nn
 import models  # noqa: F401  registers resnet32 with timm
 from config import ConfigError, load_config
 from models import build_model
-from optim import RunLength, build_optimizer, build_scheduler, run_length
+from optim import RunLength, build_optimizer, build_scheduler, fuse_on, run_length
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs.yaml"
 
@@ -126,6 +126,14 @@ def test_fused_on_request_unless_the_config_chooses(name):
     assert not group(False)["fused"]
     assert group(True, "OPTIMIZER.params", "{foreach: true}")["fused"] is not True
     assert group(True, "OPTIMIZER.params", "{fused: false}")["fused"] is False
+
+
+@pytest.mark.parametrize("device, precision, fused", [
+    ("cuda", "no", True), ("cuda", "bf16", True), ("cuda", "fp16", False), ("cpu", "no", False), ("cpu", "bf16", False)])
+def test_fused_only_on_a_gpu_without_fp16_loss_scaling(device, precision, fused):
+    # fused SGD under the fp16 GradScaler went NaN on torch 2.11 (optim.fuse_on; on a GPU, tests/test_train.py
+    # test_a_step_dropped_for_overflow_leaves_no_trace)
+    assert fuse_on(device, precision) is fused
 
 
 def test_fused_sgd_steps_as_the_unfused_one():

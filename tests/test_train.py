@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
 from torch import nn
 
 import train
 from datasets import TensorLoader
+from optim import fuse_on
 
 SIDE, CLASSES = 8, 4
 
@@ -30,8 +32,8 @@ def tiny_loader(images: int, batch_size: int, device) -> TensorLoader:
 
 def prepared(accelerator: Accelerator):
     model = tiny_model().to(accelerator.device, memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
-                                fused=accelerator.device.type == "cuda")  # as optim.build_optimizer on CUDA
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,  # fused as main.py builds it
+                                fused=fuse_on(accelerator.device.type, accelerator.mixed_precision))
     return (*accelerator.prepare(model, optimizer), nn.CrossEntropyLoss().to(accelerator.device))
 
 
@@ -101,7 +103,7 @@ def test_host_trips_do_not_grow_with_the_steps(fresh_accelerate, monkeypatch, ac
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: sync debug mode checks CUDA streams")
-@pytest.mark.parametrize("precision", ["no", "fp16"])
+@pytest.mark.parametrize("precision", ["no", "bf16"])  # fp16's GradScaler syncs each step (optim.fuse_on)
 def test_steps_between_reports_do_not_sync_on_cuda(fresh_accelerate, monkeypatch, precision):
     """Every report ends with the sync debug mode set to "error", and the next report sets it back before it
     syncs: the steps between two reports run checked. The first interval runs unchecked, as the epoch's permutation
@@ -128,3 +130,26 @@ def test_steps_between_reports_do_not_sync_on_cuda(fresh_accelerate, monkeypatch
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert len(reports) == 4  # three reports and the closing summary: the checked steps ran
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the fused optimizers run on GPUs")
+@pytest.mark.parametrize("precision", ["fp16", "bf16", "no"])
+def test_a_step_dropped_for_overflow_leaves_no_trace(fresh_accelerate, precision):
+    """The optimizer main.py builds for a precision: after an fp16 step that overflowed (dropped by the
+    GradScaler), the next step changes the weights as that step alone would (fused SGD on torch 2.11 did not)."""
+    weights = {}
+    for overflow_first in (True, False):
+        accelerator = Accelerator(mixed_precision=precision)
+        model, optimizer, criterion = prepared(accelerator)
+        images = torch.randn(8, 3, SIDE, SIDE, device=accelerator.device)
+        targets = torch.arange(8, device=accelerator.device) % CLASSES
+        if overflow_first and precision == "fp16":
+            train.train_step(model, images.mul(1e30), targets, criterion, optimizer, accelerator)
+            assert optimizer.step_was_skipped
+        train.train_step(model, images, targets, criterion, optimizer, accelerator)
+        weights[overflow_first] = [p.detach().clone() for p in model.parameters()]
+        assert all(torch.isfinite(p).all() for p in weights[overflow_first])
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    for after_overflow, alone in zip(weights[True], weights[False]):
+        torch.testing.assert_close(after_overflow, alone)
