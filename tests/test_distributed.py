@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import OUTPUTS, ROOT, check_ok, read, run_main, run_script
+from conftest import OUTPUTS, check_ok, read, run_main, run_script
 from fake_cifar import make_cifar
 
 TEST_IMAGES = 200  # the cifar_root fixture's CIFAR-10 test set: 20 per class
@@ -63,8 +63,6 @@ def test_two_processes_train_one_job_and_count_each_test_image_once(two_process_
 
 
 def test_two_process_evaluation_matches_one_process(two_process_run, cifar_root, tmp_path):
-    if not (ROOT / "evaluate.py").exists():
-        pytest.skip("evaluate.py is not written yet")
     train_proc, folder = two_process_run
     check_ok(train_proc)
     outs = {n: tmp_path / f"eval{n}" for n in (1, 2)}

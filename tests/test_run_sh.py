@@ -7,7 +7,6 @@ import os
 import shlex
 import subprocess
 import sys
-from collections import Counter
 
 import pytest
 

@@ -1,5 +1,6 @@
-"""train.py in one process: the steps between two reports never wait for the device, and gradient accumulation
-ends with each epoch of the fast loader, as it does with accelerate's own loaders."""
+"""train.py in one process: an epoch is the canonical loop and reports its images' mean loss and accuracy; gradient
+accumulation ends with each epoch of the fast loader, as with accelerate's own loaders; the steps between two
+reports never wait for the device; predictions keep every image; the checkpoint metric's direction."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +11,9 @@ from accelerate.state import AcceleratorState, GradientState
 from torch import nn
 
 import train
+from conftest import Batches
 from datasets import TensorLoader
+from errors import NonFiniteLossError
 from optim import fuse_on
 
 SIDE, CLASSES = 8, 4
@@ -37,7 +40,48 @@ def prepared(accelerator: Accelerator):
     return (*accelerator.prepare(model, optimizer), nn.CrossEntropyLoss().to(accelerator.device))
 
 
-# 1. Gradient accumulation and the end of an epoch ----------------------------------------------------------------------
+# 1. One epoch ---------------------------------------------------------------------------------------------------------
+
+def test_an_epoch_steps_on_every_batch_and_reports_what_it_trained_on(fresh_accelerate):
+    """train_one_epoch against the loop written out by hand: the same weights after it, and the mean loss and
+    accuracy over the images, each batch scored before its own step (batches of 4, 4 and 2: weighted by size)."""
+    generator = torch.Generator().manual_seed(0)
+    batches = Batches((torch.randn(n, 3, SIDE, SIDE, generator=generator),
+                        torch.randint(0, CLASSES, (n,), generator=generator)) for n in (4, 4, 2))
+    model, reference = tiny_model(), tiny_model()
+    by_hand = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
+    losses, correct = [], 0
+    for images, targets in batches:
+        outputs = reference(images)
+        loss = nn.functional.cross_entropy(outputs, targets)
+        losses.append(loss.item() * len(targets))
+        correct += (outputs.argmax(1) == targets).sum().item()
+        loss.backward()
+        by_hand.step()
+        by_hand.zero_grad()
+
+    accelerator = Accelerator(cpu=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    scores = train.train_one_epoch(model, batches, nn.CrossEntropyLoss(), optimizer, accelerator, 0, log_interval=2)
+    assert scores["loss"] == pytest.approx(sum(losses) / 10, rel=1e-5)
+    assert scores["acc"] == pytest.approx(correct / 10)
+    assert scores["lr"] == 0.1
+    for ours, theirs in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(ours, theirs)
+
+
+def test_an_epoch_stops_at_the_first_report_of_a_non_finite_loss(fresh_accelerate):
+    accelerator = Accelerator(cpu=True)
+    model, optimizer, criterion = prepared(accelerator)
+    images = torch.randn(4, 3, SIDE, SIDE)
+    targets = torch.arange(4) % CLASSES
+    batches = Batches([(images, targets)] * 4 + [(images * float("nan"), targets)] + [(images, targets)] * 3)
+    with pytest.raises(NonFiniteLossError, match=r"training loss is nan in epoch 3, step 6"):
+        train.train_one_epoch(model, batches, criterion, optimizer, accelerator, 2, log_interval=3)
+
+
+# 2. Gradient accumulation and the end of an epoch ---------------------------------------------------------------------
 
 def test_accumulation_steps_on_each_epochs_last_partial_window(fresh_accelerate):
     accelerator = Accelerator(cpu=True, gradient_accumulation_steps=3)
@@ -64,7 +108,7 @@ def test_accumulation_without_a_partial_window_is_unchanged(fresh_accelerate):
     assert [steps.count(epoch) for epoch in range(2)] == [2, 2]
 
 
-# 2. No host sync between reports ---------------------------------------------------------------------------------------
+# 3. No host sync between reports --------------------------------------------------------------------------------------
 
 # Calls that copy between host and device, and so wait for the device: on a CPU they cost nothing, so they are counted
 HOST_TRIPS = {torch: ("tensor", "as_tensor"), torch.Tensor: ("item", "tolist", "cpu", "numpy", "__bool__", "__float__",
@@ -153,3 +197,33 @@ def test_a_step_dropped_for_overflow_leaves_no_trace(fresh_accelerate, precision
         GradientState._reset_state()
     for after_overflow, alone in zip(weights[True], weights[False]):
         torch.testing.assert_close(after_overflow, alone)
+
+
+# 4. Predictions and the checkpoint metric -----------------------------------------------------------------------------
+
+class _ReusesItsOutput(nn.Module):
+    """Overwrites and returns the same tensor on every call, as a model compiled with CUDA graphs does; its
+    "images" are class indices, which it scores one-hot."""
+
+    def __init__(self, batch: int, num_classes: int):
+        super().__init__()
+        self.register_buffer("out", torch.zeros(batch, num_classes))
+
+    def forward(self, images):
+        return self.out.copy_(nn.functional.one_hot(images, self.out.shape[1]))
+
+
+def test_predict_keeps_each_batch_when_the_model_reuses_its_output_memory():
+    labels = torch.tensor([0, 1, 2, 2, 1, 0, 1, 1])
+    loader = [(labels[i:i + 2], labels[i:i + 2]) for i in range(0, 8, 2)]
+    logits, targets = train.predict(_ReusesItsOutput(2, 3), loader, Accelerator(cpu=True))
+    assert torch.equal(targets, labels)
+    assert torch.equal(logits.argmax(1), labels)
+
+
+@pytest.mark.parametrize("metric, score, best, better", [
+    ("loss", 0.5, 0.6, True), ("loss", 0.7, 0.6, False), ("loss", 0.6, 0.6, False), ("loss", 9.0, None, True),
+    ("bcr", 0.7, 0.6, True), ("bcr", 0.5, 0.6, False), ("bcr", 0.6, 0.6, False), ("bcr", 0.0, None, True),
+])
+def test_loss_is_better_lower_and_every_other_metric_higher(metric, score, best, better):
+    assert train.is_better(metric, score, best) is better
