@@ -47,7 +47,7 @@ def test_an_epoch_steps_on_every_batch_and_reports_what_it_trained_on(fresh_acce
     accuracy over the images, each batch scored before its own step (batches of 4, 4 and 2: weighted by size)."""
     generator = torch.Generator().manual_seed(0)
     batches = Batches((torch.randn(n, 3, SIDE, SIDE, generator=generator),
-                        torch.randint(0, CLASSES, (n,), generator=generator)) for n in (4, 4, 2))
+                       torch.randint(0, CLASSES, (n,), generator=generator)) for n in (4, 4, 2))
     model, reference = tiny_model(), tiny_model()
     by_hand = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
     losses, correct = [], 0
