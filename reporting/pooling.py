@@ -36,6 +36,7 @@ class Cell:
 
 
 class Stats(NamedTuple):
+    """Over the seeds of a cell: mean, spread and how many seeds had a value."""
     mean: float | None
     std: float | None   # the sample standard deviation; None for one value
     n: int
