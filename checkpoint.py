@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -21,18 +22,46 @@ def run_dir(cfg) -> Path:
     return Path(cfg.DEFAULT.savedir) / cfg.DATASET.name / cfg.MODEL.name / cfg.DEFAULT.exp_name
 
 
+# The files one seed of a run writes into its run folder, named as in the seed repository. Seeds share a folder side
+# by side, each with its own config (the seed's one configs.yaml went to whichever seed started last).
+OUTPUT_NAMES = {
+    "config": "configs-seed{seed}.yaml",
+    "last": "model_seed{seed}.pt",
+    "best": "model_seed{seed}_best.pt",
+    "best_results": "results_seed{seed}_best.json",
+    "results": "results-seed{seed}.json",
+    "per_class": "results-seed{seed}-per_class.json",
+    "class_counts": "class_counts-seed{seed}.json",
+}
+# The one config that runs from before per-seed configs left for all the seeds of their folder; report.py reads it
+SHARED_CONFIG = "configs.yaml"
+
+
 def output_paths(folder: Path, seed: int) -> dict[str, Path]:
-    """The files a run writes, named as in the seed repository; seeds share a folder side by side, each with its
-    own config (the seed's one configs.yaml went to whichever seed started last)."""
-    return {
-        "config": folder / f"configs-seed{seed}.yaml",
-        "last": folder / f"model_seed{seed}.pt",
-        "best": folder / f"model_seed{seed}_best.pt",
-        "best_results": folder / f"results_seed{seed}_best.json",
-        "results": folder / f"results-seed{seed}.json",
-        "per_class": folder / f"results-seed{seed}-per_class.json",
-        "class_counts": folder / f"class_counts-seed{seed}.json",
-    }
+    """The files that seed `seed` of a run writes into `folder`, by kind (the keys of OUTPUT_NAMES)."""
+    return {kind: folder / name.format(seed=seed) for kind, name in OUTPUT_NAMES.items()}
+
+
+def output_glob(kind: str) -> str:
+    """Every seed's file of one kind as a shell pattern, for messages: `model_seed*.pt`."""
+    return OUTPUT_NAMES[kind].format(seed="*")
+
+
+def output_seeds(folder: Path, *kinds: str) -> list[int]:
+    """The seeds, in numeric order, that have a file of one of `kinds` (default: any kind) in `folder`."""
+    templates = [OUTPUT_NAMES[kind] for kind in kinds or OUTPUT_NAMES]
+    return sorted({seed for name in os.listdir(folder) for template in templates
+                   if (seed := _seed_in(name, template)) is not None})
+
+
+def _seed_in(name: str, template: str) -> int | None:
+    """The seed of a file name that `template` gives, else None. The name must come back from the seed as it is,
+    so what output_paths never writes (`model_seed07.pt`) is no seed's file."""
+    before, _, after = template.partition("{seed}")
+    match = re.fullmatch(re.escape(before) + "([0-9]+)" + re.escape(after), name)
+    if match is None or template.format(seed=int(match[1])) != name:
+        return None
+    return int(match[1])
 
 
 def atomic_write(path: Path, write) -> None:

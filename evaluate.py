@@ -10,7 +10,6 @@ alike; the training outputs are never touched.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch
 from accelerate import Accelerator
 from omegaconf import OmegaConf
 
-from checkpoint import output_paths, save_json
+from checkpoint import output_glob, output_paths, output_seeds, save_json
 from config import apply_overrides, check, data_seed
 from datasets import build_splits, eval_loader, normalization
 from errors import ConfigError, DatasetNotFoundError
@@ -34,11 +33,11 @@ def checkpoints(path: Path, last: bool) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise ConfigError(f"{path} is neither a run folder nor a checkpoint file")
-    pattern = re.compile(r"model_seed\d+\.pt" if last else r"model_seed\d+_best\.pt")
-    found = sorted(p for p in path.iterdir() if pattern.fullmatch(p.name))
+    kind = "last" if last else "best"
+    found = [output_paths(path, seed)[kind] for seed in output_seeds(path, kind)]
     if not found:
-        kind = "model_seed*.pt" if last else "model_seed*_best.pt"
-        raise ConfigError(f"no {kind} in {path}: pass a run folder that main.py wrote, or a checkpoint file")
+        raise ConfigError(f"no {output_glob(kind)} in {path}: pass a run folder that main.py wrote, or a checkpoint "
+                          "file")
     return found
 
 

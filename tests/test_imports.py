@@ -7,7 +7,7 @@ from pathlib import Path
 
 from conftest import ROOT
 
-PACKAGES = ("datasets", "models")
+PACKAGES = ("datasets", "models", "reporting")
 ENTRY_POINTS = ("main", "evaluate", "bench", "report")
 
 

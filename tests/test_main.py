@@ -16,6 +16,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from checkpoint import output_seeds
 from config import load_config
 from conftest import OUTPUTS, ROOT, check_ok, main_args, read, run_main, run_script
 from datasets import TensorLoader
@@ -256,6 +257,17 @@ def test_each_seed_of_a_run_folder_keeps_its_own_config(two_seeds):
         assert saved.DEFAULT.seed == seed and saved.OPTIMIZER.lr == lr
         assert read(folder / f"results-seed{seed}.json")["config"] == OmegaConf.to_container(saved)
     assert not (folder / "configs.yaml").exists()  # no shared file for the last seed to overwrite
+
+
+def test_output_seeds_finds_the_seeds_of_a_run_folder_by_its_file_names(two_seeds, tmp_path):
+    """checkpoint.output_seeds reads back the names output_paths gives, and no look-alike."""
+    _, _, folder = two_seeds
+    assert output_seeds(folder) == output_seeds(folder, "best") == [0, 1]
+    for name in ("model_seed07.pt", ".model_seed6.pt.tmp", "results-seed4.json.bak", "notes-seed5.txt",
+                 "model_seed12_best.pt"):
+        (tmp_path / name).touch()
+    assert output_seeds(tmp_path) == output_seeds(tmp_path, "best") == [12]
+    assert output_seeds(tmp_path, "last") == []
 
 
 def test_a_datadir_in_the_seed_layout_is_read_and_named(two_seeds):

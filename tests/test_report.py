@@ -15,6 +15,7 @@ import pytest
 import report
 from conftest import FAST_RUN, ROOT
 from fake_cifar import make_cifar
+from reporting import pooling, tables
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LOSSES = ("CrossEntropyLoss", "BalancedSoftmax")
@@ -274,8 +275,8 @@ def test_several_folders_are_merged_into_one_report(tmp_path, capsys):
 
 
 def test_aggregation_helpers():
-    assert report.mean_std([0.1, None, 0.3]) == (pytest.approx(0.2), pytest.approx(statistics.stdev([0.1, 0.3])), 2)
-    assert report.fmt([None, None]) == "–"
-    assert report.fmt([0.5]) == "50.00 (n=1)"
-    assert report.best_rows({"a": 0.5}) == set()
-    assert report.best_rows({"a": 0.5, "b": 0.7, "c": 0.70001}) == {"b", "c"}  # equal as printed
+    assert pooling.mean_std([0.1, None, 0.3]) == (pytest.approx(0.2), pytest.approx(statistics.stdev([0.1, 0.3])), 2)
+    assert pooling.fmt([None, None]) == "–"
+    assert pooling.fmt([0.5]) == "50.00 (n=1)"
+    assert tables.best_rows({"a": 0.5}) == set()
+    assert tables.best_rows({"a": 0.5, "b": 0.7, "c": 0.70001}) == {"b", "c"}  # equal as printed

@@ -1,0 +1,181 @@
+"""Finding the runs that main.py and evaluate.py left under results folders, at any depth, and reading each seed of
+each run folder into a Run: its config, whether it finished, and its test scores."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import yaml
+
+from checkpoint import RESUMABLE_CHANGES, SHARED_CONFIG, output_paths, output_seeds
+
+# Config keys that name a run's cell in the tables, and those that never change what a run trains
+IDENTITY_KEYS = ("DATASET.name", "DATASET.imbalance_type", "DATASET.imbalance_factor", "LOSS.name", "MODEL.name")
+NOT_SETTINGS = ("DEFAULT.seed", "DEFAULT.savedir", "DEFAULT.exp_name", *RESUMABLE_CHANGES)
+
+# A run's settings as sorted (dotted key, value as JSON) pairs: hashable, so that runs can be pooled by them
+Settings = tuple[tuple[str, str], ...]
+
+
+class Column(NamedTuple):
+    """A data set at one imbalance: a column of Table 1."""
+    dataset: str
+    kind: str       # the imbalance type: exp | step | ..., "balanced" for every balanced run, "?" without a config
+    factor: float   # the imbalance factor, 1 when balanced
+
+
+@dataclass
+class Run:
+    """One seed of one run folder: its identity, its settings and, once finished, its test scores."""
+    folder: Path
+    seed: int
+    config: dict
+    status: str = "complete"          # complete | incomplete | re-evaluation
+    results: dict = field(default_factory=dict)
+    note: str = ""
+    last_epoch: int | None = None     # epochs finished, for an incomplete run
+
+    @property
+    def dataset(self) -> str:
+        return self.name("DATASET.name")
+
+    @property
+    def loss(self) -> str:
+        return self.name("LOSS.name")
+
+    @property
+    def model(self) -> str:
+        return self.name("MODEL.name")
+
+    def name(self, key: str) -> str:
+        """A config value as text; "?" where the config is missing (a run that left no readable config)."""
+        value = lookup(self.config, key)
+        return "?" if value is None else str(value)
+
+    @property
+    def epochs(self):
+        return lookup(self.config, "TRAIN.epochs")
+
+    @property
+    def column(self) -> Column:
+        """The data set and imbalance this run is a column of; a null imbalance type or a factor of 1 is balanced."""
+        if lookup(self.config, "DATASET") is None:
+            return Column(self.dataset, "?", 0)
+        kind, factor = lookup(self.config, "DATASET.imbalance_type"), lookup(self.config, "DATASET.imbalance_factor")
+        if kind is None or factor in (None, 1):
+            return Column(self.dataset, "balanced", 1)
+        return Column(self.dataset, str(kind), factor)
+
+    @property
+    def settings(self) -> Settings:
+        """Everything that defines what was trained and reported, apart from the cell's own identity and the
+        seed: runs pool over seeds only when this is equal."""
+        flat = {key: value for key, value in flatten(self.config).items()
+                if key not in IDENTITY_KEYS and not any(key == k or key.startswith(k + ".") for k in NOT_SETTINGS)}
+        flat["selected_by"] = self.results.get("selected_by", "evaluate.py" if self.status == "re-evaluation" else None)
+        return tuple(sorted((key, json.dumps(value, sort_keys=True)) for key, value in flat.items()))
+
+    def score(self, metric: str, part: str = "test"):
+        return (self.results.get(part) or {}).get(metric)
+
+
+def lookup(config: dict, dotted: str):
+    for key in dotted.split("."):
+        if not isinstance(config, dict):
+            return None
+        config = config.get(key)
+    return config
+
+
+def flatten(config: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def read_json(path: Path):
+    """The parsed file, or None when it is missing or unreadable."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def read_yaml(path: Path) -> dict | None:
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def read_checkpoint(path: Path) -> dict | None:
+    """The last-epoch checkpoint's epoch and config, or None; torch is imported only when one is needed."""
+    if not path.exists():
+        return None
+    import torch
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # a truncated file is part of what a crash leaves behind
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def run_folders(root: Path) -> list[Path]:
+    """Every folder under `root` (itself included) holding a run's config, checkpoint or results."""
+    found = []
+    for folder, _, files in os.walk(root):
+        if SHARED_CONFIG in files or output_seeds(Path(folder)):
+            found.append(Path(folder))
+    return sorted(found)
+
+
+def folder_runs(folder: Path) -> list[Run]:
+    """One Run per seed that left a file in `folder`; a config with no other seed file is a run that died early.
+    Each seed's config is its own; a config shared by all seeds (SHARED_CONFIG) is from older runs."""
+    seeds = output_seeds(folder)
+    folder_config = read_yaml(folder / SHARED_CONFIG)
+    if not seeds:  # only an older run's shared config: main.py died before the first seed file
+        seeds = [lookup(folder_config or {}, "DEFAULT.seed") or 0]
+    return [seed_run(folder, seed, read_yaml(output_paths(folder, seed)["config"]) or folder_config)
+            for seed in seeds]
+
+
+def seed_run(folder: Path, seed: int, folder_config: dict | None) -> Run:
+    paths = output_paths(folder, seed)
+    results = read_json(paths["results"])
+    if isinstance(results, dict) and isinstance(results.get("test"), dict):
+        # evaluate.py writes the same file names, with the checkpoint it evaluated instead of a selection
+        status = "re-evaluation" if "checkpoint" in results else "complete"
+        return Run(folder, seed, results.get("config") or folder_config or {}, status, results)
+    state = read_checkpoint(paths["last"]) or {}
+    config = state.get("config") or folder_config or {}
+    run = Run(folder, seed, config, "incomplete", last_epoch=state.get("epoch", 0))
+    if paths["results"].exists():
+        run.note = f"{paths['results'].name} is unreadable"
+    elif not state:
+        run.note = "no checkpoint: stopped during its first epoch" if not paths["last"].exists() else \
+            f"{paths['last'].name} is unreadable"
+    elif run.last_epoch == run.epochs:
+        run.note = "trained every epoch, but stopped before writing its results (in the final test?)"
+    else:
+        run.note = "stopped mid-training: rerun the same command to resume it"
+    return run
+
+
+def find_runs(roots: list[Path]) -> list[Run]:
+    """The runs under every folder of `roots`, each run folder once (also where one root holds another)."""
+    folders = sorted({folder.resolve() for root in roots for folder in run_folders(root)})
+    return [run for folder in folders for run in folder_runs(folder)]
+
+
+def common_root(roots: list[Path]) -> Path:
+    """The folder that the report names run folders relative to: the one root, or the roots' common parent."""
+    return Path(os.path.commonpath([root.resolve() for root in roots]))
