@@ -30,13 +30,14 @@ def build_splits(cfg, data_seed: int) -> dict:
     kwargs = dict(imb_type=cfg.imbalance_type, imbalance_factor=cfg.imbalance_factor, seed=data_seed,
                   val_per_class=cfg.val_per_class, download=cfg.download)
     with_val = bool(cfg.val_per_class)
-    if dataset is ImageFolderLT:  # CIFAR is 32x32 as stored
+    if dataset is ImageFolderLT:  # read where it is; CIFAR is 32x32 as stored
         kwargs["img_size"] = cfg.img_size
         with_val = with_val or ImageFolderLT.has_val_folder(cfg.datadir)
+        build = ImageFolderLT
+    else:  # CIFAR in the seed's datadir/CIFAR10 (or CIFAR100), else in datadir itself
+        build = dataset.in_datadir
     names = ["train", "test"] + (["val"] if with_val else [])
-    if dataset is ImageFolderLT:
-        return {name: dataset(cfg.datadir, split=name, **kwargs) for name in names}
-    return {name: dataset.in_datadir(cfg.datadir, split=name, **kwargs) for name in names}
+    return {name: build(cfg.datadir, split=name, **kwargs) for name in names}
 
 
 def normalization(cfg, train_set) -> tuple[list[float], list[float]]:
