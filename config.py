@@ -196,6 +196,11 @@ def check(cfg: DictConfig) -> None:
                           f"got {train.iterations!r}")
     if data.imbalance_factor < 1:
         raise ConfigError(f"DATASET.imbalance_factor must be >= 1 (largest class / smallest), got {data.imbalance_factor}")
+    if data.train_subset is not None and (data.name == "ImageFolderLT" or data.imbalance_type is not None):
+        why = ("is read by CIFAR10LT and CIFAR100LT only" if data.name == "ImageFolderLT" else
+               f"fixes the class counts, which DATASET.imbalance_type {data.imbalance_type} would draw anew")
+        fix = "set DATASET.train_subset null" if data.name == "ImageFolderLT" else "set DATASET.imbalance_type null"
+        raise ConfigError(f"DATASET.train_subset {why}: {fix}")
     for key in ("DATASET.batch_size", "DATASET.test_batch_size", "TRAIN.epochs", "TRAIN.grad_accum_steps",
                 "TRAIN.log_interval", "DATASET.img_size"):
         if OmegaConf.select(cfg, key) < 1:

@@ -35,6 +35,7 @@ def build_splits(cfg, data_seed: int) -> dict:
         with_val = with_val or ImageFolderLT.has_val_folder(cfg.datadir)
         build = ImageFolderLT
     else:  # CIFAR in the seed's datadir/CIFAR10 (or CIFAR100), else in datadir itself
+        kwargs["subset"] = cfg.train_subset
         build = dataset.in_datadir
     names = ["train", "test"] + (["val"] if with_val else [])
     return {name: build(cfg.datadir, split=name, **kwargs) for name in names}

@@ -9,7 +9,7 @@ from torchvision.datasets import CIFAR10, CIFAR100
 
 from errors import DatasetNotFoundError
 
-from .long_tail import draw_splits, profile_counts
+from .long_tail import draw_splits, given_splits, profile_counts, read_subset
 
 
 class _LongTailedCIFAR:
@@ -32,7 +32,7 @@ class _LongTailedCIFAR:
 
     def __init__(self, root: str, train: bool = True, transform=None, target_transform=None, download: bool = False,
                  imb_type: str | None = None, imbalance_factor: float = 1, seed: int = 0, val_per_class: int = 0,
-                 split: str | None = None) -> None:
+                 split: str | None = None, subset: str | None = None) -> None:
         split = split or ("train" if train else "test")
         if split not in ("train", "val", "test"):
             raise ValueError(f"unknown split {split!r}; choose one of: train, val, test")
@@ -43,10 +43,13 @@ class _LongTailedCIFAR:
             raise self._not_found([Path(root)], error if download else None) from None
         self.split = split
         if split != "test":
-            n_max = np.bincount(self.targets).max() - val_per_class
-            counts = profile_counts(type(self).__name__, self.classes, int(n_max), imb_type, imbalance_factor,
-                                    val_per_class)
-            keep = draw_splits(self.targets, counts, val_per_class, seed)[split]
+            if subset is not None:  # drawn elsewhere, e.g. by another codebase: see DATASET.train_subset
+                keep = given_splits(self.targets, read_subset(subset, len(self.targets)), val_per_class, seed)[split]
+            else:
+                n_max = np.bincount(self.targets).max() - val_per_class
+                counts = profile_counts(type(self).__name__, self.classes, int(n_max), imb_type, imbalance_factor,
+                                        val_per_class)
+                keep = draw_splits(self.targets, counts, val_per_class, seed)[split]
             self.data = self.data[keep]
             self.targets = [self.targets[i] for i in keep]
         self.num_per_cls = {c: int(n) for c, n in enumerate(np.bincount(self.targets, minlength=len(self.classes)))}

@@ -54,3 +54,41 @@ def draw_splits(targets, counts: list[int], val_per_class: int, seed: int) -> di
         val.append(order[:val_per_class])
         train.append(order[val_per_class:val_per_class + count])
     return {"train": np.sort(np.concatenate(train)), "val": np.sort(np.concatenate(val))}
+
+
+def given_splits(targets, train: np.ndarray, val_per_class: int, seed: int) -> dict[str, np.ndarray]:
+    """The training split as given (indices into `targets`), and a balanced validation split of
+    `val_per_class` images per class drawn, as draw_splits draws it, from the images outside it."""
+    outside = np.array(targets)
+    outside[train] = -1  # the subset's images are in no class's pool
+    val = draw_splits(outside, [0] * (int(np.max(targets)) + 1), val_per_class, seed)["val"]
+    return {"train": np.sort(train), "val": val}
+
+
+def read_subset(path: str, num_images: int) -> np.ndarray:
+    """The image indices listed in `path`, one integer per line (blank lines and # comments skipped), each in
+    [0, num_images) and listed once; anything else is a ConfigError naming the file, the line and the fix."""
+    try:
+        lines = open(path).read().splitlines()
+    except OSError as error:
+        raise ConfigError(f"DATASET.train_subset {path}: cannot read it ({error.strerror}); give a text file of "
+                          "training-image indices, one per line") from None
+    indices, seen = [], {}
+    for number, line in enumerate(lines, 1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        where = f"DATASET.train_subset {path} line {number}"
+        if not text.isdigit():
+            raise ConfigError(f"{where}: {text!r} is not an image index (a whole number >= 0)")
+        index = int(text)
+        if index >= num_images:
+            raise ConfigError(f"{where}: index {index} is out of range: the training split has {num_images} images "
+                              f"(0 to {num_images - 1})")
+        if index in seen:
+            raise ConfigError(f"{where}: index {index} is listed twice (first on line {seen[index]})")
+        seen[index] = number
+        indices.append(index)
+    if not indices:
+        raise ConfigError(f"DATASET.train_subset {path} lists no image index")
+    return np.asarray(indices, dtype=np.int64)
