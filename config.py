@@ -208,6 +208,8 @@ def check(cfg: DictConfig) -> None:
     for key in ("DATASET.num_workers", "DATASET.val_per_class", "SCHEDULER.warmup"):
         if OmegaConf.select(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0, got {OmegaConf.select(cfg, key)}")
+    if not 0 <= data.aug_fill <= 255:
+        raise ConfigError(f"DATASET.aug_fill must be a grey level from 0 to 255, got {data.aug_fill}")
     if (data.mean is None) != (data.std is None) or (data.mean is not None and not len(data.mean) == len(data.std) == 3):
         raise ConfigError("DATASET.mean and DATASET.std go together: both null, or both lists of 3 numbers")
     # fused and foreach stay open: setting either opts out of the fused optimizer optim.build_optimizer picks on a GPU

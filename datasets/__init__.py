@@ -57,10 +57,10 @@ def build_loaders(cfg, splits: dict, seed: int, accelerator) -> dict:
         train_loader = TensorLoader(train.data, train.targets, cfg.batch_size // world, mean, std, device=device,
                                     train=True, crop="RandomCrop" in cfg.aug_info,
                                     flip="RandomHorizontalFlip" in cfg.aug_info,
-                                    augmentations=batch_augmentations(cfg.aug_info, train.data.shape[1], device),
+                                    augmentations=batch_augmentations(cfg.aug_info, train.data.shape[1], device, cfg.aug_fill),
                                     seed=seed, rank=rank, world_size=world)
     else:
-        train.transform = classic_transform(cfg.aug_info, train.data.shape[1], mean, std)
+        train.transform = classic_transform(cfg.aug_info, train.data.shape[1], mean, std, cfg.aug_fill)
         train_loader = classic_loader(train, cfg.batch_size, cfg.num_workers, seed)
     loaders = {"train": train_loader}
     for name in ("val", "test"):

@@ -28,30 +28,36 @@ AUTOAUGMENT_BINS = 10  # torchvision's AutoAugment reads its magnitudes from 10 
 NEAREST = T.InterpolationMode.NEAREST  # torchvision's default for both AutoAugment and RandAugment
 
 
-def _affine(images: torch.Tensor, translate=(0, 0), shear=(0.0, 0.0), center=None) -> torch.Tensor:
-    # fill None: the area moved in from outside is 0, as torchvision's per-image transforms leave it by default
+def _fill(fill: int) -> int | None:
+    """torchvision's fill for the grey level `fill` (0-255): None for 0, its default, which zeroes the area moved
+    in from outside the image without the blend that any other fill costs."""
+    return fill or None
+
+
+def _affine(images: torch.Tensor, fill: int, translate=(0, 0), shear=(0.0, 0.0), center=None) -> torch.Tensor:
     return F.affine(images, angle=0.0, translate=list(translate), scale=1.0, shear=list(shear),
-                    interpolation=NEAREST, fill=None, center=center)
+                    interpolation=NEAREST, fill=_fill(fill), center=center)
 
 
-# An op takes a uint8 batch and one magnitude (the signed value torchvision's per-image transforms pass on)
-OPS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
-    "Identity": lambda x, m: x,
+# An op takes a uint8 batch, one magnitude (the signed value torchvision's per-image transforms pass on) and the
+# grey level (0-255) that the geometric ops bring in from outside the image (DATASET.aug_fill)
+OPS: dict[str, Callable[[torch.Tensor, float, int], torch.Tensor]] = {
+    "Identity": lambda x, m, fill: x,
     # torchvision shears by atan(m) degrees about the top-left corner, so that the matrix entry is m itself
-    "ShearX": lambda x, m: _affine(x, shear=(math.degrees(math.atan(m)), 0.0), center=[0, 0]),
-    "ShearY": lambda x, m: _affine(x, shear=(0.0, math.degrees(math.atan(m))), center=[0, 0]),
-    "TranslateX": lambda x, m: _affine(x, translate=(int(m), 0)),
-    "TranslateY": lambda x, m: _affine(x, translate=(0, int(m))),
-    "Rotate": lambda x, m: F.rotate(x, m, interpolation=NEAREST, fill=None),
-    "Brightness": lambda x, m: F.adjust_brightness(x, 1.0 + m),
-    "Color": lambda x, m: F.adjust_saturation(x, 1.0 + m),
-    "Contrast": lambda x, m: F.adjust_contrast(x, 1.0 + m),
-    "Sharpness": lambda x, m: F.adjust_sharpness(x, 1.0 + m),
-    "Posterize": lambda x, m: F.posterize(x, int(m)),
-    "Solarize": lambda x, m: F.solarize(x, m),  # m is a threshold on 0..255, as in torchvision's v1 tables
-    "AutoContrast": lambda x, m: F.autocontrast(x),
-    "Equalize": lambda x, m: F.equalize(x),
-    "Invert": lambda x, m: F.invert(x),
+    "ShearX": lambda x, m, fill: _affine(x, fill, shear=(math.degrees(math.atan(m)), 0.0), center=[0, 0]),
+    "ShearY": lambda x, m, fill: _affine(x, fill, shear=(0.0, math.degrees(math.atan(m))), center=[0, 0]),
+    "TranslateX": lambda x, m, fill: _affine(x, fill, translate=(int(m), 0)),
+    "TranslateY": lambda x, m, fill: _affine(x, fill, translate=(0, int(m))),
+    "Rotate": lambda x, m, fill: F.rotate(x, m, interpolation=NEAREST, fill=_fill(fill)),
+    "Brightness": lambda x, m, fill: F.adjust_brightness(x, 1.0 + m),
+    "Color": lambda x, m, fill: F.adjust_saturation(x, 1.0 + m),
+    "Contrast": lambda x, m, fill: F.adjust_contrast(x, 1.0 + m),
+    "Sharpness": lambda x, m, fill: F.adjust_sharpness(x, 1.0 + m),
+    "Posterize": lambda x, m, fill: F.posterize(x, int(m)),
+    "Solarize": lambda x, m, fill: F.solarize(x, m),  # m is a threshold on 0..255, as in torchvision's v1 tables
+    "AutoContrast": lambda x, m, fill: F.autocontrast(x),
+    "Equalize": lambda x, m, fill: F.equalize(x),
+    "Invert": lambda x, m, fill: F.invert(x),
 }
 
 
@@ -70,8 +76,9 @@ def _take(images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return images.flatten(1).index_select(0, index).view(len(index), *images.shape[1:])
 
 
-def apply_grouped(images: torch.Tensor, choice: torch.Tensor, actions: Sequence[Action]) -> torch.Tensor:
-    """`images[i]` after `actions[choice[i]]`, each action run once on all the images that chose it."""
+def apply_grouped(images: torch.Tensor, choice: torch.Tensor, actions: Sequence[Action], fill: int = 0) -> torch.Tensor:
+    """`images[i]` after `actions[choice[i]]`, each action run once on all the images that chose it; `fill` is the
+    grey level the geometric ops bring in."""
     # note: a CPU-GPU sync point, once per round: the group sizes decide which ops run
     counts = torch.bincount(choice, minlength=len(actions)).tolist()
     order = torch.argsort(choice, stable=True)
@@ -79,7 +86,7 @@ def apply_grouped(images: torch.Tensor, choice: torch.Tensor, actions: Sequence[
     start = 0
     for action, count in zip(actions, counts):
         if count and action != SKIP:
-            grouped[start:start + count] = OPS[action.op](grouped[start:start + count], action.magnitude)
+            grouped[start:start + count] = OPS[action.op](grouped[start:start + count], action.magnitude, fill)
         start += count
     return _take(grouped, torch.argsort(order))  # back to the loader's order, which the targets follow
 
@@ -106,9 +113,12 @@ def _signed(space: dict, op: str, bin_index: int | None) -> tuple[float, float]:
 
 class BatchAutoAugment:
     """torchvision's AutoAugment (CIFAR-10 policy by default) on a batch: each image draws one of the sub-policies
-    uniformly, then applies each of its two ops with that op's probability, with a random sign where signed."""
+    uniformly, then applies each of its two ops with that op's probability, with a random sign where signed.
+    Rotate, shear and translate bring in grey level `fill` (torchvision's `fill`) from outside the image."""
 
-    def __init__(self, size: int, device, policy: T.AutoAugmentPolicy = T.AutoAugmentPolicy.CIFAR10) -> None:
+    def __init__(self, size: int, device, policy: T.AutoAugmentPolicy = T.AutoAugmentPolicy.CIFAR10,
+                 fill: int = 0) -> None:
+        self.fill = fill
         reference = T.AutoAugment(policy)
         # torchvision's own tables (a private method, stable since 0.11), so that the magnitudes cannot drift
         space = reference._augmentation_space(AUTOAUGMENT_BINS, (size, size))
@@ -131,15 +141,17 @@ class BatchAutoAugment:
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         for choice in self.choices(len(images), generator):
-            images = apply_grouped(images, choice, self.actions)
+            images = apply_grouped(images, choice, self.actions, self.fill)
         return images
 
 
 class BatchRandAugment:
     """torchvision's RandAugment on a batch: each image draws `num_ops` ops uniformly (with replacement), each
-    at bin `magnitude` of `num_magnitude_bins`, with a random sign where signed."""
+    at bin `magnitude` of `num_magnitude_bins`, with a random sign where signed; `fill` as in BatchAutoAugment."""
 
-    def __init__(self, size: int, device, num_ops: int = 2, magnitude: int = 9, num_magnitude_bins: int = 31) -> None:
+    def __init__(self, size: int, device, num_ops: int = 2, magnitude: int = 9, num_magnitude_bins: int = 31,
+                 fill: int = 0) -> None:
+        self.fill = fill
         space = T.RandAugment(num_ops, magnitude, num_magnitude_bins)._augmentation_space(num_magnitude_bins,
                                                                                             (size, size))
         table = _ActionTable()
@@ -157,7 +169,7 @@ class BatchRandAugment:
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         for choice in self.choices(len(images), generator):
-            images = apply_grouped(images, choice, self.actions)
+            images = apply_grouped(images, choice, self.actions, self.fill)
         return images
 
 
@@ -208,15 +220,16 @@ class Cutout(torch.nn.Module):
 
 
 BatchAugmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
-BATCH_AUGMENTATIONS: dict[str, Callable[[int, torch.device], BatchAugmentation]] = {
-    "AutoAugment": lambda size, device: BatchAutoAugment(size, device),
-    "RandAugment": lambda size, device: BatchRandAugment(size, device),
-    "Cutout": lambda size, device: BatchCutout(),
+# name -> factory(image side, device, fill grey level)
+BATCH_AUGMENTATIONS: dict[str, Callable[[int, torch.device, int], BatchAugmentation]] = {
+    "AutoAugment": lambda size, device, fill: BatchAutoAugment(size, device, fill=fill),
+    "RandAugment": lambda size, device, fill: BatchRandAugment(size, device, fill=fill),
+    "Cutout": lambda size, device, fill: BatchCutout(),  # zeros, as BALMS's Cutout writes them
 }
 GATHERS = ("RandomCrop", "RandomHorizontalFlip")  # the fast loader does these as gathers, before everything else
 
 
-def batch_augmentations(aug_info: Sequence[str], size: int, device) -> list[BatchAugmentation]:
+def batch_augmentations(aug_info: Sequence[str], size: int, device, fill: int = 0) -> list[BatchAugmentation]:
     """The batched augmentations that `aug_info` names, in its order. The fast loader crops and flips first, so a
     crop or flip listed after one of these is refused rather than silently moved."""
     names = list(aug_info)
@@ -225,4 +238,4 @@ def batch_augmentations(aug_info: Sequence[str], size: int, device) -> list[Batc
     if late:
         raise ConfigError(f"DATASET.aug_info lists {late[0]} after {names[batched[0]]}, but the fast loader crops and "
                           "flips first: list RandomCrop and RandomHorizontalFlip first, or set DATASET.loader classic")
-    return [BATCH_AUGMENTATIONS[names[i]](size, device) for i in batched]
+    return [BATCH_AUGMENTATIONS[names[i]](size, device, fill) for i in batched]

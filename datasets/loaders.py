@@ -19,21 +19,22 @@ from .augment import BATCH_AUGMENTATIONS, GATHERS, BatchAugmentation, Cutout
 
 PAD = 4  # RandomCrop pads by 4 pixels on every side, as in the CIFAR literature
 
+# name -> factory(image side, fill): `fill` is the grey level (0-255) the geometric ops bring in (DATASET.aug_fill)
 AUGMENTATIONS = {
-    "RandomCrop": lambda size: T.RandomCrop(size, padding=PAD),
-    "RandomHorizontalFlip": lambda size: T.RandomHorizontalFlip(),
-    "AutoAugment": lambda size: T.AutoAugment(T.AutoAugmentPolicy.CIFAR10),
-    "RandAugment": lambda size: T.RandAugment(),
-    "TrivialAugmentWide": lambda size: T.TrivialAugmentWide(),
-    "ColorJitter": lambda size: T.ColorJitter(0.4, 0.4, 0.4),
-    "Cutout": lambda size: Cutout(),  # on the PIL image, so at its place in aug_info, before ToTensor
+    "RandomCrop": lambda size, fill: T.RandomCrop(size, padding=PAD),
+    "RandomHorizontalFlip": lambda size, fill: T.RandomHorizontalFlip(),
+    "AutoAugment": lambda size, fill: T.AutoAugment(T.AutoAugmentPolicy.CIFAR10, fill=fill or None),
+    "RandAugment": lambda size, fill: T.RandAugment(fill=fill or None),
+    "TrivialAugmentWide": lambda size, fill: T.TrivialAugmentWide(fill=fill or None),
+    "ColorJitter": lambda size, fill: T.ColorJitter(0.4, 0.4, 0.4),
+    "Cutout": lambda size, fill: Cutout(),  # on the PIL image, so at its place in aug_info, before ToTensor
 }
 FAST_AUGMENTATIONS = (*GATHERS, *BATCH_AUGMENTATIONS)
 
 
-def classic_transform(aug_info, size: int, mean, std) -> T.Compose:
+def classic_transform(aug_info, size: int, mean, std, fill: int = 0) -> T.Compose:
     """Per-image torchvision transforms: the augmentations named in `aug_info`, then ToTensor and Normalize."""
-    return T.Compose([AUGMENTATIONS[name](size) for name in aug_info] + [T.ToTensor(), T.Normalize(mean, std)])
+    return T.Compose([AUGMENTATIONS[name](size, fill) for name in aug_info] + [T.ToTensor(), T.Normalize(mean, std)])
 
 
 def classic_loader(dataset, batch_size: int, num_workers: int, seed: int) -> DataLoader:

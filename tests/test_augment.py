@@ -59,18 +59,26 @@ ALL_ACTIONS = sorted(set(BatchAutoAugment(SIZE, "cpu").actions) | set(BatchRandA
 
 # ---------------------------------------------------------------- each op is torchvision's
 
-@pytest.mark.parametrize("action", ALL_ACTIONS, ids=[f"{a.op}{a.magnitude:+.3g}" for a in ALL_ACTIONS])
-def test_batched_op_equals_torchvision_per_image_op(action):
+GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
+CASES = [(a, 0) for a in ALL_ACTIONS] + [(a, 128) for a in ALL_ACTIONS if a.op in GEOMETRIC]  # 128: BALMS's grey
+
+
+@pytest.mark.parametrize("action,fill", CASES, ids=[f"{a.op}{a.magnitude:+.3g}-fill{f}" for a, f in CASES])
+def test_batched_op_equals_torchvision_per_image_op(action, fill):
     images = _test_images()
-    batched = OPS[action.op](images, action.magnitude)
+    batched = OPS[action.op](images, action.magnitude, fill)
     assert batched.dtype == torch.uint8 and batched.shape == images.shape
     for image, ours in zip(images, batched):
-        # the classic loader's path (a PIL image) and the per-image tensor path: rounding differs by at most 1
+        # the classic loader's path (a PIL image) and the per-image tensor path, each given `fill` as torchvision's
+        # AutoAugment passes it on (None for 0): rounding differs by at most 1
         pil = _apply_op(Image.fromarray(image.permute(1, 2, 0).numpy()), action.op, action.magnitude,
-                        T.InterpolationMode.NEAREST, None)
-        tensor = _apply_op(image, action.op, action.magnitude, T.InterpolationMode.NEAREST, None)
+                        T.InterpolationMode.NEAREST, [fill] * 3 if fill else None)
+        tensor = _apply_op(image, action.op, action.magnitude, T.InterpolationMode.NEAREST,
+                           [float(fill)] * 3 if fill else None)
         for theirs in (torch.from_numpy(np.array(pil)).permute(2, 0, 1), tensor):
             assert (ours.int() - theirs.int()).abs().max() <= 1
+    if fill and action.magnitude:  # the fill shows: some pixel moved in from outside is grey, not black
+        assert (batched == fill).all(dim=1).sum() > (images == fill).all(dim=1).sum()
 
 
 def test_every_policy_op_has_a_batched_op():
@@ -83,10 +91,10 @@ def test_apply_grouped_gives_each_image_its_own_action():
     images = _test_images()
     actions = [SKIP, Action("Invert", 0.0), Action("TranslateX", -4.35), Action("Solarize", 113.3)]
     choice = torch.tensor([3, 0, 1, 2, 1, 3, 2])
-    out = apply_grouped(images, choice, actions)
+    out = apply_grouped(images, choice, actions, fill=128)
     for image, index, ours in zip(images, choice.tolist(), out):
         action = actions[index]
-        assert torch.equal(ours, OPS[action.op](image[None], action.magnitude)[0])
+        assert torch.equal(ours, OPS[action.op](image[None], action.magnitude, 128)[0])
 
 
 # ---------------------------------------------------------------- draws follow the policy
@@ -254,3 +262,26 @@ def test_build_loaders_gives_the_classic_loader_cutout_before_to_tensor():
     train = _build("classic", "[RandomCrop, RandomHorizontalFlip, AutoAugment, Cutout]")["train"]
     steps = [type(t) for t in train.dataset.transform.transforms]
     assert steps == [T.RandomCrop, T.RandomHorizontalFlip, T.AutoAugment, Cutout, T.ToTensor, T.Normalize]
+
+
+# ---------------------------------------------------------------- DATASET.aug_fill
+
+@pytest.mark.parametrize("loader", ["fast", "classic"])
+def test_aug_fill_is_the_grey_that_autoaugment_brings_in(loader):
+    """On black images AutoAugment's colour ops give 0 or (Invert) 255; only rotate, shear and translate can bring
+    in another level: the fill, 128 as BALMS sets it (which a later colour op may move), none with fill 0."""
+    black = np.zeros((256, SIZE, SIZE, 3), dtype=np.uint8)
+
+    def levels(fill: int) -> set[int]:
+        torch.manual_seed(0)
+        if loader == "fast":
+            [autoaugment] = batch_augmentations(["AutoAugment"], SIZE, "cpu", fill)
+            out = autoaugment(torch.from_numpy(black).permute(0, 3, 1, 2).contiguous(),
+                              torch.Generator().manual_seed(0))
+        else:
+            [autoaugment] = classic_transform(["AutoAugment"], SIZE, MEAN, STD, fill).transforms[:1]
+            out = torch.stack([T.functional.pil_to_tensor(autoaugment(Image.fromarray(image))) for image in black])
+        return set(out.unique().tolist())
+
+    assert levels(0) <= {0, 255}
+    assert 128 in levels(128)

@@ -324,6 +324,21 @@ def test_negative_counts_are_refused(key):
     assert key in message
 
 
+@pytest.mark.parametrize("value", ["-1", "256"])
+def test_aug_fill_outside_grey_levels_is_refused(value):
+    message = refused("DATASET.aug_fill", value)
+    assert "DATASET.aug_fill" in message and "0 to 255" in message
+
+
+@pytest.mark.parametrize("overrides, named", [
+    (["DATASET.imbalance_type", "exp"], "DATASET.imbalance_type null"),
+    (["DATASET.name", "ImageFolderLT"], "DATASET.train_subset null"),
+])
+def test_train_subset_with_a_profile_or_an_image_folder_is_refused(overrides, named):
+    message = refused("DATASET.train_subset", "subset.txt", *overrides)
+    assert "DATASET.train_subset" in message and named in message
+
+
 def test_mean_without_std_is_refused():
     message = refused("DATASET.mean", "[0.5, 0.5, 0.5]")
     assert "DATASET.mean" in message and "DATASET.std" in message

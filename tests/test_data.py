@@ -1,15 +1,31 @@
 """Long-tailed class counts, the seeded split draw, and CIFAR10LT/CIFAR100LT on generated CIFAR files."""
 from __future__ import annotations
 
+import importlib.util
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from datasets import CIFAR10LT, CIFAR100LT, DatasetNotFoundError
-from datasets.long_tail import draw_splits, long_tail_counts
+from config import load_config
+from datasets import CIFAR10LT, CIFAR100LT, DatasetNotFoundError, build_splits
+from datasets.long_tail import draw_splits, long_tail_counts, read_subset
+from errors import ConfigError
+
+
+
+def _load_tool(name: str):
+    """A script of tools/ as a module (tools/ is no package)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ldam_subset = _load_tool("ldam_subset")
 
 # ---------------------------------------------------------------- class counts
 # The profiles of Cao et al. 2019 (LDAM-DRW, Sec. 4) that the CIFAR-LT literature shares: exp keeps
@@ -310,3 +326,95 @@ def test_missing_data_names_every_folder_looked_in(tmp_path, monkeypatch, downlo
     assert str(tmp_path.resolve() / "CIFAR10" / CIFAR10.base_folder) in message
     assert str(tmp_path.resolve() / CIFAR10.base_folder) in message
     assert ("no network" in message) == download
+
+
+# ---------------------------------------------------------------- DATASET.train_subset: a draw made elsewhere
+
+def _subset_file(tmp_path, indices, extra: str = "") -> str:
+    path = tmp_path / "subset.txt"
+    path.write_text("# written by another codebase\n\n" + "".join(f"{i}\n" for i in indices) + extra)
+    return str(path)
+
+
+def test_train_subset_trains_on_exactly_the_listed_images(cifar_root, tmp_path):
+    full = CIFAR10(str(cifar_root), train=True, download=False)
+    indices = np.random.default_rng(0).choice(len(full.data), size=137, replace=False)
+    train = CIFAR10LT(str(cifar_root), split="train", download=False, subset=_subset_file(tmp_path, indices))
+    assert sorted(_rows(train)) == sorted(full.data[i].tobytes() for i in indices)
+    labels = _full_labels(cifar_root, CIFAR10, train=True)
+    assert [labels[row] for row in _rows(train)] == list(train.targets)
+    expected = np.bincount(np.asarray(full.targets)[indices], minlength=10)
+    assert train.num_per_cls == {c: int(n) for c, n in enumerate(expected)}
+
+
+def test_train_subset_val_split_comes_from_outside_it_and_leaves_it_whole(cifar_root, tmp_path):
+    full = CIFAR10(str(cifar_root), train=True, download=False)
+    indices = [i for i, label in enumerate(full.targets) if i % (label + 2) == 0]  # a long-ish tail
+    path = _subset_file(tmp_path, indices)
+    kwargs = dict(download=False, subset=path, seed=3)
+    alone = CIFAR10LT(str(cifar_root), split="train", **kwargs)
+    train = CIFAR10LT(str(cifar_root), split="train", val_per_class=5, **kwargs)
+    val = CIFAR10LT(str(cifar_root), split="val", val_per_class=5, **kwargs)
+    assert _rows(train) == _rows(alone)  # holding out validation images takes none of the subset's
+    assert val.num_per_cls == {c: 5 for c in range(10)}
+    assert not set(_rows(val)) & set(_rows(train))
+
+
+@pytest.mark.parametrize("content, named", [
+    ("3\nseven\n", ["line 4", "'seven'", "whole number"]),  # two header lines come first
+    ("3\n1000\n", ["line 4", "1000", "out of range", "1000 images"]),
+    ("3\n5\n3\n", ["line 5", "index 3", "twice", "line 3"]),
+    ("", ["lists no image index"]),
+])
+def test_a_bad_train_subset_file_is_one_line_naming_file_and_line(cifar_root, tmp_path, content, named):
+    path = tmp_path / "subset.txt"
+    path.write_text("# header\n\n" + content)
+    with pytest.raises(ConfigError) as info:
+        CIFAR10LT(str(cifar_root), split="train", download=False, subset=str(path))
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and all(part in message for part in named), message
+
+
+def test_a_missing_train_subset_file_is_one_line(cifar_root, tmp_path):
+    with pytest.raises(ConfigError, match=r"DATASET.train_subset .*nowhere.txt: cannot read it"):
+        CIFAR10LT(str(cifar_root), split="train", download=False, subset=str(tmp_path / "nowhere.txt"))
+
+
+def test_train_subset_reaches_the_data_through_the_config(cifar_root, tmp_path):
+    path = _subset_file(tmp_path, range(0, 1000, 7))
+    cfg = load_config("configs.yaml", ["DATASET.datadir", str(cifar_root), "DATASET.download", "false",
+                                       "DATASET.train_subset", path, "DATASET.val_per_class", "2"])
+    splits = build_splits(cfg.DATASET, 0)
+    assert len(splits["train"]) == len(range(0, 1000, 7)) and len(splits["val"]) == 20
+
+
+# ---------------------------------------------------------------- tools/ldam_subset.py
+
+def _ldam_subset(cifar_root, tmp_path, seed: int, *args: str) -> np.ndarray:
+    out = tmp_path / f"ldam{seed}.txt"
+    ldam_subset.main(["CIFAR10LT", str(cifar_root), "--imbalance-factor", "10", "--seed", str(seed), "--out", str(out),
+                      *args])
+    return read_subset(str(out), 1000)
+
+
+def test_ldam_subset_follows_the_profile_and_its_seed(cifar_root, tmp_path):
+    labels = np.asarray(CIFAR10(str(cifar_root), train=True, download=False).targets)
+    drawn = _ldam_subset(cifar_root, tmp_path, 0)
+    assert np.bincount(labels[drawn]).tolist() == long_tail_counts(100, 10, "exp", 10)
+    assert np.array_equal(drawn, _ldam_subset(cifar_root, tmp_path, 0))
+    assert not np.array_equal(drawn, _ldam_subset(cifar_root, tmp_path, 1))
+    step = _ldam_subset(cifar_root, tmp_path, 0, "--imbalance-type", "step")
+    assert np.bincount(labels[step]).tolist() == long_tail_counts(100, 10, "step", 10)
+
+
+def test_ldam_subset_shuffles_each_class_with_numpy_seeded_once(cifar_root, tmp_path):
+    """The draw LDAM-DRW's imbalance_cifar.py makes (checked by hand against its code on real CIFAR): after
+    np.random.seed(s), class c's images are the first n_c of np.random.shuffle applied to its indices in turn."""
+    labels = np.asarray(CIFAR10(str(cifar_root), train=True, download=False).targets)
+    np.random.seed(4)
+    expected = []
+    for cls, count in enumerate(long_tail_counts(100, 10, "exp", 10)):
+        indices = np.where(labels == cls)[0]
+        np.random.shuffle(indices)
+        expected += indices[:count].tolist()
+    assert _ldam_subset(cifar_root, tmp_path, 4).tolist() == sorted(expected)
