@@ -61,7 +61,13 @@ def given_splits(targets, train: np.ndarray, val_per_class: int, seed: int) -> d
     `val_per_class` images per class drawn, as draw_splits draws it, from the images outside it."""
     outside = np.array(targets)
     outside[train] = -1  # the subset's images are in no class's pool
-    val = draw_splits(outside, [0] * (int(np.max(targets)) + 1), val_per_class, seed)["val"]
+    left = np.bincount(outside[outside >= 0], minlength=int(np.max(targets)) + 1)
+    if val_per_class and left.min() < val_per_class:
+        cls = int(left.argmin())
+        raise ConfigError(f"DATASET.train_subset leaves {left[cls]} images of class {cls} outside it, too few for "
+                          f"DATASET.val_per_class {val_per_class}: set DATASET.val_per_class <= {left.min()} (0 "
+                          "selects on the test set), or list fewer images of that class")
+    val = draw_splits(outside, [0] * len(left), val_per_class, seed)["val"]
     return {"train": np.sort(train), "val": val}
 
 

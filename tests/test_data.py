@@ -418,3 +418,13 @@ def test_ldam_subset_shuffles_each_class_with_numpy_seeded_once(cifar_root, tmp_
         np.random.shuffle(indices)
         expected += indices[:count].tolist()
     assert _ldam_subset(cifar_root, tmp_path, 4).tolist() == sorted(expected)
+
+
+def test_a_train_subset_that_leaves_too_few_images_for_validation_is_one_line(cifar_root, tmp_path):
+    full = CIFAR10(str(cifar_root), train=True, download=False)
+    whole_class = [i for i, label in enumerate(full.targets) if label == 0 or i % 10 == 0]  # all of class 0
+    with pytest.raises(ConfigError) as info:
+        CIFAR10LT(str(cifar_root), split="train", download=False, val_per_class=5,
+                  subset=_subset_file(tmp_path, whole_class))
+    message = str(info.value)
+    assert "\n" not in message and "0 images of class 0" in message and "DATASET.val_per_class <= 0" in message

@@ -1,25 +1,28 @@
 #!/usr/bin/env bash
-# Issue 10's GPU check, prepared as one command per phase for a lent GPU machine (the device tool), where it
-# starts with its working tree and nothing else. Each phase fits one call of under 10 minutes:
+# The GPU checks, prepared as one command per phase for a lent GPU machine (the device tool), where it starts with
+# its working tree and nothing else. Each phase fits one call of under 10 minutes:
 #
-#   bash tools/gpu_check.sh ldam    # recipes/ldam_200ep.yaml, CE and Balanced Softmax at once (about 7 min)
+#   bash tools/gpu_check.sh pack    # HERE, before the call: the data below, from a lossless CIFAR-10 (CIFAR=DIR)
+#   bash tools/gpu_check.sh ldam    # recipes/ldam_200ep.yaml, CE and Balanced Softmax, each selected on the
+#                                   # validation split and on the test set: 4 runs at once (about 8 min)
 #   bash tools/gpu_check.sh speed   # the CUDA-only tests, then summed train images/s of 1, 4 and 8 concurrent
 #                                   # ResNet-32 runs, eager and with CUDA graphs (about 3 min)
-#   bash tools/gpu_check.sh balms   # recipes/balms.yaml, CE and Balanced Softmax at once (longer: own budget)
+#   bash tools/gpu_check.sh balms   # recipes/balms.yaml, the same 4 runs (longer: own budget)
 #   SMOKE=1 bash tools/gpu_check.sh ldam   # a few steps of a phase, to check this script (a CPU will do)
 #
-# device tool: run(command="bash tools/gpu_check.sh ldam", carry=["data/c10lt-if100-jpeg.tar", "data/wheels"])
+# device tool: run(command="bash tools/gpu_check.sh ldam", carry=["data/c10lt-if100-png.tar.gz", "data/wheels"])
 #
-# Data: data/c10lt-if100-jpeg.tar (35 MB, never committed) holds CIFAR-10-LT IF 100 of the JPEG copy of CIFAR-10
-# (../shared/data/README.md) as ImageFolderLT folders: train/ (12,280 images: the split that CIFAR10LT draws with
-# DEFAULT.data_seed 0 and DATASET.val_per_class 50), val/ (50 a class, held out of the training images) and
-# test/ (all 10,000), the original JPEG bytes. So these runs train on exactly the images of the CPU check, and
-# select their checkpoint on the same validation split. data/wheels holds omegaconf, which the GPU image lacks.
-# What comes back in $OUT: the report (report.md, report.csv) and the run logs, or the throughput table.
+# Data: data/c10lt-if100-png.tar.gz (50 MB, never committed), written by the pack phase from a lossless copy of
+# CIFAR-10 in torchvision's format (../shared/data/README.md), as ImageFolderLT folders of PNG files: train/
+# (CIFAR-10-LT IF 100 as CIFAR10LT draws it with DEFAULT.data_seed 0 and DATASET.val_per_class 50: 12,280 images,
+# 4,950 down to 49 a class), val/ (those 50 a class) and test/ (all 10,000). The runs selected on the test set
+# train on the same train/ without val/. data/wheels holds omegaconf, which the GPU image lacks.
+# What comes back in $OUT: the reports (report-val.md: selected on val/; report-test.md: selected on the test set,
+# the literature's protocol, with the last epoch beside it) and the run logs, or the throughput table.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-phase=${1:?usage: bash tools/gpu_check.sh ldam|speed|balms}
+phase=${1:?usage: bash tools/gpu_check.sh pack|ldam|speed|balms}
 PYTHON=${PYTHON:-python3}
 WORK=/tmp/gpu_check/$phase  # runs, checkpoints and logs; a few files of it are copied to $OUT at the end
 OUT=${OUT:-/tmp/gpu_check/out}  # the device tool brings back at most 8 files from its $OUT
@@ -28,10 +31,37 @@ SMOKE=${SMOKE:-0}
 LIMIT=${LIMIT:-560}  # seconds a training phase may take before its runs are stopped (they keep their checkpoints)
 mkdir -p "$WORK" "$OUT"
 
+TAR=data/c10lt-if100-png.tar.gz  # gzip: plain tar pads each of the 22,780 small files to 1 KB or more (65 MiB)
+
+if [ "$phase" = pack ]; then  # on the machine that holds CIFAR-10 (CIFAR=DIR, as DATASET.datadir)
+  : "${CIFAR:?set CIFAR to the folder that holds cifar-10-batches-py}"
+  rm -rf "$WORK/folders"
+  "$PYTHON" - "$CIFAR" "$WORK/folders" <<'PY' || exit 1
+import sys
+from pathlib import Path
+from PIL import Image
+sys.path[:0] = [".", "tests"]
+from fake_cifar import accept_files_in  # a lossless copy was written anew: its md5 differs from the original's
+from datasets import CIFAR10LT
+cifar, out = sys.argv[1:]
+for root in (Path(cifar) / CIFAR10LT.seed_folder, Path(cifar)):  # where in_datadir looks
+    accept_files_in(root)
+for split in ("train", "val", "test"):
+    data = CIFAR10LT.in_datadir(cifar, split=split, imb_type="exp", imbalance_factor=100, val_per_class=50, seed=0)
+    for i, (image, label) in enumerate(zip(data.data, data.targets)):
+        folder = Path(out) / split / f"{label}_{data.classes[label]}"  # sorted names keep CIFAR's class order
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i:05d}.png")
+    print(split, len(data), list(data.num_per_cls.values()))
+PY
+  mkdir -p data && tar -czf "$TAR" -C "$WORK/folders" train val test && ls -l "$TAR"
+  exit
+fi
+
 "$PYTHON" -c "import omegaconf" 2>/dev/null ||
   "$PYTHON" -m pip install -q --no-index --find-links data/wheels omegaconf || exit 1
 if [ ! -d "$DATA/train" ]; then
-  mkdir -p "$DATA" && tar -xf data/c10lt-if100-jpeg.tar -C "$DATA" || exit 1
+  mkdir -p "$DATA" && tar -xzf "$TAR" -C "$DATA" || exit 1
 fi
 FACTOR=100
 short=()
@@ -46,14 +76,24 @@ if [ "$SMOKE" = 1 ]; then  # 30 training images a class at IF 2, 2 epochs
   short=(TRAIN.epochs 2 SCHEDULER.warmup 1 TRAIN.iterations null SCHEDULER.interval epoch DATASET.batch_size 32)
 fi
 
-train() {  # $1: recipe name; CE and Balanced Softmax at once through run.sh, each stopped after LIMIT seconds
-  RECIPE=recipes/$1.yaml DATASETS=ImageFolderLT FACTORS=$FACTOR JOBS=2 SAVEDIR="$WORK/results" PYTHON="$PYTHON" \
-    LAUNCH="timeout $LIMIT $PYTHON" bash run.sh DATASET.datadir "$DATA" DATASET.img_size 32 DATASET.download false \
-    TRAIN.wandb.use false "${short[@]}" > "$WORK/run.log" 2>&1
-  echo "run.sh exit status $?" >> "$WORK/run.log"
-  "$PYTHON" report.py "$WORK/results" --out "$WORK" >> "$WORK/run.log" 2>&1
-  cp "$WORK"/run.log "$WORK"/report.md "$WORK"/report.csv "$WORK"/results/logs/*.log "$OUT"/ 2>/dev/null
-  tail -n 30 "$WORK/run.log"; head -n 40 "$WORK/report.md" 2>/dev/null
+train() {  # $1: recipe name; CE and Balanced Softmax, selected on val/ and on the test set (the same data without
+           # val/), 4 runs at once through run.sh, each stopped after LIMIT seconds
+  mkdir -p "$DATA-noval" && ln -sfn "$DATA/train" "$DATA-noval/train" && ln -sfn "$DATA/test" "$DATA-noval/test"
+  for select in val test; do
+    local data=$DATA
+    [ "$select" = test ] && data=$DATA-noval
+    RECIPE=recipes/$1.yaml DATASETS=ImageFolderLT FACTORS=$FACTOR JOBS=2 SAVEDIR="$WORK/results-$select" \
+      PYTHON="$PYTHON" LAUNCH="timeout $LIMIT $PYTHON" bash run.sh DATASET.datadir "$data" DATASET.img_size 32 \
+      DATASET.download false TRAIN.wandb.use false "${short[@]}" > "$WORK/run-$select.log" 2>&1 &
+  done
+  wait
+  for select in val test; do
+    "$PYTHON" report.py "$WORK/results-$select" --out "$WORK/report-$select" >> "$WORK/run-$select.log" 2>&1
+    cp "$WORK/report-$select/report.md" "$OUT/report-$select.md" 2>/dev/null
+    cp "$WORK/report-$select/report.csv" "$OUT/report-$select.csv" 2>/dev/null
+    cp "$WORK/run-$select.log" "$OUT"/ 2>/dev/null
+    tail -n 15 "$WORK/run-$select.log"; head -n 40 "$WORK/report-$select/report.md" 2>/dev/null
+  done
 }
 
 speed() {  # the CUDA-only tests, then N concurrent main.py runs of a few epochs each, for N = 1, 4, 8
@@ -97,5 +137,5 @@ case $phase in
   speed) echo "| compile | runs | finished | summed train images/s | per run |" > "$WORK/throughput.md"
          echo "|---|---|---|---|---|" >> "$WORK/throughput.md"
          speed ;;
-  *) echo "unknown phase $phase: ldam | speed | balms" >&2; exit 2 ;;
+  *) echo "unknown phase $phase: pack | ldam | speed | balms" >&2; exit 2 ;;
 esac
