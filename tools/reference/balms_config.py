@@ -5,7 +5,8 @@ changing only what a shortened run on another imbalance factor and a CPU must ch
 
 - cifar_imb_ratio and the class-count file the loss reads (BALMS writes it, named by the factor);
 - num_iterations: epochs x ceil(12,406 / 512) = 25 batches (BALMS runs ceil(iterations / batches) epochs);
-- warmup_iterations: its 800 of 13,000 scaled alike (BALMS rounds it up to whole epochs, 2 at least);
+- warmup_iterations: its 800 of 13,000 scaled alike, but at least 2 epochs' worth, which its scheduler asserts
+  (BALMS rounds it up to whole epochs);
 - log_dir: one per seed; num_workers: 1 (one core a run).
 """
 import argparse
@@ -33,7 +34,7 @@ def main() -> None:
         f"./cls_freq/CIFAR-10-LT_IMBA{args.imbalance_factor}.json")
     iterations = args.epochs * BATCHES
     train["num_iterations"] = iterations
-    cfg["warmup_iterations"] = round(cfg["warmup_iterations"] * iterations / 13000)
+    cfg["warmup_iterations"] = max(round(cfg["warmup_iterations"] * iterations / 13000), BATCHES + 1)
     train["log_dir"] = (f"./logs/CIFAR10_LT/models/resnet32_balanced_softmax_imba{args.imbalance_factor}_"
                         f"{args.epochs}ep_seed{args.seed}")
     train["num_workers"] = 1
