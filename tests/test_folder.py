@@ -255,9 +255,10 @@ def test_train_class_absent_from_test_warns(folder):
 def test_registered_and_accepted_by_config_check(folder, cifar_root):
     assert DATASETS["ImageFolderLT"] is ImageFolderLT
     check(config(folder, "DATASET.download", "true"))  # download is ignored, never required
-    cifar = load_config(ROOT / "configs.yaml", ["DATASET.datadir", str(cifar_root), "DATASET.download", "false",
-                                                "DATASET.img_size", "24"])
-    assert build_splits(cifar.DATASET, 0)["train"].data.shape[1] == 32  # CIFAR gets no img_size
+    cifar = load_config(ROOT / "configs.yaml", ["DATASET.datadir", str(cifar_root), "DATASET.download", "false"])
+    assert build_splits(cifar.DATASET, 0)["train"].data.shape[1] == 32
+    with pytest.raises(ConfigError, match="DATASET.img_size 24 has no effect on CIFAR10LT"):  # CIFAR is never resized
+        load_config(ROOT / "configs.yaml", ["DATASET.img_size", "24"])
 
 
 def test_main_trains_on_an_image_folder(folder, tmp_path):
