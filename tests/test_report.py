@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 import report
 from conftest import FAST_RUN, ROOT
@@ -99,6 +100,30 @@ def test_run_sh_trains_each_cell_and_writes_the_report(sweep):
     assert "## Incomplete or crashed runs\n\nNone" in markdown
     for name in ("bcr_vs_imbalance.png", "per_class_CIFAR10LT_IF10.png", "confusion_CIFAR10LT_IF10.png"):
         assert_png(savedir / name)
+
+
+def test_a_recipe_sweeps_beside_an_earlier_sweep_into_folders_of_its_own(sweep, tmp_path):
+    """run.sh with a RECIPE over a results folder that holds an earlier sweep (folders named <loss>-IF_<k>, as before
+    recipes had folders of their own): the recipe's run trains in a folder of its own instead of stopping on the
+    earlier run's, and the report reads the old folders and the new side by side."""
+    savedir = tmp_path / "results"
+    shutil.copytree(sweep[0], savedir)
+    earlier = savedir / "CIFAR10LT" / "resnet32" / "CrossEntropyLoss-IF_10"
+    datadir = yaml.safe_load((earlier / "configs-seed0.yaml").read_text())["DATASET"]["datadir"]
+    recipe = tmp_path / "lr005.yaml"
+    recipe.write_text("OPTIMIZER:\n  lr: 0.05\n")
+    env = {**os.environ, "SEEDS": "0", "DATASETS": "CIFAR10LT", "FACTORS": "10", "LOSSES": "CrossEntropyLoss",
+           "RECIPE": str(recipe), "SAVEDIR": str(savedir), "LAUNCH": f"{sys.executable} tests/fake_cifar.py {datadir}",
+           "PYTHON": sys.executable, "WANDB_SILENT": "true"}
+    done = subprocess.run(["bash", "run.sh", "TRAIN.epochs", "1", "DATASET.datadir", datadir, *FAST_RUN],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert len(seed_results(earlier.with_name("CrossEntropyLoss-IF_10-lr005"))) == 1
+    assert len(seed_results(earlier)) == 2
+    _, rows = table((savedir / "report.md").read_text(), "loss")
+    assert sorted((row[0], row[1].strip("*").split("(")[-1]) for row in rows) == [
+        ("BalancedSoftmax [OPTIMIZER.lr=0.1]", "n=2)"), ("CrossEntropyLoss [OPTIMIZER.lr=0.05]", "n=1)"),
+        ("CrossEntropyLoss [OPTIMIZER.lr=0.1]", "n=2)")]
 
 
 def test_table1_has_a_row_per_loss_and_recomputed_cells(written):
