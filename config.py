@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import difflib
+import math
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -14,6 +15,39 @@ from errors import ConfigError
 _ABSENT = object()
 # torch.compile's modes (TRAIN.compile_mode)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# Keys that take any number, whatever the type of their default: a whole number stays an int (`10.0` gives 10)
+NUMBER_KEYS = ("DATASET.imbalance_factor",)
+
+
+class Ignored(NamedTuple):
+    """When the rest of the config leaves a key unread, why (a format string over the config `c`), and what else
+    would give the key an effect ("" where nothing would)."""
+    when: Callable[[DictConfig], bool]
+    why: str
+    fix: str = ""
+
+
+# Keys that the rest of the config can leave with no effect. A value that overlay files or overrides set, different
+# from the first file's, is refused where it has none, as a key nothing reads is: set, it would claim what the run
+# does not do. The first file's own values (the defaults) are never refused.
+NO_EFFECT = {
+    "DATASET.img_size": Ignored(lambda c: c.DATASET.name != "ImageFolderLT",
+                                "on {c.DATASET.name}, whose images stay 32x32 (only ImageFolderLT resizes)"),
+    "DATASET.num_workers": Ignored(lambda c: c.DATASET.loader == "fast",
+                                   "with DATASET.loader fast, which runs no worker processes", "set DATASET.loader classic"),
+    "SCHEDULER.warmup_start": Ignored(lambda c: c.SCHEDULER.warmup == 0, "while SCHEDULER.warmup is 0",
+                                      "set SCHEDULER.warmup above 0"),
+    "TRAIN.epochs": Ignored(lambda c: c.TRAIN.iterations is not None,
+                            "while TRAIN.iterations {c.TRAIN.iterations} sets the run's length",
+                            "set TRAIN.iterations null to train by epochs"),
+    "TRAIN.compile_mode": Ignored(lambda c: not c.TRAIN.compile, "while TRAIN.compile is false", "add TRAIN.compile true"),
+    "DATASET.imbalance_factor": Ignored(lambda c: c.DATASET.imbalance_type is None,
+                                        "while DATASET.imbalance_type is null (no profile is drawn)",
+                                        "set DATASET.imbalance_type exp or step"),
+    "DATASET.aug_fill": Ignored(lambda c: not set(c.DATASET.aug_info) & {"AutoAugment", "RandAugment", "TrivialAugmentWide"},
+                                "while DATASET.aug_info has no AutoAugment, RandAugment or TrivialAugmentWide",
+                                "add one to DATASET.aug_info"),
+}
 
 
 def _leaf_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
@@ -45,7 +79,7 @@ def _parse(key: str, text: str, default, nullable: bool):
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         raise ConfigError(f"{key}: cannot parse {text!r} as a YAML value") from None
-    if isinstance(default, float) and isinstance(value, str):
+    if (isinstance(default, float) or key in NUMBER_KEYS) and isinstance(value, str):
         try:  # YAML 1.1 reads 1e-5 as a string
             value = float(value)
         except ValueError:
@@ -58,6 +92,10 @@ def _parse(key: str, text: str, default, nullable: bool):
         return None
     if default is None:
         return value
+    if key in NUMBER_KEYS:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {text!r} (default: {default!r})")
+        return int(value) if float(value).is_integer() else value
     expected = {bool: (bool,), int: (int,), float: (int, float), str: (str,), list: (list,), dict: (dict,)}
     for kind, accepted in expected.items():
         if isinstance(default, kind):
@@ -80,7 +118,8 @@ class Setting(NamedTuple):
 
 def load_config(paths: str | Path | list, overrides: list[str] = ()) -> DictConfig:
     """The first YAML, each later YAML merged over it key by key, then the dotted overrides. Every key of a later
-    file or override must exist in the first file, with a value of the same type."""
+    file or override must exist in the first file, with a value of the same type (any number for NUMBER_KEYS), and
+    must have an effect (NO_EFFECT)."""
     paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(path) for path in paths]
     for path in paths:
         if not path.is_file():
@@ -118,16 +157,27 @@ def file_settings(path: Path, cfg: DictConfig) -> list[Setting]:
 
 
 def apply_overrides(cfg: DictConfig, overrides: list[str] = (), settings: list[Setting] = ()) -> DictConfig:
-    """`cfg` with `settings` (from overlay files), then the dotted overrides, merged in; unknown keys are refused.
-    A key may be set to null only where `cfg` as given holds null."""
+    """`cfg` with `settings` (from overlay files), then the dotted overrides, merged in; unknown keys are refused,
+    and so is a value set here that has no effect (NO_EFFECT). A key may be set to null only where `cfg` as given
+    holds null."""
     OmegaConf.set_struct(cfg, True)
     valid = _leaf_keys(cfg)
     nullable = {key for key in valid if OmegaConf.select(cfg, key) is None}
+    defaults = {key: OmegaConf.select(cfg, key) for key in NO_EFFECT}
+    set_in = {}  # key -> where its last setting came from
     for key, text, source in [*settings, *(Setting(key, text) for key, text in _pairs(list(overrides)))]:
         try:
             _set(cfg, key, text, valid, key in nullable)
         except ConfigError as error:
             raise ConfigError(f"{source}: {error}" if source else str(error)) from None
+        set_in[key] = source
+    for key, ignored in NO_EFFECT.items():
+        value = OmegaConf.select(cfg, key)
+        if key in set_in and value != defaults[key] and ignored.when(cfg):
+            where = f"{set_in[key]}: " if set_in[key] else ""
+            fix = f"{ignored.fix}, or " if ignored.fix else ""
+            raise ConfigError(f"{where}{key} {value} has no effect {ignored.why.format(c=cfg)}: {fix}set {key} back "
+                              f"to {defaults[key]}")
     return cfg
 
 
@@ -173,9 +223,6 @@ def check(cfg: DictConfig) -> None:
     one_of("TRAIN.ckp_metric", train.ckp_metric, CHECKPOINT_METRICS)
     one_of("TRAIN.wandb.mode", train.wandb.mode, ("online", "offline"))
     one_of("TRAIN.compile_mode", train.compile_mode, COMPILE_MODES)
-    if train.compile_mode != "default" and not train.compile:
-        raise ConfigError(f"TRAIN.compile_mode {train.compile_mode} has no effect while TRAIN.compile is false; "
-                          "add TRAIN.compile true")
     for name in data.aug_info:
         one_of("DATASET.aug_info item", name, AUGMENTATIONS)
         if data.loader == "fast" and name not in FAST_AUGMENTATIONS:
@@ -194,8 +241,9 @@ def check(cfg: DictConfig) -> None:
     if train.iterations is not None and (not isinstance(train.iterations, int) or train.iterations < 1):
         raise ConfigError(f"TRAIN.iterations must be a whole number of optimizer steps >= 1, or null, "
                           f"got {train.iterations!r}")
-    if data.imbalance_factor < 1:
-        raise ConfigError(f"DATASET.imbalance_factor must be >= 1 (largest class / smallest), got {data.imbalance_factor}")
+    if not (math.isfinite(data.imbalance_factor) and data.imbalance_factor >= 1):
+        raise ConfigError(f"DATASET.imbalance_factor must be a number >= 1 (largest class / smallest), "
+                          f"got {data.imbalance_factor}")
     if data.train_subset is not None and (data.name == "ImageFolderLT" or data.imbalance_type is not None):
         why = ("is read by CIFAR10LT and CIFAR100LT only" if data.name == "ImageFolderLT" else
                f"fixes the class counts, which DATASET.imbalance_type {data.imbalance_type} would draw anew")
@@ -210,12 +258,24 @@ def check(cfg: DictConfig) -> None:
             raise ConfigError(f"{key} must be >= 0, got {OmegaConf.select(cfg, key)}")
     if not 0 <= data.aug_fill <= 255:
         raise ConfigError(f"DATASET.aug_fill must be a grey level from 0 to 255, got {data.aug_fill}")
-    if (data.mean is None) != (data.std is None) or (data.mean is not None and not len(data.mean) == len(data.std) == 3):
+    if (data.mean is None) != (data.std is None):
         raise ConfigError("DATASET.mean and DATASET.std go together: both null, or both lists of 3 numbers")
+    for key, values in (("DATASET.mean", data.mean), ("DATASET.std", data.std)):
+        if values is not None and not _three_numbers(values):
+            shown = OmegaConf.to_container(values) if isinstance(values, (DictConfig, ListConfig)) else values
+            raise ConfigError(f"{key} must be a list of 3 numbers, one per channel (e.g. [0.5, 0.5, 0.5]), "
+                              f"or null; got {shown!r}")
+    if data.std is not None and min(data.std) <= 0:
+        raise ConfigError(f"DATASET.std divides the pixels: every channel's must be > 0, got {list(data.std)}")
     # fused and foreach stay open: setting either opts out of the fused optimizer optim.build_optimizer picks on a GPU
     _check_params("OPTIMIZER.params", OPTIMIZERS[cfg.OPTIMIZER.name], cfg.OPTIMIZER.params,
                   ("params", "lr", "weight_decay", "maximize", "capturable", "differentiable"))
     _check_params("SCHEDULER.params", SCHEDULERS[cfg.SCHEDULER.sched_name], cfg.SCHEDULER.params, ("optimizer", "length"))
+
+
+def _three_numbers(values) -> bool:
+    return isinstance(values, ListConfig) and len(values) == 3 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
 
 
 def _check_params(key: str, factory, params: DictConfig, reserved: tuple[str, ...]) -> None:

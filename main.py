@@ -108,7 +108,7 @@ def run(cfg) -> None:
         rng = gather_object([rng_state()])  # every process's own, in process order: each resumes its own stream
         if accelerator.is_main_process:
             save_torch({"model": unwrapped.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "best": best,
+                        "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "epochs": epochs, "best": best,
                         "best_epoch": best_epoch, "rng": rng, "config": config,
                         "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None}, paths["last"])
         accelerator.log({**{f"train/{k}": v for k, v in train_scores.items()},

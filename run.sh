@@ -3,12 +3,16 @@
 # (BS equals CE on balanced data, so IF 1 trains CE only), once per seed, then report.py over the results.
 #
 #   bash run.sh                                   # seed 0, the settings in configs.yaml
-#   RECIPE=recipes/balms.yaml bash run.sh         # a published recipe (recipes/*.yaml) merged over configs.yaml
+#   RECIPE=recipes/balms.yaml bash run.sh         # a published recipe (recipes/*.yaml) merged over configs.yaml;
+#                                                 # its runs go to <loss>-IF_<k>-balms, apart from other recipes'
 #   SEEDS="0 1 2" bash run.sh                     # three seeds side by side in each run folder
 #   bash run.sh TRAIN.epochs 1 MODEL.name resnet32  # extra KEY VALUE pairs go to every run
 #   JOBS=4 bash run.sh                            # 4 runs at once on this machine; each run's output goes to
-#                                                 # SAVEDIR/logs/<data set>-<loss>-IF_<k>-seed<s>.log
+#                                                 # SAVEDIR/logs/<data set>-<run folder>-seed<s>.log
 #   sbatch --array=0-7 run.sh                     # SLURM: 8 array tasks share the sweep (submit from this folder)
+#
+# Each run's folder (DEFAULT.exp_name) is <loss>-IF_<k>, followed by -<recipe> with a RECIPE (its file name without
+# .yaml), so that the sweeps of two recipes never share a folder.
 #
 # Environment: SEEDS, DATASETS, FACTORS, LOSSES (space-separated lists), CONFIG (default configs.yaml), RECIPE
 # (an overlay file passed as a second --config; default none), SAVEDIR (default ./results), PYTHON (the
@@ -49,8 +53,10 @@ if [ "$TASK" -lt 0 ] || [ "$TASK" -ge "$TASKS" ]; then
   exit 2
 fi
 configs=(--config "$CONFIG")
+suffix=""  # tells the run folders of one recipe from another's
 if [ -n "$RECIPE" ]; then
   configs+=(--config "$RECIPE")
+  suffix=-$(basename "$RECIPE" .yaml)
 fi
 if [ "$JOBS" -gt 1 ]; then
   # JOBS processes with a thread per core each would fight over the cores
@@ -81,7 +87,8 @@ for seed in $SEEDS; do
           continue  # another array task's run
         fi
         label="$dataset $loss IF $factor seed $seed"
-        args=(DEFAULT.exp_name "$loss-IF_$factor" DEFAULT.seed "$seed" DEFAULT.savedir "$SAVEDIR"
+        name="$loss-IF_$factor$suffix"
+        args=(DEFAULT.exp_name "$name" DEFAULT.seed "$seed" DEFAULT.savedir "$SAVEDIR"
               DATASET.name "$dataset" DATASET.imbalance_type exp DATASET.imbalance_factor "$factor" LOSS.name "$loss")
         if [ "$JOBS" = 1 ]; then
           echo "== dataset: $dataset, loss: $loss, IF: $factor, seed: $seed"
@@ -91,7 +98,7 @@ for seed in $SEEDS; do
         while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do
           wait -n
         done
-        log="$SAVEDIR/logs/$dataset-$loss-IF_$factor-seed$seed.log"
+        log="$SAVEDIR/logs/$dataset-$name-seed$seed.log"
         echo "== started: $label (log: $log)"
         { launch "$label" "${args[@]}" > "$log" 2>&1 && echo "== finished: $label" ||
             echo "== FAILED: $label (log: $log)"; } &

@@ -37,6 +37,7 @@ class Run:
     results: dict = field(default_factory=dict)
     note: str = ""
     last_epoch: int | None = None     # epochs finished, for an incomplete run
+    epochs: int | None = None         # the epochs it trains, TRAIN.iterations' too (see run_epochs); None: unknown
 
     @property
     def dataset(self) -> str:
@@ -54,10 +55,6 @@ class Run:
         """A config value as text; "?" where the config is missing (a run that left no readable config)."""
         value = lookup(self.config, key)
         return "?" if value is None else str(value)
-
-    @property
-    def epochs(self):
-        return lookup(self.config, "TRAIN.epochs")
 
     @property
     def column(self) -> Column:
@@ -128,6 +125,17 @@ def read_checkpoint(path: Path) -> dict | None:
     return state if isinstance(state, dict) else None
 
 
+def run_epochs(config: dict, written: dict) -> int | None:
+    """How many epochs a run trains: as main.py wrote it in `written` (its results, or its last checkpoint), else
+    TRAIN.epochs where TRAIN.iterations is unset. A run by TRAIN.iterations lasts the epochs that cover them, which
+    depend on the data set's size: a checkpoint from before checkpoints held them leaves the number unknown."""
+    if isinstance(written.get("epochs"), int):
+        return written["epochs"]
+    if lookup(config, "TRAIN.iterations") is None:
+        return lookup(config, "TRAIN.epochs")
+    return None
+
+
 def run_folders(root: Path) -> list[Path]:
     """Every folder under `root` (itself included) holding a run's config, checkpoint or results."""
     found = []
@@ -154,10 +162,11 @@ def seed_run(folder: Path, seed: int, folder_config: dict | None) -> Run:
     if isinstance(results, dict) and isinstance(results.get("test"), dict):
         # evaluate.py writes the same file names, with the checkpoint it evaluated instead of a selection
         status = "re-evaluation" if "checkpoint" in results else "complete"
-        return Run(folder, seed, results.get("config") or folder_config or {}, status, results)
+        config = results.get("config") or folder_config or {}
+        return Run(folder, seed, config, status, results, epochs=run_epochs(config, results))
     state = read_checkpoint(paths["last"]) or {}
     config = state.get("config") or folder_config or {}
-    run = Run(folder, seed, config, "incomplete", last_epoch=state.get("epoch", 0))
+    run = Run(folder, seed, config, "incomplete", last_epoch=state.get("epoch", 0), epochs=run_epochs(config, state))
     if paths["results"].exists():
         run.note = f"{paths['results'].name} is unreadable"
     elif not state:

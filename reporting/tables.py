@@ -12,8 +12,9 @@ from .pooling import (DASH, column_key, column_label, fmt, imbalance_label, loss
                       settings_id, settings_label, varying)
 from .runs import Run, lookup
 
-# Settings worth stating above a table when all its runs share them
-HEADLINE_SETTINGS = ("TRAIN.epochs", "DATASET.batch_size", "OPTIMIZER.name", "OPTIMIZER.lr", "SCHEDULER.sched_name",
+# Settings worth stating above a table when all its runs share them (after the epochs the runs trained, which
+# TRAIN.iterations makes differ by data set and imbalance)
+HEADLINE_SETTINGS = ("TRAIN.iterations", "DATASET.batch_size", "OPTIMIZER.name", "OPTIMIZER.lr", "SCHEDULER.sched_name",
                      "DATASET.val_per_class", "DEFAULT.data_seed", "selected_by")
 # Config values copied into report.csv beside each run's identity
 CSV_SETTINGS = ("DATASET.batch_size", "OPTIMIZER.name", "OPTIMIZER.lr", "SCHEDULER.sched_name", "DATASET.val_per_class",
@@ -24,11 +25,15 @@ GROUP_METRICS = ("many_acc", "medium_acc", "few_acc", "head_acc", "mid_acc", "ta
 # ---------------------------------------------------------------- tables
 
 def shared_settings(runs: list[Run]) -> str:
-    """The headline settings that every run of a table shares, as one line."""
+    """The epochs the runs of a table trained (a range where they differ), and the headline settings they all
+    share, as one line."""
     common = []
+    lengths = {run.epochs for run in runs}
+    if lengths and None not in lengths:
+        common.append(f"epochs {min(lengths)}" + (f"-{max(lengths)}" if len(lengths) > 1 else ""))
     for key in HEADLINE_SETTINGS:
         seen = {dict(run.settings).get(key) for run in runs}
-        if len(seen) == 1 and None not in seen:
+        if len(seen) == 1 and None not in seen and not (key == "TRAIN.iterations" and seen == {"null"}):
             common.append(f"{key} {seen.pop().strip(chr(34))}")
     return ", ".join(common)
 
@@ -159,7 +164,7 @@ def incomplete_section(runs: list[Run], root: Path) -> list[str]:
         where = [str(run.folder.relative_to(root)), str(run.seed)]
         if run.config:
             body.append(where + [run.dataset, imbalance_label(run.column), run.loss, run.model,
-                                 f"{run.last_epoch} of {run.epochs}", run.note])
+                                 f"{run.last_epoch} of {'?' if run.epochs is None else run.epochs}", run.note])
         else:
             body.append(where + ["?"] * 5 + [f"{run.note} (no readable config)"])
     return lines + markdown_table(["run", "seed", "data set", "imbalance", "loss", "model", "epochs finished",

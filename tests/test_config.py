@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from config import ConfigError, check, load_config
+from config import ConfigError, apply_overrides, check, load_config
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs.yaml"
 
@@ -289,7 +289,7 @@ def test_the_papers_augmentations_pass_check_with_both_loaders(loader):
                                        ("TRAIN.ckp_metric", "top5"), ("TRAIN.wandb.mode", "disabled"),
                                        ("TRAIN.compile_mode", "turbo")])
 def test_other_unknown_choices(key, value):
-    message = refused(key, value)
+    message = refused(key, value, "TRAIN.compile", "true")  # where TRAIN.compile_mode is read
     assert key in message and value in message and "choose one of" in message
 
 
@@ -303,13 +303,27 @@ def test_compile_mode_needs_compile():
 
 @pytest.mark.parametrize("value", ["0", "-5"])
 def test_imbalance_factor_below_one_is_refused(value):
-    message = refused("DATASET.imbalance_factor", value)
+    message = refused("DATASET.imbalance_type", "exp", "DATASET.imbalance_factor", value)
     assert "DATASET.imbalance_factor" in message and value in message and ">= 1" in message
 
 
 def test_imbalance_factor_one_and_above_pass():
     check(load("DATASET.imbalance_type", "exp", "DATASET.imbalance_factor", "1"))
     check(load("DATASET.imbalance_type", "exp", "DATASET.imbalance_factor", "200"))
+
+
+@pytest.mark.parametrize("value, expected", [("12.5", 12.5), ("1.5", 1.5), ("10", 10), ("10.0", 10), ("1e2", 100)])
+def test_imbalance_factor_takes_any_number_a_whole_one_staying_an_int(value, expected):
+    # the long-tail profile takes any factor >= 1; a whole one stays an int, so that IF 10 and IF 10.0 are one cell
+    cfg = load("DATASET.imbalance_type", "exp", "DATASET.imbalance_factor", value)
+    check(cfg)
+    assert cfg.DATASET.imbalance_factor == expected and type(cfg.DATASET.imbalance_factor) is type(expected)
+
+
+@pytest.mark.parametrize("value", ["abc", "true", "[10]", ".nan", ".inf", "0.5"])
+def test_imbalance_factor_that_is_no_number_from_one_up_is_refused(value):
+    message = refused("DATASET.imbalance_type", "exp", "DATASET.imbalance_factor", value)
+    assert message.startswith("DATASET.imbalance_factor must be a number")
 
 
 @pytest.mark.parametrize("key", ["TRAIN.epochs", "DATASET.batch_size", "TRAIN.grad_accum_steps"])
@@ -320,13 +334,13 @@ def test_counts_below_one_are_refused(key):
 
 @pytest.mark.parametrize("key", ["DATASET.val_per_class", "SCHEDULER.warmup", "DATASET.num_workers"])
 def test_negative_counts_are_refused(key):
-    message = refused(key, "-1")
-    assert key in message
+    message = refused(key, "-1", "DATASET.loader", "classic")  # where DATASET.num_workers is read
+    assert message == f"{key} must be >= 0, got -1"
 
 
 @pytest.mark.parametrize("value", ["-1", "256"])
 def test_aug_fill_outside_grey_levels_is_refused(value):
-    message = refused("DATASET.aug_fill", value)
+    message = refused("DATASET.aug_info", "[AutoAugment]", "DATASET.aug_fill", value)
     assert "DATASET.aug_fill" in message and "0 to 255" in message
 
 
@@ -342,6 +356,75 @@ def test_train_subset_with_a_profile_or_an_image_folder_is_refused(overrides, na
 def test_mean_without_std_is_refused():
     message = refused("DATASET.mean", "[0.5, 0.5, 0.5]")
     assert "DATASET.mean" in message and "DATASET.std" in message
+
+
+@pytest.mark.parametrize("key", ["DATASET.mean", "DATASET.std"])
+@pytest.mark.parametrize("value", ["[a, b, c]", "[0.5, 0.5]", "[0.5, 0.5, 0.5, 0.5]", "0.5", "abc", "{r: 0.5}",
+                                   "[true, 0.5, 0.5]", "[0.5, .nan, 0.5]", "[[0.5], 0.5, 0.5]"])
+def test_mean_and_std_must_be_three_numbers(key, value):
+    # each was accepted before, and crashed (or normalised with a nan) once training began
+    given = {"DATASET.mean": "[0.5, 0.5, 0.5]", "DATASET.std": "[0.25, 0.25, 0.25]", key: value}
+    message = refused(*[word for pair in given.items() for word in pair])
+    assert message.startswith(f"{key} must be a list of 3 numbers") and "got " in message
+
+
+@pytest.mark.parametrize("std", ["[0.25, 0, 0.25]", "[0.25, -0.25, 0.25]"])
+def test_std_must_be_positive(std):
+    message = refused("DATASET.mean", "[0.5, 0.5, 0.5]", "DATASET.std", std)
+    assert "DATASET.std" in message and "> 0" in message
+
+
+def test_whole_numbers_pass_as_mean_and_std():
+    check(load("DATASET.mean", "[0, 0.5, 1]", "DATASET.std", "[1, 1, 1]"))
+
+
+# ---------------------------------------------------------------- settings that have no effect
+
+NO_EFFECT = [
+    # (a setting that the rest of the config leaves unread, what gives it an effect, the words of the fix)
+    (["DATASET.img_size", "64"], ["DATASET.name", "ImageFolderLT"], "set DATASET.img_size back to 32"),
+    (["DATASET.num_workers", "8"], ["DATASET.loader", "classic"], "set DATASET.loader classic"),
+    (["SCHEDULER.warmup_start", "0.5"], ["SCHEDULER.warmup", "5"], "set SCHEDULER.warmup above 0"),
+    (["TRAIN.epochs", "3"], ["TRAIN.iterations", "null"], "set TRAIN.iterations null"),
+    (["TRAIN.compile_mode", "reduce-overhead"], ["TRAIN.compile", "true"], "add TRAIN.compile true"),
+]
+
+
+@pytest.mark.parametrize("setting, effect, fix", NO_EFFECT, ids=[case[0][0] for case in NO_EFFECT])
+def test_a_setting_with_no_effect_is_refused_naming_the_fix(setting, effect, fix):
+    # TRAIN.iterations 13000 is there for TRAIN.epochs to have no effect; it does not change the other cases
+    message = refused("TRAIN.iterations", "13000", *setting)
+    assert message.startswith(f"{setting[0]} {setting[1]} has no effect") and fix in message
+    check(load("TRAIN.iterations", "13000", *setting, *effect))
+
+
+@pytest.mark.parametrize("setting, effect, fix", NO_EFFECT, ids=[case[0][0] for case in NO_EFFECT])
+def test_a_setting_with_no_effect_is_refused_in_a_file_too_naming_it(tmp_path, setting, effect, fix):
+    section, key = setting[0].split(".")
+    recipe = overlay(tmp_path, f"{section}:\n  {key}: {setting[1]}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config([CONFIG, recipe], ["TRAIN.iterations", "13000"])
+    assert str(info.value).startswith(f"{recipe}: {setting[0]} {setting[1]} has no effect")
+    check(load_config([CONFIG, recipe], ["TRAIN.iterations", "13000", *effect]))
+
+
+def test_defaults_with_no_effect_are_not_refused(tmp_path):
+    # configs.yaml's num_workers, warmup_start, epochs, img_size and compile_mode are all unread here: none is set
+    cfg = load("TRAIN.iterations", "13000")
+    check(cfg)
+    # set to the first file's value, a key says nothing new: also accepted, from a file or the command line
+    check(load("TRAIN.iterations", "13000", "TRAIN.epochs", "50", "DATASET.num_workers", "2"))
+    recipe = overlay(tmp_path, "SCHEDULER:\n  warmup: 5\n  warmup_start: 0.5\n")
+    check(load_config([CONFIG, recipe], ["SCHEDULER.warmup", "0", "SCHEDULER.warmup_start", "0.1"]))
+
+
+def test_a_saved_config_is_its_own_default(tmp_path):
+    # evaluate.py merges its overrides over a run's saved config: what the run set is the default there
+    saved = load("TRAIN.iterations", "13000")
+    saved.TRAIN.epochs = 3  # as a run from before this check may have saved it
+    cfg = apply_overrides(OmegaConf.create(OmegaConf.to_container(saved)), ["DATASET.test_batch_size", "64"])
+    check(cfg)
+    assert cfg.TRAIN.epochs == 3
 
 
 @pytest.mark.parametrize("key, value, named", [
@@ -457,3 +540,13 @@ def test_optimizer_params_may_opt_out_of_the_fused_optimizer(key):
     cfg = load("OPTIMIZER.params", f"{{momentum: 0.9, {key}: false}}")
     check(cfg)
     assert OmegaConf.to_container(cfg.OPTIMIZER.params) == {"momentum": 0.9, key: False}
+
+
+@pytest.mark.parametrize("overrides, named", [
+    (["DATASET.imbalance_factor", "100"], "DATASET.imbalance_type exp or step"),
+    (["DATASET.aug_fill", "128"], "add one to DATASET.aug_info"),
+])
+def test_imbalance_factor_and_aug_fill_without_effect_are_refused(overrides, named):
+    message = refused(*overrides)
+    assert overrides[0] in message and "no effect" in message and named in message
+    check(load(*overrides, "DATASET.imbalance_type", "exp", "DATASET.aug_info", "[AutoAugment]"))

@@ -178,8 +178,8 @@ def test_val_folder_is_used_when_present(folder):
 
 @pytest.mark.parametrize("imb_type,train_counts", [(None, [28, 13, 4]), ("exp", long_tail_counts(28, 3, "exp", 6))])
 def test_val_per_class_is_balanced_and_disjoint(folder, imb_type, train_counts):
-    overrides = ["DATASET.val_per_class", "2", "DATASET.imbalance_factor", "6"]
-    overrides += ["DATASET.imbalance_type", imb_type] if imb_type else []
+    overrides = ["DATASET.val_per_class", "2"]
+    overrides += ["DATASET.imbalance_type", imb_type, "DATASET.imbalance_factor", "6"] if imb_type else []
     splits = build_splits(config(folder, *overrides).DATASET, 7)
     assert splits["val"].num_per_cls == {0: 2, 1: 2, 2: 2}
     assert list(splits["train"].num_per_cls.values()) == train_counts
@@ -255,9 +255,10 @@ def test_train_class_absent_from_test_warns(folder):
 def test_registered_and_accepted_by_config_check(folder, cifar_root):
     assert DATASETS["ImageFolderLT"] is ImageFolderLT
     check(config(folder, "DATASET.download", "true"))  # download is ignored, never required
-    cifar = load_config(ROOT / "configs.yaml", ["DATASET.datadir", str(cifar_root), "DATASET.download", "false",
-                                                "DATASET.img_size", "24"])
-    assert build_splits(cifar.DATASET, 0)["train"].data.shape[1] == 32  # CIFAR gets no img_size
+    cifar = load_config(ROOT / "configs.yaml", ["DATASET.datadir", str(cifar_root), "DATASET.download", "false"])
+    assert build_splits(cifar.DATASET, 0)["train"].data.shape[1] == 32
+    with pytest.raises(ConfigError, match="DATASET.img_size 24 has no effect on CIFAR10LT"):  # CIFAR is never resized
+        load_config(ROOT / "configs.yaml", ["DATASET.img_size", "24"])
 
 
 def test_main_trains_on_an_image_folder(folder, tmp_path):

@@ -1,26 +1,45 @@
 """Every shipped recipe (recipes/*.yaml) merges over configs.yaml, passes check() and gives its source's learning
-rate at chosen epochs or iterations."""
+rate at chosen epochs or iterations, over as many optimizer steps per epoch as its training loader gives."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
+import torch
 from torch import nn
 
 from config import check, load_config
-from datasets import AUGMENTATIONS
+from datasets import build_loaders, long_tail_counts
 from optim import build_optimizer, build_scheduler, run_length
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
 
-# recipe -> (optimizer steps per epoch to assume, {epoch or iteration (the schedule's unit): learning rate})
+# recipe -> {epoch or iteration (the schedule's unit): learning rate}, on CIFAR-10-LT IF 100
 EXPECTED = {
     # LDAM-DRW's adjust_learning_rate: lr x (e + 1) / 5 for epochs 0-4, then 0.1, x0.01 from 160, x1e-4 from 180
-    "ldam_200ep": (97, {0: 0.02, 1: 0.04, 4: 0.1, 5: 0.1, 159: 0.1, 160: 1e-3, 179: 1e-3, 180: 1e-5, 199: 1e-5}),
+    "ldam_200ep": {0: 0.02, 1: 0.04, 4: 0.1, 5: 0.1, 159: 0.1, 160: 1e-3, 179: 1e-3, 180: 1e-5, 199: 1e-5},
     # BALMS: 0.05 -> 0.1 over 800 iterations, then a cosine to 0 at iteration 13,000 (midpoint 6,900)
-    "balms": (25, {0: 0.05, 400: 0.075, 799: 0.05 + 0.05 * 799 / 800, 800: 0.1, 6900: 0.05, 12999: 0.0}),
+    "balms": {0: 0.05, 400: 0.075, 799: 0.05 + 0.05 * 799 / 800, 800: 0.1, 6900: 0.05, 12999: 0.0},
 }
+
+
+def recipe(path: Path):
+    return load_config([ROOT / "configs.yaml", path], [])
+
+
+def steps_per_epoch(cfg, factor: int) -> int:
+    """The optimizer steps of one epoch on CIFAR-10-LT (exp) at `factor`, on one process, counted as main.py counts
+    them: the length of the training loader that build_loaders makes for `cfg`, over a split of CIFAR-10-LT's size
+    (5,000 images in the largest class; the pixels do not matter)."""
+    counts = long_tail_counts(5000, 10, "exp", factor)
+    split = SimpleNamespace(data=np.zeros((sum(counts), 32, 32, 3), np.uint8), targets=np.repeat(np.arange(10), counts),
+                            mean=(0.5,) * 3, std=(0.25,) * 3)
+    one_process = SimpleNamespace(num_processes=1, process_index=0, device=torch.device("cpu"))
+    assert cfg.TRAIN.grad_accum_steps == 1  # else main.py groups the loader's batches into fewer steps
+    return len(build_loaders(cfg.DATASET, {"train": split}, 0, one_process)["train"])
 
 
 def test_every_recipe_has_expected_learning_rates():
@@ -29,19 +48,17 @@ def test_every_recipe_has_expected_learning_rates():
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda path: path.stem)
 def test_recipe_merges_over_configs_yaml_and_names_its_source(path):
-    cfg = load_config([ROOT / "configs.yaml", path], [])
+    cfg = recipe(path)
     assert cfg.MODEL.name == "resnet32"
     assert "github.com/" in path.read_text().split("\n\n")[0], "the opening comment names the recipe's source"
-    if "Cutout" in cfg.DATASET.aug_info and "Cutout" not in AUGMENTATIONS:
-        pytest.skip("Cutout is not in datasets.AUGMENTATIONS yet (it comes with the fast loader's augmentations)")
     check(cfg)
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda path: path.stem)
 def test_recipe_schedule_gives_the_sources_learning_rates(path):
-    cfg = load_config([ROOT / "configs.yaml", path], [])
-    steps_per_epoch, expected = EXPECTED[path.stem]
-    epochs, length = run_length(cfg, steps_per_epoch)
+    cfg, expected = recipe(path), EXPECTED[path.stem]
+    steps = steps_per_epoch(cfg, 100)
+    epochs, length = run_length(cfg, steps)
     optimizer = build_optimizer(cfg.OPTIMIZER, nn.Linear(2, 2))
     scheduler = build_scheduler(cfg.SCHEDULER, optimizer, length)
     seen = {}
@@ -50,14 +67,19 @@ def test_recipe_schedule_gives_the_sources_learning_rates(path):
         optimizer.step()
         scheduler.step()
     assert {t: seen[t] for t in expected} == pytest.approx(expected, rel=1e-6, abs=1e-8)
-    assert epochs * (steps_per_epoch if cfg.SCHEDULER.interval == "step" else 1) >= length
+    assert epochs * (steps if cfg.SCHEDULER.interval == "step" else 1) >= length
 
 
-def test_balms_runs_13000_iterations_in_whole_epochs():
-    cfg = load_config([ROOT / "configs.yaml", ROOT / "recipes" / "balms.yaml"], [])
-    # CIFAR-10-LT IF 100: 12,406 images, batches of 512 -> 25 steps per epoch; IF 200: 11,203 images -> 23 (the
-    # fast loader keeps the last partial batch)
-    assert tuple(run_length(cfg, 25)) == (520, 13000)
-    assert tuple(run_length(cfg, 23)) == (566, 13000)
+@pytest.mark.parametrize("factor, images, steps, epochs", [
+    # CIFAR-10-LT at IF 100 has 12,406 images and at IF 200 11,203; in batches of 512 the fast loader keeps the
+    # last partial batch (all but a batch of one): ceil(12406 / 512) = 25 and ceil(11203 / 512) = 22 steps
+    (100, 12406, 25, 520),
+    (200, 11203, 22, 591),
+])
+def test_balms_runs_13000_iterations_in_whole_epochs(factor, images, steps, epochs):
+    cfg = recipe(ROOT / "recipes" / "balms.yaml")
+    assert sum(long_tail_counts(5000, 10, "exp", factor)) == images
+    assert steps_per_epoch(cfg, factor) == steps
+    assert tuple(run_length(cfg, steps)) == (epochs, 13000)
     # the recipe keeps configs.yaml's optimizer
     assert cfg.OPTIMIZER.name == "SGD" and cfg.OPTIMIZER.params.momentum == 0.9 and cfg.OPTIMIZER.weight_decay == 5e-4

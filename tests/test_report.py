@@ -11,9 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
 
 import report
-from conftest import FAST_RUN, ROOT
+from conftest import FAST_RUN, ROOT, check_ok, run_main
 from fake_cifar import make_cifar
 from reporting import pooling, tables
 
@@ -99,6 +101,30 @@ def test_run_sh_trains_each_cell_and_writes_the_report(sweep):
     assert "## Incomplete or crashed runs\n\nNone" in markdown
     for name in ("bcr_vs_imbalance.png", "per_class_CIFAR10LT_IF10.png", "confusion_CIFAR10LT_IF10.png"):
         assert_png(savedir / name)
+
+
+def test_a_recipe_sweeps_beside_an_earlier_sweep_into_folders_of_its_own(sweep, tmp_path):
+    """run.sh with a RECIPE over a results folder that holds an earlier sweep (folders named <loss>-IF_<k>, as before
+    recipes had folders of their own): the recipe's run trains in a folder of its own instead of stopping on the
+    earlier run's, and the report reads the old folders and the new side by side."""
+    savedir = tmp_path / "results"
+    shutil.copytree(sweep[0], savedir)
+    earlier = savedir / "CIFAR10LT" / "resnet32" / "CrossEntropyLoss-IF_10"
+    datadir = yaml.safe_load((earlier / "configs-seed0.yaml").read_text())["DATASET"]["datadir"]
+    recipe = tmp_path / "lr005.yaml"
+    recipe.write_text("OPTIMIZER:\n  lr: 0.05\n")
+    env = {**os.environ, "SEEDS": "0", "DATASETS": "CIFAR10LT", "FACTORS": "10", "LOSSES": "CrossEntropyLoss",
+           "RECIPE": str(recipe), "SAVEDIR": str(savedir), "LAUNCH": f"{sys.executable} tests/fake_cifar.py {datadir}",
+           "PYTHON": sys.executable, "WANDB_SILENT": "true"}
+    done = subprocess.run(["bash", "run.sh", "TRAIN.epochs", "1", "DATASET.datadir", datadir, *FAST_RUN],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert len(seed_results(earlier.with_name("CrossEntropyLoss-IF_10-lr005"))) == 1
+    assert len(seed_results(earlier)) == 2
+    _, rows = table((savedir / "report.md").read_text(), "loss")
+    assert sorted((row[0], row[1].strip("*").split("(")[-1]) for row in rows) == [
+        ("BalancedSoftmax [OPTIMIZER.lr=0.1]", "n=2)"), ("CrossEntropyLoss [OPTIMIZER.lr=0.05]", "n=1)"),
+        ("CrossEntropyLoss [OPTIMIZER.lr=0.1]", "n=2)")]
 
 
 def test_table1_has_a_row_per_loss_and_recomputed_cells(written):
@@ -196,20 +222,100 @@ def test_no_runs_is_a_one_line_error(tmp_path, capsys, kind):
 
 # ---------------------------------------------------------------- synthetic results
 
+def fake_config(root: Path, loss: str, seed: int, factor: int = 10, lr: float = 0.1, dataset: str = "CIFAR10LT",
+                iterations: int | None = None) -> dict:
+    """The parts of a saved config that report.py reads; TRAIN.epochs is configs.yaml's 50 under TRAIN.iterations."""
+    return {"DEFAULT": {"seed": seed, "savedir": str(root), "exp_name": f"{loss}-IF_{factor}", "data_seed": None},
+            "DATASET": {"name": dataset, "imbalance_type": "exp", "imbalance_factor": factor, "datadir": "/x"},
+            "LOSS": {"name": loss}, "MODEL": {"name": "resnet32"}, "OPTIMIZER": {"name": "SGD", "lr": lr},
+            "TRAIN": {"epochs": 50 if iterations else 3, "iterations": iterations, "wandb": {"use": False}}}
+
+
 def fake_result(root: Path, loss: str, seed: int, bcr: float, factor: int = 10, lr: float = 0.1,
-                dataset: str = "CIFAR10LT", folder: str | None = None, **test) -> Path:
+                dataset: str = "CIFAR10LT", folder: str | None = None, iterations: int | None = None, epochs: int = 3,
+                **test) -> Path:
     """A results-seed file as main.py writes it (no checkpoint or per-class file): enough for the tables."""
-    config = {"DEFAULT": {"seed": seed, "savedir": str(root), "exp_name": f"{loss}-IF_{factor}", "data_seed": None},
-              "DATASET": {"name": dataset, "imbalance_type": "exp", "imbalance_factor": factor, "datadir": "/x"},
-              "LOSS": {"name": loss}, "MODEL": {"name": "resnet32"}, "OPTIMIZER": {"name": "SGD", "lr": lr},
-              "TRAIN": {"epochs": 3, "wandb": {"use": False}}}
+    config = fake_config(root, loss, seed, factor, lr, dataset, iterations)
     scores = {"bcr": bcr, "acc": bcr, "many_acc": None, "medium_acc": 0.5, "few_acc": 0.1, "head_acc": 0.6,
               "mid_acc": 0.3, "tail_acc": 0.1, "worst_class_acc": 0.0, **test}
     path = root / dataset / "resnet32" / (folder or f"{loss}-IF_{factor}") / f"results-seed{seed}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"selected_by": "val bcr", "best_epoch": 2, "epochs": 3, "test": scores,
+    path.write_text(json.dumps({"selected_by": "val bcr", "best_epoch": 2, "epochs": epochs, "test": scores,
                                 "test_last_epoch": {**scores, "bcr": bcr - 0.01}, "config": config}))
     return path
+
+
+def shared_line(markdown: str) -> str:
+    return next(line for line in markdown.splitlines() if line.startswith("Settings shared by every cell: "))
+
+
+def test_the_headline_and_csv_give_the_epochs_runs_by_iterations_trained(tmp_path):
+    # BALMS' 13,000 iterations at batch 512 last 520 epochs of CIFAR-10-LT at IF 100 and 591 at IF 200, not the
+    # TRAIN.epochs 50 their configs still hold
+    fake_result(tmp_path, "BalancedSoftmax", 0, 0.8, factor=100, iterations=13000, epochs=520)
+    fake_result(tmp_path, "BalancedSoftmax", 0, 0.7, factor=200, iterations=13000, epochs=591)
+    report.main([str(tmp_path)])
+    line = shared_line((tmp_path / "report.md").read_text())
+    assert line.startswith("Settings shared by every cell: epochs 520-591, TRAIN.iterations 13000, ")
+    assert "50" not in line
+    with open(tmp_path / "report.csv", newline="") as f:
+        assert sorted(row["epochs"] for row in csv.DictReader(f)) == ["520", "591"]
+
+
+def test_the_headline_of_runs_by_epochs_gives_their_epochs(tmp_path):
+    fake_result(tmp_path, "CrossEntropyLoss", 0, 0.4)
+    fake_result(tmp_path, "BalancedSoftmax", 0, 0.5)
+    report.main([str(tmp_path)])
+    line = shared_line((tmp_path / "report.md").read_text())
+    assert line.startswith("Settings shared by every cell: epochs 3, ") and "TRAIN.iterations" not in line
+
+
+def stopped_run(root: Path, epoch: int, iterations: int | None, epochs: int | None) -> None:
+    """The last checkpoint of a run stopped after `epoch` epochs, with no results: `epochs` is the run's length as
+    main.py saves it, None for a checkpoint from before it saved it."""
+    folder = root / "CIFAR10LT" / "resnet32" / "BalancedSoftmax-IF_200"
+    folder.mkdir(parents=True)
+    state = {"epoch": epoch, "config": fake_config(root, "BalancedSoftmax", 0, 200, iterations=iterations)}
+    torch.save(state if epochs is None else {**state, "epochs": epochs}, folder / "model_seed0.pt")
+
+
+@pytest.mark.parametrize("epoch, iterations, epochs, finished, note", [
+    (50, 13000, 591, "50 of 591", "stopped mid-training"),
+    (591, 13000, 591, "591 of 591", "trained every epoch, but stopped before writing its results"),
+    (50, 13000, None, "50 of ?", "stopped mid-training"),  # its length depends on the data: not in the checkpoint
+    (3, None, None, "3 of 3", "trained every epoch, but stopped before writing its results"),  # TRAIN.epochs 3
+    (2, None, 3, "2 of 3", "stopped mid-training"),
+])
+def test_an_unfinished_run_counts_the_epochs_it_trains(tmp_path, epoch, iterations, epochs, finished, note):
+    stopped_run(tmp_path, epoch, iterations, epochs)
+    report.main([str(tmp_path)])
+    section = (tmp_path / "report.md").read_text().split("## Incomplete or crashed runs")[1]
+    header, rows = table(section, "run")
+    assert len(rows) == 1
+    row = dict(zip(header, rows[0]))
+    assert row["epochs finished"] == finished and row["note"].startswith(note)
+    with open(tmp_path / "report.csv", newline="") as f:
+        assert [row["epochs"] for row in csv.DictReader(f)] == [finished.split(" of ")[1].replace("?", "")]
+
+
+def test_a_run_by_iterations_that_stopped_before_its_results_is_reported_so(tmp_path):
+    """main.py by TRAIN.iterations, then its results file deleted, as a crash in the final test would leave it: the
+    report finds every epoch trained, counted from the last checkpoint."""
+    datadir = tmp_path / "data"
+    make_cifar(datadir, 10, train_per_class=20, test_per_class=5)
+    # 200 images in batches of 32: 7 steps an epoch, so 10 iterations take 2 epochs (configs.yaml says 50)
+    done = run_main(datadir, tmp_path / "runs", "TRAIN.iterations", "10", env={"OMP_NUM_THREADS": "1"})
+    check_ok(done)
+    folder = tmp_path / "runs" / "CIFAR10LT" / "resnet32" / "CE-IF_1"
+    results = json.loads((folder / "results-seed0.json").read_text())
+    assert results["epochs"] == 2
+    assert torch.load(folder / "model_seed0.pt", map_location="cpu", weights_only=False)["epochs"] == 2
+    (folder / "results-seed0.json").unlink()
+    report.main([str(tmp_path / "runs")])
+    section = (tmp_path / "runs" / "report.md").read_text().split("## Incomplete or crashed runs")[1]
+    header, rows = table(section, "run")
+    row = dict(zip(header, rows[0]))
+    assert row["epochs finished"] == "2 of 2" and row["note"].startswith("trained every epoch")
 
 
 def test_pooling_bold_and_separate_settings(tmp_path, capsys):

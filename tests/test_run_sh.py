@@ -109,6 +109,30 @@ def test_a_recipe_is_a_second_config_file(tmp_path):
     assert len(launched(done.stdout, ["configs.yaml", "recipes/balms.yaml"])) == 2
 
 
+def test_each_recipe_sweeps_into_run_folders_of_its_own(tmp_path):
+    # ldam_200ep and balms both train ResNet-32: in one folder per cell, the second sweep would find the first's
+    # runs there and stop on each ("holds a run with other settings")
+    folders = {}
+    for recipe in ("", "recipes/ldam_200ep.yaml", "recipes/balms.yaml"):
+        done = run_sh(tmp_path, LAUNCH="echo", RECIPE=recipe, FACTORS="10 100", PYTHON=recorder(tmp_path))
+        runs = launched(done.stdout, ["configs.yaml", recipe] if recipe else ["configs.yaml"])
+        assert len(runs) == 8
+        folders[recipe] = {(r["DATASET.name"], r["DEFAULT.exp_name"]) for r in runs}
+        assert len(folders[recipe]) == 8  # every cell of a sweep has its own folder
+    assert {name for _, name in folders[""]} == {f"{loss}-IF_{k}" for loss in ("CrossEntropyLoss", "BalancedSoftmax")
+                                                 for k in (10, 100)}  # as before recipes had names of their own
+    for recipe, suffix in (("recipes/ldam_200ep.yaml", "-ldam_200ep"), ("recipes/balms.yaml", "-balms")):
+        assert folders[recipe] == {(data, name + suffix) for data, name in folders[""]}
+
+
+def test_jobs_logs_of_a_recipe_are_named_for_its_run_folders(tmp_path):
+    launch = recorder(tmp_path)
+    run_sh(tmp_path, LAUNCH=launch, PYTHON=launch, JOBS="2", RECIPE="recipes/balms.yaml", DATASETS="CIFAR10LT",
+           FACTORS="10")
+    logs = sorted(path.name for path in (tmp_path / "results" / "logs").iterdir())
+    assert logs == ["CIFAR10LT-BalancedSoftmax-IF_10-balms-seed0.log", "CIFAR10LT-CrossEntropyLoss-IF_10-balms-seed0.log"]
+
+
 def test_python_runs_main_py_and_report_py(tmp_path):
     # one interpreter everywhere: a python first on PATH that lacks the packages must not run the report
     done = run_sh(tmp_path, PYTHON=recorder(tmp_path), DATASETS="CIFAR10LT", FACTORS="10")
