@@ -33,8 +33,10 @@ def run(cfg) -> None:
         log_with="wandb" if cfg.TRAIN.wandb.use else None,
         dynamo_plugin=TorchDynamoPlugin(backend="inductor" if cfg.TRAIN.compile else "no",
                                         mode=cfg.TRAIN.compile_mode),
-        # DATASET.batch_size is the batch of one optimizer step, split over the processes
-        dataloader_config=DataLoaderConfiguration(split_batches=True, use_seedable_sampler=True))
+        # DATASET.batch_size is the batch of one optimizer step, split over the processes. The classic loader's
+        # sampler shuffles with the training seed in every process, so that each takes its shard of one permutation
+        # (without data_seed it would take the seed of its process, which set_seed below makes differ)
+        dataloader_config=DataLoaderConfiguration(split_batches=True, use_seedable_sampler=True, data_seed=seed))
     if cfg.DATASET.batch_size % accelerator.num_processes:
         raise ConfigError(f"DATASET.batch_size {cfg.DATASET.batch_size} must divide by the "
                           f"{accelerator.num_processes} processes")
