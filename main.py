@@ -37,9 +37,11 @@ def run(cfg) -> None:
         # sampler shuffles with the training seed in every process, so that each takes its shard of one permutation
         # (without data_seed it would take the seed of its process, which set_seed below makes differ)
         dataloader_config=DataLoaderConfiguration(split_batches=True, use_seedable_sampler=True, data_seed=seed))
-    if cfg.DATASET.batch_size % accelerator.num_processes:
-        raise ConfigError(f"DATASET.batch_size {cfg.DATASET.batch_size} must divide by the "
-                          f"{accelerator.num_processes} processes")
+    passes = accelerator.num_processes * cfg.TRAIN.grad_accum_steps  # forward passes that share a step's batch
+    if cfg.DATASET.batch_size % passes:
+        raise ConfigError(f"DATASET.batch_size {cfg.DATASET.batch_size} must divide evenly over {accelerator.num_processes}"
+                          f" process(es) x TRAIN.grad_accum_steps {cfg.TRAIN.grad_accum_steps}: make it a multiple of "
+                          f"{passes}")
     accelerator.print(f"{accelerator.distributed_type.value}: {accelerator.num_processes} process(es) on "
                       f"{accelerator.device}, mixed precision {precision}{why}")
     set_seed(seed, device_specific=True)  # every process draws its own dropout; DDP syncs the initial weights
