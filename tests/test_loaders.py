@@ -257,7 +257,7 @@ def test_classic_loader_batches_and_shuffles():
     assert [len(b[0]) for b in classic_loader(torch.utils.data.TensorDataset(torch.arange(9)), 4, 0, seed=0)] == [4, 4]
 
 
-# ---------------------------------------------------------------- (e) DATASET.batch_size: the batch of one optimizer step
+# ---------------------------------------------------------------- (e) DATASET.batch_size: one optimizer step's
 
 class _Split:
     """What build_loaders reads of a split: `n` images whose targets are their indices."""
