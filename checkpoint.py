@@ -115,6 +115,22 @@ def _saved_epoch(path: Path) -> int | None:
     return torch.load(path, map_location="cpu")["epoch"]
 
 
+def restore_scaler(scaler, state: dict, device) -> str | None:
+    """Load the last checkpoint's GradScaler state into `scaler`, the accelerator's (None without fp16 loss scaling).
+    A run saved without one (fp16 on a CPU runs as bf16 or fp32) and resumed with one (on a GPU) starts a fresh
+    scaler, and one saved with it and resumed without leaves it out: either way, returns the line that says so."""
+    saved, where = state.get("scaler"), state.get("device", "a device it does not name")
+    if saved is not None and scaler is not None:
+        scaler.load_state_dict(saved)
+    elif scaler is not None:
+        return (f"the checkpoint, saved on {where}, holds no GradScaler state: fp16 loss scaling on {device} starts "
+                "afresh")
+    elif saved is not None:
+        return (f"the checkpoint's GradScaler state, saved on {where}, is left out: no fp16 loss scaling runs on "
+                f"{device}")
+    return None
+
+
 def rng_state() -> dict:
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available():

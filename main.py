@@ -11,7 +11,7 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, TorchDynamoPlugin, gather_object, set_seed
 from omegaconf import OmegaConf
 
-from checkpoint import (output_paths, restore_best, resume_state, rng_state, run_dir, run_finished,
+from checkpoint import (output_paths, restore_best, restore_scaler, resume_state, rng_state, run_dir, run_finished,
                         save_best, save_json, save_torch, set_rng_state)
 from config import check, data_seed, load_config
 from datasets import build_loaders, build_splits, normalization
@@ -79,12 +79,11 @@ def run(cfg) -> None:
         unwrapped.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        if accelerator.scaler is not None:
-            accelerator.scaler.load_state_dict(state["scaler"])
+        scaler_note = restore_scaler(accelerator.scaler, state, accelerator.device)
         set_rng_state(state["rng"], accelerator.process_index)
         start, best, best_epoch = state["epoch"], state["best"], state["best_epoch"]
         best_results = state.get("best_results")  # older checkpoints lack it
-        accelerator.print(f"resuming {paths['last']} after epoch {start}")
+        accelerator.print(f"resuming {paths['last']} after epoch {start}" + (f"; {scaler_note}" if scaler_note else ""))
     config = OmegaConf.to_container(cfg)
     if accelerator.is_main_process:
         paths["config"].parent.mkdir(parents=True, exist_ok=True)
@@ -116,7 +115,8 @@ def run(cfg) -> None:
             save_torch({"model": unwrapped.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "best": best,
                         "best_epoch": best_epoch, "best_results": best_results, "rng": rng, "config": config,
-                        "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None}, paths["last"])
+                        "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None,
+                        "device": str(accelerator.device)}, paths["last"])
             if best_epoch == epoch + 1:
                 save_best(paths, unwrapped.state_dict(), best_results, config)
         accelerator.log({**{f"train/{k}": v for k, v in train_scores.items()},

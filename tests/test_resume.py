@@ -1,10 +1,12 @@
-"""Resuming main.py in this process after a simulated crash: the best checkpoint always agrees with the last one."""
+"""Resuming main.py in this process after a simulated crash: the best checkpoint always agrees with the last one,
+and a run begun without a GradScaler (on a CPU) resumes with one (on a GPU)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 import torch
+from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 
 import checkpoint
@@ -75,6 +77,42 @@ def test_a_crash_between_the_last_and_the_best_checkpoint_resumes_consistently(d
     if best["epoch"] == 2:
         for name, value in last["model"].items():
             assert torch.equal(best["model"][name], value), name
+
+
+class WithGradScaler(Accelerator):
+    """An accelerator with a GradScaler, as fp16 on a GPU has; a CPU one, so that it runs here."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.scaler = torch.amp.GradScaler("cpu")
+
+
+def test_a_run_begun_without_a_grad_scaler_resumes_with_a_fresh_one(datadir, tmp_path, monkeypatch, capsys):
+    """A CPU run (no GradScaler: fp16 runs as bf16 or fp32 there) stopped after epoch 1 and resumed where fp16
+    has a GradScaler: it goes on with a fresh scaler, and says so in one line."""
+    import main
+
+    run_until_crash(datadir, tmp_path, monkeypatch, at_write=3)  # epoch 2's first write: epoch 1 is saved
+    last = tmp_path / "CIFAR10LT" / "resnet32" / "crash" / "model_seed0.pt"
+    assert torch.load(last, map_location="cpu", weights_only=False)["scaler"] is None
+    monkeypatch.setattr(main, "Accelerator", WithGradScaler)
+    capsys.readouterr()
+    run_main(datadir, tmp_path)
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if "GradScaler" in line] == [
+        f"resuming {last} after epoch 1; the checkpoint, saved on cpu, holds no GradScaler state: fp16 loss scaling "
+        "on cpu starts afresh"]
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    assert state["epoch"] == 2 and state["scaler"]["scale"] == 2.0 ** 16  # the fresh scaler's, saved for the next resume
+
+
+def test_a_grad_scaler_state_is_left_out_where_none_runs():
+    saved = torch.amp.GradScaler("cpu", init_scale=8.0).state_dict()
+    note = checkpoint.restore_scaler(None, {"scaler": saved, "device": "cuda:0"}, torch.device("cpu"))
+    assert note == "the checkpoint's GradScaler state, saved on cuda:0, is left out: no fp16 loss scaling runs on cpu"
+    scaler = torch.amp.GradScaler("cpu")
+    assert checkpoint.restore_scaler(scaler, {"scaler": saved, "device": "cpu"}, torch.device("cpu")) is None
+    assert scaler.get_scale() == 8.0
 
 
 def test_a_best_checkpoint_that_no_crash_explains_is_refused(tmp_path):
