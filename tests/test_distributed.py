@@ -1,5 +1,5 @@
-"""torchrun with 2 CPU processes (gloo): one training job, each test image counted once, and evaluation that does
-not depend on the number of processes."""
+"""torchrun with 2 CPU processes (gloo): one training job, each test image counted once, each epoch's shards covering
+the training set, and evaluation that does not depend on the number of processes."""
 from __future__ import annotations
 
 import io
