@@ -20,11 +20,17 @@ RUN = ["DATASET.batch_size", "16", "OPTIMIZER.lr", "0.01", "TRAIN.epochs", "2", 
 
 @pytest.fixture
 def datadir(tmp_path, monkeypatch) -> Path:
-    """CIFAR-10 with 10 training and 2 test images per class, its md5 checks patched for this test only."""
+    """CIFAR-10 with 10 training and 2 test images per class, its md5 checks patched for this test only; main.py
+    runs as on a machine without a GPU, also where there is one."""
+    import main
     from torchvision.datasets import CIFAR10
+
+    from runtime import mixed_precision
 
     for name in ("train_list", "test_list", "meta"):
         monkeypatch.setattr(CIFAR10, name, getattr(CIFAR10, name))
+    monkeypatch.setattr(main, "cpu_only", lambda: True)
+    monkeypatch.setattr(main, "mixed_precision", lambda requested: mixed_precision(requested, on_gpu=False))
     make_cifar(tmp_path / "data", 10, train_per_class=10, test_per_class=2)
     accept_files_in(tmp_path / "data")
     return tmp_path / "data"
