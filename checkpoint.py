@@ -82,6 +82,55 @@ def save_torch(obj, path: Path) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
+def save_best(paths: dict[str, Path], model_state: dict, best_results: dict, config: dict) -> None:
+    """The best checkpoint and its scores (`best_results`, with its "epoch"). main.py writes them after the last
+    checkpoint of the same epoch, which holds all they hold: see restore_best."""
+    save_torch({"model": model_state, "epoch": best_results["epoch"], "config": config}, paths["best"])
+    save_json(best_results, paths["best_results"])
+
+
+def restore_best(paths: dict[str, Path], state: dict, write: bool) -> None:
+    """Make the best checkpoint and its scores agree with `state`, the last checkpoint, before a run resumes. The last
+    checkpoint is written first, so a crash before the best one leaves a last checkpoint that names its own epoch the
+    best, and an older best checkpoint: they are written again from it (by the process that may `write`). A best
+    checkpoint of another epoch than the one `state` names, which no crash leaves, is refused."""
+    best_epoch = state["best_epoch"]
+    if _saved_epoch(paths["best"]) == best_epoch and _saved_epoch(paths["best_results"]) == best_epoch:
+        return
+    if best_epoch != state["epoch"] or state.get("best_results") is None:
+        raise ConfigError(
+            f"{paths['best'].name} is not of epoch {best_epoch}, which {paths['last'].name} (after epoch "
+            f"{state['epoch']}) selected: put back the pair of files written together, or pick a new DEFAULT.exp_name")
+    if write:
+        save_best(paths, state["model"], state["best_results"], state["config"])
+
+
+def _saved_epoch(path: Path) -> int | None:
+    """The epoch a best checkpoint (.pt) or its scores (.json) hold, None where the file is missing."""
+    if not path.exists():
+        return None
+    if path.suffix == ".json":
+        with open(path) as f:
+            return json.load(f).get("epoch")
+    return torch.load(path, map_location="cpu")["epoch"]
+
+
+def restore_scaler(scaler, state: dict, device) -> str | None:
+    """Load the last checkpoint's GradScaler state into `scaler`, the accelerator's (None without fp16 loss scaling).
+    A run saved without one (fp16 on a CPU runs as bf16 or fp32) and resumed with one (on a GPU) starts a fresh
+    scaler, and one saved with it and resumed without leaves it out: either way, returns the line that says so."""
+    saved, where = state.get("scaler"), state.get("device", "a device it does not name")
+    if saved is not None and scaler is not None:
+        scaler.load_state_dict(saved)
+    elif scaler is not None:
+        return (f"the checkpoint, saved on {where}, holds no GradScaler state: fp16 loss scaling on {device} starts "
+                "afresh")
+    elif saved is not None:
+        return (f"the checkpoint's GradScaler state, saved on {where}, is left out: no fp16 loss scaling runs on "
+                f"{device}")
+    return None
+
+
 def rng_state() -> dict:
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available():

@@ -11,8 +11,8 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, TorchDynamoPlugin, gather_object, set_seed
 from omegaconf import OmegaConf
 
-from checkpoint import (output_paths, resume_state, rng_state, run_dir, run_finished, save_json, save_torch,
-                        set_rng_state)
+from checkpoint import (output_paths, restore_best, restore_scaler, resume_state, rng_state, run_dir, run_finished,
+                        save_best, save_json, save_torch, set_rng_state)
 from config import check, data_seed, load_config
 from datasets import build_loaders, build_splits, normalization
 from errors import ConfigError, DatasetNotFoundError, NonFiniteLossError
@@ -33,11 +33,15 @@ def run(cfg) -> None:
         log_with="wandb" if cfg.TRAIN.wandb.use else None,
         dynamo_plugin=TorchDynamoPlugin(backend="inductor" if cfg.TRAIN.compile else "no",
                                         mode=cfg.TRAIN.compile_mode),
-        # DATASET.batch_size is the batch of one optimizer step, split over the processes
-        dataloader_config=DataLoaderConfiguration(split_batches=True, use_seedable_sampler=True))
-    if cfg.DATASET.batch_size % accelerator.num_processes:
-        raise ConfigError(f"DATASET.batch_size {cfg.DATASET.batch_size} must divide by the "
-                          f"{accelerator.num_processes} processes")
+        # DATASET.batch_size is the batch of one optimizer step, split over the processes. The classic loader's
+        # sampler shuffles with the training seed in every process, so that each takes its shard of one permutation
+        # (without data_seed it would take the seed of its process, which set_seed below makes differ)
+        dataloader_config=DataLoaderConfiguration(split_batches=True, use_seedable_sampler=True, data_seed=seed))
+    passes = accelerator.num_processes * cfg.TRAIN.grad_accum_steps  # forward passes that share a step's batch
+    if cfg.DATASET.batch_size % passes:
+        raise ConfigError(f"DATASET.batch_size {cfg.DATASET.batch_size} must divide evenly over "
+                          f"{accelerator.num_processes} process(es) x TRAIN.grad_accum_steps "
+                          f"{cfg.TRAIN.grad_accum_steps}: make it a multiple of {passes}")
     accelerator.print(f"{accelerator.distributed_type.value}: {accelerator.num_processes} process(es) on "
                       f"{accelerator.device}, mixed precision {precision}{why}")
     set_seed(seed, device_specific=True)  # every process draws its own dropout; DDP syncs the initial weights
@@ -47,6 +51,8 @@ def run(cfg) -> None:
         accelerator.print(f"{paths['results']} shows this run finished; nothing to do. To train it again, pick "
                           "a new DEFAULT.exp_name or remove that folder.")
         return
+    if state:
+        restore_best(paths, state, accelerator.is_main_process)
 
     with accelerator.main_process_first():  # the main process downloads, the others then read
         splits = build_splits(cfg.DATASET, data_seed(cfg))
@@ -68,16 +74,16 @@ def run(cfg) -> None:
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, loaders["train"])
     unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
 
-    start, best, best_epoch = 0, None, 0
+    start, best, best_epoch, best_results = 0, None, 0, None
     if state:
         unwrapped.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        if accelerator.scaler is not None:
-            accelerator.scaler.load_state_dict(state["scaler"])
+        scaler_note = restore_scaler(accelerator.scaler, state, accelerator.device)
         set_rng_state(state["rng"], accelerator.process_index)
         start, best, best_epoch = state["epoch"], state["best"], state["best_epoch"]
-        accelerator.print(f"resuming {paths['last']} after epoch {start}")
+        best_results = state.get("best_results")  # older checkpoints lack it
+        accelerator.print(f"resuming {paths['last']} after epoch {start}" + (f"; {scaler_note}" if scaler_note else ""))
     config = OmegaConf.to_container(cfg)
     if accelerator.is_main_process:
         paths["config"].parent.mkdir(parents=True, exist_ok=True)
@@ -99,18 +105,20 @@ def run(cfg) -> None:
         scores = summarize(*predictions, num_per_cls)
         if is_better(metric, scores[metric], best):
             best, best_epoch = scores[metric], epoch + 1
-            if accelerator.is_main_process:
-                save_torch({"model": unwrapped.state_dict(), "epoch": best_epoch, "config": config}, paths["best"])
-                save_json({"epoch": best_epoch, "selected_by": f"{select_on} {metric}", select_on: scores},
-                          paths["best_results"])
+            best_results = {"epoch": best_epoch, "selected_by": f"{select_on} {metric}", select_on: scores}
         if select_on == "test":
             tested = {e: kept for e, kept in tested.items() if e == best_epoch} | {epoch + 1: predictions}
         rng = gather_object([rng_state()])  # every process's own, in process order: each resumes its own stream
         if accelerator.is_main_process:
+            # the last checkpoint first: it holds what the best one does, so a crash between the two leaves what
+            # restore_best needs to write the best one again
             save_torch({"model": unwrapped.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "epochs": epochs, "best": best,
-                        "best_epoch": best_epoch, "rng": rng, "config": config,
-                        "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None}, paths["last"])
+                        "best_epoch": best_epoch, "best_results": best_results, "rng": rng, "config": config,
+                        "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None,
+                        "device": str(accelerator.device)}, paths["last"])
+            if best_epoch == epoch + 1:
+                save_best(paths, unwrapped.state_dict(), best_results, config)
         accelerator.log({**{f"train/{k}": v for k, v in train_scores.items()},
                          **{f"{select_on}/{k}": v for k, v in scores.items() if v is not None}}, step=epoch + 1)
         accelerator.print(f"epoch {epoch + 1}/{epochs} | train loss {train_scores['loss']:.4f} "

@@ -38,7 +38,8 @@ def train_step(model, images, targets, criterion, optimizer, accelerator) -> tor
 
 def train_one_epoch(model, loader, criterion, optimizer, accelerator, epoch: int, log_interval: int,
                     scheduler=None) -> dict[str, float]:
-    """`scheduler`, if given, steps after every optimizer step (SCHEDULER.interval step); "lr" is the last step's."""
+    """`scheduler`, if given, steps after every optimizer step taken (SCHEDULER.interval step); "lr" is the last
+    step's. `optimizer` is prepared by accelerate."""
     model.train()
     loader.set_epoch(epoch)
     totals = torch.zeros(2, device=accelerator.device)  # loss sum and correct, kept on the device
@@ -49,7 +50,8 @@ def train_one_epoch(model, loader, criterion, optimizer, accelerator, epoch: int
     for step, (images, targets) in enumerate(progress, 1):
         sums = train_step(model, images, targets, criterion, optimizer, accelerator)
         lr = optimizer.param_groups[0]["lr"]
-        if scheduler is not None and accelerator.sync_gradients:
+        # not after a step that the fp16 GradScaler skipped for overflowing, as accelerate's own scheduler wrapper
+        if scheduler is not None and accelerator.sync_gradients and not optimizer.step_was_skipped:
             scheduler.step()
         totals += sums
         window += sums[:1]

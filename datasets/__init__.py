@@ -49,19 +49,22 @@ def normalization(cfg, train_set) -> tuple[list[float], list[float]]:
 
 
 def build_loaders(cfg, splits: dict, seed: int, accelerator) -> dict:
-    """A training loader (fast or classic, per DATASET.loader) and a fast, sharded loader per evaluation split."""
+    """A training loader (fast or classic, per DATASET.loader) and a fast, sharded loader per evaluation split.
+    DATASET.batch_size is the batch of one optimizer step: under gradient accumulation each forward pass takes its
+    share, batch_size / accumulation steps images over all processes (and that / processes in each)."""
     mean, std = normalization(cfg, splits["train"])
     world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
+    batch_size = cfg.batch_size // accelerator.gradient_accumulation_steps  # of one forward pass, over the processes
     train = splits["train"]
     if cfg.loader == "fast":
-        train_loader = TensorLoader(train.data, train.targets, cfg.batch_size // world, mean, std, device=device,
+        train_loader = TensorLoader(train.data, train.targets, batch_size // world, mean, std, device=device,
                                     train=True, crop="RandomCrop" in cfg.aug_info,
                                     flip="RandomHorizontalFlip" in cfg.aug_info,
                                     augmentations=batch_augmentations(cfg.aug_info, train.data.shape[1], device, cfg.aug_fill),
                                     seed=seed, rank=rank, world_size=world)
     else:
         train.transform = classic_transform(cfg.aug_info, train.data.shape[1], mean, std, cfg.aug_fill)
-        train_loader = classic_loader(train, cfg.batch_size, cfg.num_workers, seed)
+        train_loader = classic_loader(train, batch_size, cfg.num_workers, seed)  # accelerate splits it
     loaders = {"train": train_loader}
     for name in ("val", "test"):
         if name in splits:

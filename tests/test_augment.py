@@ -247,7 +247,8 @@ class _Split:
 
 def _build(loader: str, aug_info: str) -> dict:
     cfg = load_config(ROOT / "configs.yaml", ["DATASET.loader", loader, "DATASET.aug_info", aug_info])
-    one_process = SimpleNamespace(num_processes=1, process_index=0, device=torch.device("cpu"))
+    one_process = SimpleNamespace(num_processes=1, process_index=0, device=torch.device("cpu"),
+                                  gradient_accumulation_steps=1)
     return build_loaders(cfg.DATASET, {"train": _Split(), "test": _Split()}, 0, one_process)
 
 

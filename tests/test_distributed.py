@@ -1,8 +1,9 @@
-"""torchrun with 2 CPU processes (gloo): one training job, each test image counted once, and evaluation that does
-not depend on the number of processes."""
+"""torchrun with 2 CPU processes (gloo): one training job, each test image counted once, each epoch's shards covering
+the training set, and evaluation that does not depend on the number of processes."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import OUTPUTS, check_ok, read, run_main, run_script
+from conftest import OUTPUTS, ROOT, check_ok, main_args, read, run_main, run_script
 from fake_cifar import make_cifar
 
 TEST_IMAGES = 200  # the cifar_root fixture's CIFAR-10 test set: 20 per class
@@ -146,3 +147,37 @@ def test_two_process_resume_restores_each_process_random_state(tmp_path):
     assert got["epoch"] == 2 and got["model"].keys() == expected["model"].keys()
     for name, value in expected["model"].items():
         torch.testing.assert_close(got["model"][name], value, rtol=0, atol=0, msg=name)
+
+
+# 83 training images: make_cifar's 12 per class under an exp profile at imbalance factor 2 (12, 11, ..., 6)
+SHARD_DATA = ["DATASET.imbalance_type", "exp", "DATASET.imbalance_factor", "2"]
+SHARD_IMAGES = 83
+
+
+@pytest.mark.parametrize("loader", ["classic", "fast"])
+def test_each_epoch_the_shards_of_two_processes_cover_the_training_set(tmp_path, loader):
+    """One epoch under torchrun with 2 CPU processes, batch 16: the processes' shards are parts of one shared
+    permutation, so every training image is trained on, each once up to the documented padding or drop."""
+    from collections import Counter
+
+    datadir, out = tmp_path / "data", tmp_path / "shards"
+    make_cifar(datadir, 10, train_per_class=12, test_per_class=2)
+    out.mkdir()
+    proc = run_script("record_shards.py", datadir, str(out), "--config", str(ROOT / "configs.yaml"),
+                      *main_args(datadir, tmp_path / "runs", *SHARD_DATA, "DATASET.loader", loader,
+                                 "DATASET.num_workers", "0", "DATASET.batch_size", "16", "TRAIN.epochs", "1"),
+                      nproc=2, timeout=600, env=CPU_ONLY)
+    check_ok(proc)
+    assert f"{SHARD_IMAGES} training images" in proc.stdout, proc.stdout
+    shards = [json.loads((out / f"epoch0-rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert [len(batch) for batch in shards[0]] == [len(batch) for batch in shards[1]]  # the processes stay in step
+    seen = Counter(index for shard in shards for batch in shard for index in batch)
+    if loader == "classic":
+        # accelerate splits each batch of 16 over the processes, and fills the epoch's last batch (83 = 5 x 16 + 3)
+        # up to 16 with the epoch's first images: 13 of them twice, every other image once
+        assert set(seen) == set(range(SHARD_IMAGES))
+        assert sorted(seen.values()) == [1] * (SHARD_IMAGES - 13) + [2] * 13
+    else:
+        # equal shards of 41 leave one image out; each shard is 5 batches of 8 and one of 1, which is left out
+        # (BatchNorm cannot train on a batch of one): 80 images, each once
+        assert len(seen) == SHARD_IMAGES - 3 and set(seen.values()) == {1}

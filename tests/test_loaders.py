@@ -1,11 +1,17 @@
 """datasets.loaders: the fast TensorLoader against torchvision's per-image classic_transform."""
 from __future__ import annotations
 
+import math
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from config import load_config
+from conftest import ROOT
+from datasets import build_loaders
 from datasets.loaders import PAD, TensorLoader, classic_loader, classic_transform
 
 MEAN = (0.4914, 0.4822, 0.4465)
@@ -249,3 +255,57 @@ def test_classic_loader_batches_and_shuffles():
     assert [i for b in batches for i in b] != list(range(10))
     # a final batch of one is dropped (BatchNorm cannot train on it)
     assert [len(b[0]) for b in classic_loader(torch.utils.data.TensorDataset(torch.arange(9)), 4, 0, seed=0)] == [4, 4]
+
+
+# ---------------------------------------------------------------- (e) DATASET.batch_size: one optimizer step's
+
+class _Split:
+    """What build_loaders reads of a split: `n` images whose targets are their indices."""
+
+    def __init__(self, n: int) -> None:
+        self.data, self.targets, self.transform = _id_images(n), list(range(n)), None
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+def _train_loaders(loader: str, batch_size: int, processes: int, accumulate: int, n: int) -> list:
+    """The training loader of every process, as build_loaders makes it for `processes` x `accumulate`."""
+    workers = ["DATASET.num_workers", "0"] if loader == "classic" else []  # the fast loader runs no workers
+    cfg = load_config(ROOT / "configs.yaml", ["DATASET.loader", loader, "DATASET.batch_size", str(batch_size),
+                                              "DATASET.mean", str(list(MEAN)), "DATASET.std", str(list(STD)),
+                                              *workers])
+    return [build_loaders(cfg.DATASET, {"train": _Split(n), "test": _Split(4)}, 0, SimpleNamespace(
+        num_processes=processes, process_index=rank, device=torch.device("cpu"),
+        gradient_accumulation_steps=accumulate))["train"] for rank in range(processes)]
+
+
+@pytest.mark.parametrize("processes, accumulate", [(1, 1), (1, 4), (4, 1), (2, 2)])
+def test_a_step_trains_on_batch_size_images_whatever_the_processes_and_accumulation(processes, accumulate):
+    """A recipe's batch of 64 means the same on 1 GPU with 4 accumulation steps as on 4 GPUs without: each optimizer
+    step (`accumulate` forward passes in each process) takes 64 images, and an epoch has as many steps."""
+    loaders = _train_loaders("fast", 64, processes, accumulate, n=200)
+    passes = [[len(targets) for _, targets in loader] for loader in loaders]  # per process, per forward pass
+    assert len({len(p) for p in passes}) == 1  # the processes stay in step
+    per_pass = [sum(sizes) for sizes in zip(*passes)]  # over the processes
+    # accelerate steps after every `accumulate` passes, and after an epoch's last, shorter window
+    steps = [sum(per_pass[i:i + accumulate]) for i in range(0, len(per_pass), accumulate)]
+    assert steps == [64, 64, 64, 8]  # 200 = 3 x 64 + 8
+    assert math.ceil(len(loaders[0]) / accumulate) == 4  # the steps per epoch main.py gives the schedule
+
+
+@pytest.mark.parametrize("accumulate", [1, 4])
+def test_the_classic_loader_batches_one_forward_pass_over_the_processes(accumulate):
+    loader = _train_loaders("classic", 64, 1, accumulate, n=200)[0]  # accelerate's prepare splits it over processes
+    assert loader.batch_size == 64 // accumulate
+
+
+def test_a_batch_that_does_not_divide_over_the_forward_passes_is_refused(fresh_accelerate, tmp_path):
+    import main
+    with pytest.raises(SystemExit) as stop:  # refused before any data is read or file written
+        main.main(["--config", str(ROOT / "configs.yaml"), "DEFAULT.savedir", str(tmp_path), "TRAIN.wandb.use", "false",
+                   "DATASET.datadir", str(tmp_path), "DATASET.download", "false", "DATASET.batch_size", "32",
+                   "TRAIN.grad_accum_steps", "3"])
+    assert str(stop.value) == ("error: DATASET.batch_size 32 must divide evenly over 1 process(es) x "
+                               "TRAIN.grad_accum_steps 3: make it a multiple of 3")
+    assert not any(tmp_path.iterdir())

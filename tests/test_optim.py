@@ -266,3 +266,45 @@ def test_a_per_step_schedule_steps_once_per_optimizer_step_in_train_one_epoch(ac
     # the reported lr is the one the epoch's last optimizer step used: warm-up 0.01, 0.055, then the cosine
     used = [0.01, 0.055] + [_cosine(0.1, 0.0, k, 10) for k in range(10)]
     assert scores["lr"] == pytest.approx(used[steps - 1], rel=1e-6)
+
+
+class _GradientOverflowsAt(nn.CrossEntropyLoss):
+    """Cross-entropy whose gradient is infinite on the `at`-th call, as fp16 gradients are when they overflow; the
+    loss itself stays finite, as it does then."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.at, self.calls = at, 0
+
+    def forward(self, outputs, targets):
+        self.calls += 1
+        if self.calls == self.at:
+            outputs.register_hook(lambda grad: grad * float("inf"))
+        return super().forward(outputs, targets)
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_a_per_step_schedule_waits_for_a_step_the_grad_scaler_skipped(fresh_accelerate, accumulate):
+    """Under fp16 the GradScaler skips a step whose gradients overflow; the schedule does not advance on it, as
+    accelerate's own scheduler wrapper does not. accelerate makes a GradScaler on GPUs only: here a CPU one."""
+    from accelerate import Accelerator
+
+    from train import train_one_epoch
+    cfg = _cfg("SCHEDULER.interval", "step", "SCHEDULER.warmup", "2", "SCHEDULER.params.eta_min", "0.0")
+    accelerator = Accelerator(cpu=True, gradient_accumulation_steps=accumulate)
+    accelerator.scaler = torch.amp.GradScaler("cpu")
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    optimizer = build_optimizer(cfg.OPTIMIZER, model)
+    scheduler = build_scheduler(cfg.SCHEDULER, optimizer, 12)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    taken = []
+    optimizer.optimizer.register_step_post_hook(lambda *_: taken.append(1))
+    generator = torch.Generator().manual_seed(0)
+    batches = Batches((torch.randn(4, 3, 2, 2, generator=generator), torch.arange(4) % 3) for _ in range(6))
+    scores = train_one_epoch(model, batches, _GradientOverflowsAt(3), optimizer, accelerator, 0, 2, scheduler)
+    steps = 6 // accumulate - 1  # the window of the third batch overflowed
+    assert len(taken) == steps and accelerator.scaler.get_scale() == 2.0 ** 15  # one skip halved the scale
+    assert scheduler.last_epoch == steps
+    # the epoch's last step used the lr of the schedule's step `steps`: warm-up 0.01, 0.055, then the cosine
+    used = [0.01, 0.055] + [_cosine(0.1, 0.0, k, 10) for k in range(10)]
+    assert scores["lr"] == pytest.approx(used[steps - 1], rel=1e-6)

@@ -1,0 +1,135 @@
+"""Resuming main.py in this process after a simulated crash: the best checkpoint always agrees with the last one,
+and a run begun without a GradScaler (on a CPU) resumes with one (on a GPU)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+
+import checkpoint
+from conftest import ROOT, main_args, read
+from errors import ConfigError
+from fake_cifar import accept_files_in, make_cifar
+
+# Two short epochs that learn the generated data (test_main.py's LEARN)
+RUN = ["DATASET.batch_size", "16", "OPTIMIZER.lr", "0.01", "TRAIN.epochs", "2", "DEFAULT.exp_name", "crash"]
+
+
+@pytest.fixture
+def datadir(tmp_path, monkeypatch) -> Path:
+    """CIFAR-10 with 10 training and 2 test images per class, its md5 checks patched for this test only; main.py
+    runs as on a machine without a GPU, also where there is one."""
+    import main
+    from torchvision.datasets import CIFAR10
+
+    from runtime import mixed_precision
+
+    for name in ("train_list", "test_list", "meta"):
+        monkeypatch.setattr(CIFAR10, name, getattr(CIFAR10, name))
+    monkeypatch.setattr(main, "cpu_only", lambda: True)
+    monkeypatch.setattr(main, "mixed_precision", lambda requested: mixed_precision(requested, on_gpu=False))
+    make_cifar(tmp_path / "data", 10, train_per_class=10, test_per_class=2)
+    accept_files_in(tmp_path / "data")
+    return tmp_path / "data"
+
+
+def run_main(datadir: Path, savedir: Path) -> None:
+    import main
+
+    AcceleratorState._reset_state(reset_partial_state=True)  # a fresh process, as far as accelerate can tell
+    GradientState._reset_state()
+    main.main(["--config", str(ROOT / "configs.yaml"), *main_args(datadir, savedir, *RUN)])
+
+
+def run_until_crash(datadir: Path, savedir: Path, monkeypatch, at_write: int) -> None:
+    """main.py stopped at its `at_write`-th checkpoint (.pt) write, before anything of that file is written, as a
+    crash would stop it."""
+    writes, atomic_write = [], checkpoint.atomic_write
+
+    def write(path: Path, write_to) -> None:
+        if path.suffix == ".pt":
+            writes.append(path.name)
+            if len(writes) == at_write:
+                raise KeyboardInterrupt
+        atomic_write(path, write_to)
+    monkeypatch.setattr(checkpoint, "atomic_write", write)
+    with pytest.raises(SystemExit, match="interrupted"):
+        run_main(datadir, savedir)
+    monkeypatch.setattr(checkpoint, "atomic_write", atomic_write)
+
+
+def test_a_crash_between_the_last_and_the_best_checkpoint_resumes_consistently(datadir, tmp_path, monkeypatch):
+    """Each epoch is the best so far, and writes both checkpoints; the run crashes between epoch 2's two writes.
+    Resumed, epoch 2 (rerun, or not, as the saved state says) is not better than epoch 1, as may happen where
+    kernels are not deterministic. Whichever epoch the run selects, the best checkpoint and its scores are that
+    epoch's, and the final test tests them."""
+    import main
+
+    monkeypatch.setattr(main, "is_better", lambda metric, score, best: True)
+    run_until_crash(datadir, tmp_path, monkeypatch, at_write=4)  # epoch 2's second write
+    monkeypatch.setattr(main, "is_better", lambda metric, score, best: best is None)
+    run_main(datadir, tmp_path)
+
+    folder = tmp_path / "CIFAR10LT" / "resnet32" / "crash"
+    results, best_results = read(folder / "results-seed0.json"), read(folder / "results_seed0_best.json")
+    best = torch.load(folder / "model_seed0_best.pt", map_location="cpu")
+    last = torch.load(folder / "model_seed0.pt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == 2 and results["epochs"] == 2
+    assert best["epoch"] == best_results["epoch"] == last["best_epoch"] == results["best_epoch"]
+    assert results["test"] == best_results["test"]  # the final test tested the selected epoch's weights
+    if best["epoch"] == 2:
+        for name, value in last["model"].items():
+            assert torch.equal(best["model"][name], value), name
+
+
+class WithGradScaler(Accelerator):
+    """An accelerator with a GradScaler, as fp16 on a GPU has; a CPU one, so that it runs here."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.scaler = torch.amp.GradScaler("cpu")
+
+
+def test_a_run_begun_without_a_grad_scaler_resumes_with_a_fresh_one(datadir, tmp_path, monkeypatch, capsys):
+    """A CPU run (no GradScaler: fp16 runs as bf16 or fp32 there) stopped after epoch 1 and resumed where fp16
+    has a GradScaler: it goes on with a fresh scaler, and says so in one line."""
+    import main
+
+    run_until_crash(datadir, tmp_path, monkeypatch, at_write=3)  # epoch 2's first write: epoch 1 is saved
+    last = tmp_path / "CIFAR10LT" / "resnet32" / "crash" / "model_seed0.pt"
+    assert torch.load(last, map_location="cpu", weights_only=False)["scaler"] is None
+    monkeypatch.setattr(main, "Accelerator", WithGradScaler)
+    capsys.readouterr()
+    run_main(datadir, tmp_path)
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if "GradScaler" in line] == [
+        f"resuming {last} after epoch 1; the checkpoint, saved on cpu, holds no GradScaler state: fp16 loss scaling "
+        "on cpu starts afresh"]
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    assert state["epoch"] == 2 and state["scaler"]["scale"] == 2.0 ** 16  # the fresh scaler's, saved for the next resume
+
+
+def test_a_grad_scaler_state_is_left_out_where_none_runs():
+    saved = torch.amp.GradScaler("cpu", init_scale=8.0).state_dict()
+    note = checkpoint.restore_scaler(None, {"scaler": saved, "device": "cuda:0"}, torch.device("cpu"))
+    assert note == "the checkpoint's GradScaler state, saved on cuda:0, is left out: no fp16 loss scaling runs on cpu"
+    scaler = torch.amp.GradScaler("cpu")
+    assert checkpoint.restore_scaler(scaler, {"scaler": saved, "device": "cpu"}, torch.device("cpu")) is None
+    assert scaler.get_scale() == 8.0
+
+
+def test_a_best_checkpoint_that_no_crash_explains_is_refused(tmp_path):
+    """A last checkpoint that selected an earlier epoch than its own, beside a best checkpoint of another epoch
+    (a checkpoint put back by hand, or a crash of the older order, best first): the best weights are lost."""
+    paths = checkpoint.output_paths(tmp_path, 0)
+    checkpoint.save_best(paths, {}, {"epoch": 3, "selected_by": "test bcr", "test": {}}, {})
+    state = {"epoch": 2, "best_epoch": 1, "best_results": {"epoch": 1}, "model": {}, "config": {}}
+    with pytest.raises(ConfigError) as error:
+        checkpoint.restore_best(paths, state, write=True)
+    assert str(error.value) == ("model_seed0_best.pt is not of epoch 1, which model_seed0.pt (after epoch 2) "
+                                "selected: put back the pair of files written together, or pick a new "
+                                "DEFAULT.exp_name")
+    assert read(paths["best_results"])["epoch"] == 3  # left as it was
