@@ -37,7 +37,8 @@ def steps_per_epoch(cfg, factor: int) -> int:
     counts = long_tail_counts(5000, 10, "exp", factor)
     split = SimpleNamespace(data=np.zeros((sum(counts), 32, 32, 3), np.uint8), targets=np.repeat(np.arange(10), counts),
                             mean=(0.5,) * 3, std=(0.25,) * 3)
-    one_process = SimpleNamespace(num_processes=1, process_index=0, device=torch.device("cpu"))
+    one_process = SimpleNamespace(num_processes=1, process_index=0, device=torch.device("cpu"),
+                                  gradient_accumulation_steps=1)
     assert cfg.TRAIN.grad_accum_steps == 1  # else main.py groups the loader's batches into fewer steps
     return len(build_loaders(cfg.DATASET, {"train": split}, 0, one_process)["train"])
 
