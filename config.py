@@ -202,7 +202,7 @@ def check(cfg: DictConfig) -> None:
     importing config.py alone costs no torch or timm."""
     import timm
 
-    import models  # noqa: F401  registers resnet32 with timm
+    from models import CLASSIFIER_INITS  # importing models registers resnet32 with timm
     from datasets import AUGMENTATIONS, DATASETS, FAST_AUGMENTATIONS, IMBALANCE_TYPES
     from losses import LOSSES
     from optim import INTERVALS, OPTIMIZERS, SCHEDULERS
@@ -223,6 +223,7 @@ def check(cfg: DictConfig) -> None:
     one_of("TRAIN.ckp_metric", train.ckp_metric, CHECKPOINT_METRICS)
     one_of("TRAIN.wandb.mode", train.wandb.mode, ("online", "offline"))
     one_of("TRAIN.compile_mode", train.compile_mode, COMPILE_MODES)
+    one_of("MODEL.classifier_init", cfg.MODEL.classifier_init, CLASSIFIER_INITS)
     for name in data.aug_info:
         one_of("DATASET.aug_info item", name, AUGMENTATIONS)
         if data.loader == "fast" and name not in FAST_AUGMENTATIONS:

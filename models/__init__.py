@@ -12,9 +12,14 @@ from . import resnet_cifar  # noqa: F401  registers resnet32
 SMALL_IMAGE = 64  # at this side or below, an ImageNet stem (stride 4) leaves too little map for the later stages
 
 
-def build_model(name: str, num_classes: int, pretrained: bool, img_size: int) -> tuple[nn.Module, str]:
+CLASSIFIER_INITS = ("model", "pytorch")  # MODEL.classifier_init: the model's own, or nn.Linear's default
+
+
+def build_model(name: str, num_classes: int, pretrained: bool, img_size: int,
+                classifier_init: str = "model") -> tuple[nn.Module, str]:
     """A timm model with a `num_classes` head, and a note on what was adapted. On small images a timm ResNet gets
-    the CIFAR stem (3x3 stride-1 convolution, no max-pool) so that 32x32 inputs reach the last stage as 4x4 maps."""
+    the CIFAR stem (3x3 stride-1 convolution, no max-pool) so that 32x32 inputs reach the last stage as 4x4 maps.
+    `classifier_init` "pytorch" draws the head again with nn.Linear's default init, as BALMS's classifier has it."""
     try:
         model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes)
     except (OSError, RuntimeError, ConnectionError, ValueError) as error:
@@ -29,4 +34,6 @@ def build_model(name: str, num_classes: int, pretrained: bool, img_size: int) ->
         note = f"{name}: CIFAR stem (3x3 stride-1 conv, no max-pool) for {img_size}x{img_size} images"
         if pretrained:
             note += "; the pretrained first convolution was replaced and is trained from scratch"
+    if classifier_init == "pytorch":
+        model.get_classifier().reset_parameters()
     return model, note

@@ -43,9 +43,13 @@ class CifarResNet(nn.Module):
                 in_planes = planes
         self.blocks = nn.Sequential(*blocks)
         self.fc = nn.Linear(64, num_classes)
-        for module in self.modules():
+        for module in self.modules():  # LDAM-DRW's init, the head included
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(module.weight)
+
+    def get_classifier(self) -> nn.Module:
+        """The linear head, as timm's models name it."""
+        return self.fc
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.blocks(self.stem(x)).mean((2, 3)))

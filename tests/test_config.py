@@ -550,3 +550,8 @@ def test_imbalance_factor_and_aug_fill_without_effect_are_refused(overrides, nam
     message = refused(*overrides)
     assert overrides[0] in message and "no effect" in message and named in message
     check(load(*overrides, "DATASET.imbalance_type", "exp", "DATASET.aug_info", "[AutoAugment]"))
+
+
+def test_an_unknown_classifier_init_is_refused():
+    message = refused("MODEL.classifier_init", "xavier")
+    assert "MODEL.classifier_init" in message and "model" in message and "pytorch" in message

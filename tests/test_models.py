@@ -1,6 +1,8 @@
 """models.build_model: timm models, the CIFAR stem, and the registered CIFAR ResNet-32."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import timm
 import torch
@@ -83,3 +85,22 @@ def test_resnet18_keeps_the_imagenet_stem_on_large_images():
     assert model.conv1.kernel_size == (7, 7) and model.conv1.stride == (2, 2)
     assert isinstance(model.maxpool, nn.MaxPool2d)
     assert note == ""
+
+
+@pytest.mark.parametrize("name", ["resnet32", "resnet18"])
+def test_classifier_init_pytorch_draws_the_head_as_nn_linear_does(name):
+    """nn.Linear's default init is uniform within 1/sqrt(fan_in); resnet32's own (LDAM-DRW's kaiming normal) is
+    not bounded so, and is what MODEL.classifier_init model keeps."""
+    torch.manual_seed(0)
+    own, _ = build_model(name, 10, False, 32)
+    torch.manual_seed(0)
+    default, _ = build_model(name, 10, False, 32, classifier_init="pytorch")
+    weight = default.get_classifier().weight
+    bound = 1 / math.sqrt(weight.shape[1])
+    assert weight.abs().max() <= bound and weight.abs().max() > 0.9 * bound
+    assert default.get_classifier().bias.abs().max() <= bound
+    if name == "resnet32":
+        assert own.get_classifier().weight.abs().max() > 1.5 * bound
+    body = [p for n, p in default.named_parameters() if not n.startswith(("fc.", "head."))]
+    assert all(torch.equal(a, b) for a, b in zip(body, [p for n, p in own.named_parameters()
+                                                        if not n.startswith(("fc.", "head."))]))
