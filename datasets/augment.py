@@ -3,8 +3,8 @@
 The batched ones take a uint8 N x 3 x H x W batch on the training device and a torch.Generator on that device.
 Each image draws its own sub-policy (AutoAugment) or ops (RandAugment), probabilities and signs, with the
 probabilities, magnitudes and signs of torchvision's per-image AutoAugment and RandAugment. Each round (one op per
-image) then runs the same fixed sequence of kernels whatever the images drew, with no host sync (a step can be
-captured in a CUDA graph): every action is a row of parameters that is the identity for the stages it is not
+image) then runs the same fixed sequence of kernels whatever the images drew, with no host sync (as capturing the
+step in a CUDA graph needs): every action is a row of parameters that is the identity for the stages it is not
 (PerImageActions), and each image reads its own row. The stages are torchvision's tensor kernels with a parameter
 per image: one grid_sample for rotate, shear and translate; one blend for brightness, colour, contrast and
 sharpness; one per-channel lookup table for posterize, solarize, invert, autocontrast and equalize.
