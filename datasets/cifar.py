@@ -55,11 +55,17 @@ class _LongTailedCIFAR:
         self.num_per_cls = {c: int(n) for c, n in enumerate(np.bincount(self.targets, minlength=len(self.classes)))}
 
     @classmethod
-    def in_datadir(cls, datadir: str, **kwargs) -> _LongTailedCIFAR:
-        """The data set under DATASET.datadir: in datadir/CIFAR10 (or CIFAR100) as the seed lays it out, where a
-        download lands too, or in datadir itself where only it holds the extracted folder."""
+    def roots(cls, datadir: str) -> tuple[Path, list[Path]]:
+        """Where the data set sits under DATASET.datadir: datadir/CIFAR10 (or CIFAR100) as the seed lays it out,
+        where a download lands too, or datadir itself where only it holds the extracted folder. The root to read
+        (the seed's folder when neither holds it), and every folder looked in."""
         folders = [(Path(datadir) / cls.seed_folder).resolve(), Path(datadir).resolve()]
-        root = next((folder for folder in folders if (folder / cls.base_folder).is_dir()), folders[0])
+        return next((folder for folder in folders if (folder / cls.base_folder).is_dir()), folders[0]), folders
+
+    @classmethod
+    def in_datadir(cls, datadir: str, **kwargs) -> _LongTailedCIFAR:
+        """The data set under DATASET.datadir (see `roots`)."""
+        root, folders = cls.roots(datadir)
         try:
             return cls(str(root), **kwargs)
         except DatasetNotFoundError as error:

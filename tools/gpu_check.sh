@@ -44,8 +44,7 @@ sys.path[:0] = [".", "tests"]
 from fake_cifar import accept_files_in  # a lossless copy was written anew: its md5 differs from the original's
 from datasets import CIFAR10LT
 cifar, out = sys.argv[1:]
-for root in (Path(cifar) / CIFAR10LT.seed_folder, Path(cifar)):  # where in_datadir looks
-    accept_files_in(root)
+accept_files_in(CIFAR10LT.roots(cifar)[0])
 for split in ("train", "val", "test"):
     data = CIFAR10LT.in_datadir(cifar, split=split, imb_type="exp", imbalance_factor=100, val_per_class=50, seed=0)
     for i, (image, label) in enumerate(zip(data.data, data.targets)):

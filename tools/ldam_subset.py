@@ -28,10 +28,10 @@ DATASETS = {"CIFAR10LT": CIFAR10LT, "CIFAR100LT": CIFAR100LT}
 
 def training_labels(dataset: type, datadir: str) -> np.ndarray:
     """The labels of the 50,000 training images in torchvision's order, from datadir/<seed folder>/ or datadir."""
-    folders = [Path(datadir) / dataset.seed_folder / dataset.base_folder, Path(datadir) / dataset.base_folder]
-    folder = next((f for f in folders if f.is_dir()), None)
-    if folder is None:
-        sys.exit(f"error: no {dataset.base_folder} in {folders[0].parent} or {folders[1].parent}")
+    root, folders = dataset.roots(datadir)
+    folder = root / dataset.base_folder
+    if not folder.is_dir():
+        sys.exit(f"error: no {dataset.base_folder} in {' or '.join(map(str, folders))}")
     labels = []
     for name, _ in dataset.train_list:
         with open(folder / name, "rb") as file:
