@@ -17,6 +17,13 @@ _ABSENT = object()
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # Keys that take any number, whatever the type of their default: a whole number stays an int (`10.0` gives 10)
 NUMBER_KEYS = ("DATASET.imbalance_factor",)
+# The benchmarks read from the community's list files (datasets.lists.LIST_DATASETS, which a test holds equal); named
+# here so that importing config.py costs no torch
+LIST_BENCHMARKS = ("ImageNetLT", "PlacesLT", "iNat2018")
+
+
+def _listed(c: DictConfig) -> bool:
+    return c.DATASET.name in LIST_BENCHMARKS
 
 
 class Ignored(NamedTuple):
@@ -31,10 +38,23 @@ class Ignored(NamedTuple):
 # from the first file's, is refused where it has none, as a key nothing reads is: set, it would claim what the run
 # does not do. The first file's own values (the defaults) are never refused.
 NO_EFFECT = {
-    "DATASET.img_size": Ignored(lambda c: c.DATASET.name != "ImageFolderLT",
-                                "on {c.DATASET.name}, whose images stay 32x32 (only ImageFolderLT resizes)"),
-    "DATASET.num_workers": Ignored(lambda c: c.DATASET.loader == "fast",
-                                   "with DATASET.loader fast, which runs no worker processes", "set DATASET.loader classic"),
+    "DATASET.img_size": Ignored(lambda c: c.DATASET.name in ("CIFAR10LT", "CIFAR100LT"),
+                                "on {c.DATASET.name}, whose images stay 32x32 (ImageFolderLT and the list benchmarks "
+                                "resize)"),
+    "DATASET.num_workers": Ignored(lambda c: c.DATASET.loader == "fast" and not _listed(c),
+                                   "with DATASET.loader fast on {c.DATASET.name}, which runs no worker processes",
+                                   "set DATASET.loader classic"),
+    "DATASET.listdir": Ignored(lambda c: not _listed(c), "on {c.DATASET.name}, which reads no list files",
+                               f"choose one of {', '.join(LIST_BENCHMARKS)}"),
+    "DATASET.strict_sizes": Ignored(lambda c: not _listed(c), "on {c.DATASET.name}, which reads no list files",
+                                    f"choose one of {', '.join(LIST_BENCHMARKS)}"),
+    "DATASET.cache_dir": Ignored(lambda c: not _listed(c) or c.DATASET.loader != "fast",
+                                 "unless DATASET.loader is fast on a list benchmark (only it keeps a decoded cache)"),
+    "DATASET.imbalance_type": Ignored(_listed, "on {c.DATASET.name}, whose train list fixes the class counts"),
+    "DATASET.val_per_class": Ignored(_listed, "on {c.DATASET.name}, which selects on its published val list"),
+    "DATASET.train_subset": Ignored(_listed, "on {c.DATASET.name}, whose train list is the subset"),
+    "DATASET.download": Ignored(_listed, "on {c.DATASET.name}, which is never downloaded (README.md says where "
+                                "to get it)"),
     "SCHEDULER.warmup_start": Ignored(lambda c: c.SCHEDULER.warmup == 0, "while SCHEDULER.warmup is 0",
                                       "set SCHEDULER.warmup above 0"),
     "TRAIN.epochs": Ignored(lambda c: c.TRAIN.iterations is not None,
@@ -42,8 +62,9 @@ NO_EFFECT = {
                             "set TRAIN.iterations null to train by epochs"),
     "TRAIN.compile_mode": Ignored(lambda c: not c.TRAIN.compile, "while TRAIN.compile is false", "add TRAIN.compile true"),
     "DATASET.imbalance_factor": Ignored(lambda c: c.DATASET.imbalance_type is None,
-                                        "while DATASET.imbalance_type is null (no profile is drawn)",
-                                        "set DATASET.imbalance_type exp or step"),
+                                        "while DATASET.imbalance_type is null (no profile is drawn; a list "
+                                        "benchmark's train list fixes its own)",
+                                        "set DATASET.imbalance_type exp or step on CIFAR or ImageFolderLT"),
     "DATASET.aug_fill": Ignored(lambda c: not set(c.DATASET.aug_info) & {"AutoAugment", "RandAugment", "TrivialAugmentWide"},
                                 "while DATASET.aug_info has no AutoAugment, RandAugment or TrivialAugmentWide",
                                 "add one to DATASET.aug_info"),
@@ -203,7 +224,8 @@ def check(cfg: DictConfig) -> None:
     import timm
 
     from models import CLASSIFIER_INITS  # importing models registers resnet32 with timm
-    from datasets import AUGMENTATIONS, DATASETS, FAST_AUGMENTATIONS, IMBALANCE_TYPES
+    from datasets import (AUGMENTATIONS, DATASETS, FAST_AUGMENTATIONS, FAST_LIST_AUGMENTATIONS, IMBALANCE_TYPES,
+                          LIST_AUGMENTATIONS)
     from losses import LOSSES
     from optim import INTERVALS, OPTIMIZERS, SCHEDULERS
     from train import CHECKPOINT_METRICS
@@ -224,12 +246,17 @@ def check(cfg: DictConfig) -> None:
     one_of("TRAIN.wandb.mode", train.wandb.mode, ("online", "offline"))
     one_of("TRAIN.compile_mode", train.compile_mode, COMPILE_MODES)
     one_of("MODEL.classifier_init", cfg.MODEL.classifier_init, CLASSIFIER_INITS)
+    augmentations, fast = ((LIST_AUGMENTATIONS, FAST_LIST_AUGMENTATIONS) if _listed(cfg) else
+                           (AUGMENTATIONS, FAST_AUGMENTATIONS))
     for name in data.aug_info:
-        one_of("DATASET.aug_info item", name, AUGMENTATIONS)
-        if data.loader == "fast" and name not in FAST_AUGMENTATIONS:
+        if name not in augmentations:
+            on = f" on {data.name}" if _listed(cfg) or name in LIST_AUGMENTATIONS else ""
+            raise ConfigError(f"DATASET.aug_info item {name!r} is not valid{on}; choose one of: "
+                              f"{', '.join(augmentations)}")
+        if data.loader == "fast" and name not in fast:
             raise ConfigError(
                 f"DATASET.aug_info {name} needs per-image transforms: set DATASET.loader classic "
-                f"(the fast loader does {', '.join(FAST_AUGMENTATIONS)})")
+                f"(the fast loader does {', '.join(fast)})")
     if not timm.is_model(cfg.MODEL.name):
         close = difflib.get_close_matches(cfg.MODEL.name, timm.list_models(), n=3)
         raise ConfigError(f"MODEL.name {cfg.MODEL.name!r} is not a timm model; closest: {', '.join(close) or 'none'}")

@@ -1,0 +1,277 @@
+"""Loaders for the list benchmarks (datasets.lists), whose images stay on disk: too many to hold decoded in memory
+as the CIFAR loaders do (ImageNet-LT's 115,846 training images at 224x224 are 17 GB as uint8).
+
+- classic: PIL decode, RandomResizedCrop, flip (and ColorJitter) per image in DataLoader workers, as the reference
+  codebases run them. Evaluation: shorter side to img_size x 256/224, centre crop img_size.
+- fast: each split decoded once into a uint8 cache file (N x S x S x 3, S = img_size x 256/224: the shorter side
+  resized to S, the centre S x S kept), memory-mapped. Workers only copy a batch's rows out of it; RandomResizedCrop
+  (one roi_align over the batch), flip and normalisation run batched on the training device. No JPEG is decoded
+  after the first epoch. The crop is drawn over the centre square, not the whole image: what differs from classic.
+  docs/performance.md has both paths measured.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms as T
+from accelerate.data_loader import DataLoaderStateMixin
+from accelerate.state import GradientState
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision.ops import roi_align
+
+from errors import ConfigError
+
+from .lists import ListLT
+
+EVAL_RESIZE = 256 / 224  # evaluation resizes the shorter side to img_size x this, then centre-crops img_size
+CROP_SCALE, CROP_RATIO = (0.08, 1.0), (3 / 4, 4 / 3)  # RandomResizedCrop's defaults, which every recipe keeps
+CROP_ATTEMPTS = 10  # torchvision draws up to 10 boxes before it falls back to the centre crop
+
+LIST_AUGMENTATIONS = {
+    "RandomResizedCrop": lambda size: T.RandomResizedCrop(size, scale=CROP_SCALE, ratio=CROP_RATIO),
+    "RandomHorizontalFlip": lambda size: T.RandomHorizontalFlip(),
+    "ColorJitter": lambda size: T.ColorJitter(0.4, 0.4, 0.4),  # BALMS's ImageNet-LT and Places-LT setting
+}
+FAST_LIST_AUGMENTATIONS = ("RandomResizedCrop", "RandomHorizontalFlip")
+
+
+def eval_side(size: int) -> int:
+    return round(size * EVAL_RESIZE)
+
+
+def eval_transform(size: int, mean, std) -> T.Compose:
+    return T.Compose([T.Resize(eval_side(size)), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
+
+
+def train_transform(aug_info, size: int, mean, std) -> T.Compose:
+    """The named augmentations; without RandomResizedCrop the images are resized and centre-cropped first, so that
+    a batch has one size."""
+    fixed = [] if "RandomResizedCrop" in aug_info else [T.Resize(eval_side(size)), T.CenterCrop(size)]
+    return T.Compose(fixed + [LIST_AUGMENTATIONS[name](size) for name in aug_info] + [T.ToTensor(),
+                                                                                       T.Normalize(mean, std)])
+
+
+class OnDevice:
+    """A DataLoader's (images, targets) batches moved to `device`, images in channels_last; for evaluation loaders
+    that accelerate does not prepare (each process reads its own shard)."""
+
+    def __init__(self, loader: DataLoader, device) -> None:
+        self.loader, self.device = loader, torch.device(device)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for images, targets in self.loader:
+            yield (images.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last),
+                   targets.to(self.device, non_blocking=True))
+
+
+def classic_eval_loader(split: ListLT, size: int, batch_size: int, num_workers: int, mean, std, rank: int,
+                        world_size: int, device) -> OnDevice:
+    """Every `world_size`-th image from `rank` on, in order, so that the shards cover the split once."""
+    split.transform = eval_transform(size, mean, std)
+    shard = Subset(split, range(rank, len(split), world_size))
+    return OnDevice(DataLoader(shard, batch_size=batch_size, num_workers=num_workers,
+                               pin_memory=torch.device(device).type == "cuda"), device)
+
+
+# ---------------------------------------------------------------------------------------------------- the fast path
+def cache_side(size: int) -> int:
+    return eval_side(size)
+
+
+def cache_path(cache_dir: str | Path, split: ListLT, side: int) -> Path:
+    return Path(cache_dir) / f"{split.name}_{split.list_file.stem}_{side}.u8"
+
+
+def _stamp(split: ListLT, side: int) -> dict:
+    """What the cache was made from: a changed list, root or side makes it stale."""
+    stat = split.list_file.stat()
+    return {"list": str(split.list_file), "list_bytes": stat.st_size, "list_mtime": stat.st_mtime,
+            "root": split.root, "images": len(split), "side": side}
+
+
+def _square(split: ListLT, index: int, side: int) -> np.ndarray:
+    """Image `index`: shorter side resized to `side` (bilinear, antialiased, as T.Resize), the centre square kept."""
+    image = split.open(index)
+    w, h = image.size
+    scale = side / min(w, h)
+    new = (max(side, int(w * scale)), max(side, int(h * scale)))  # T.Resize's sizes
+    image = image.resize(new, Image.Resampling.BILINEAR, reducing_gap=None)
+    left, top = (new[0] - side) // 2, (new[1] - side) // 2
+    return np.asarray(image.crop((left, top, left + side, top + side)), dtype=np.uint8)
+
+
+def ensure_cache(split: ListLT, cache_dir: str | Path, side: int, threads: int, log=print) -> Path:
+    """The uint8 cache of `split` at `side`, written once (to a temporary file, then renamed) and reused while its
+    list, root and side are the same."""
+    path = cache_path(cache_dir, split, side)
+    stamp_file = path.with_suffix(".json")
+    stamp = _stamp(split, side)
+    if path.is_file() and stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp:
+        return path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"DATASET.cache_dir {cache_dir}: cannot create it ({error.strerror}); point it at a "
+                          "writable folder, or set DATASET.loader classic") from None
+    log(f"decoding {len(split):,} images of {split.list_file} once into {path} ({side}x{side}, "
+        f"{len(split) * side * side * 3 / 2**30:.1f} GiB)")
+    partial = path.with_name(path.name + f".partial{os.getpid()}")
+    data = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(split), side, side, 3))
+
+    def fill(index: int) -> None:
+        data[index] = _square(split, index, side)
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:  # PIL decodes and resizes outside the GIL
+        list(pool.map(fill, range(len(split))))
+    data.flush()
+    del data
+    os.replace(partial, path)
+    stamp_file.write_text(json.dumps(stamp))
+    return path
+
+
+class _Rows(Dataset):
+    """Item i: the uint8 rows of batch i (of `batches`, index tensors) from the memory-mapped cache, with targets;
+    the worker that reads it copies only those rows."""
+
+    def __init__(self, path: Path, batches: list[torch.Tensor], targets: torch.Tensor) -> None:
+        self.path, self.batches, self.targets, self.data = path, batches, targets, None
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int):
+        if self.data is None:  # opened in the worker, after the fork
+            self.data = np.load(self.path, mmap_mode="r")
+        idx = self.batches[i]
+        order = idx.argsort()  # ascending offsets read the file forwards
+        rows = torch.empty((len(idx), *self.data.shape[1:]), dtype=torch.uint8)
+        rows[order] = torch.from_numpy(self.data[idx[order].numpy()])
+        return rows, self.targets[idx]
+
+
+def random_boxes(n: int, side: int, generator: torch.Generator) -> torch.Tensor:
+    """n RandomResizedCrop boxes (x1, y1, x2, y2) over a side x side image, drawn as torchvision draws them: up to 10
+    tries of scale and log-uniform aspect ratio, the first that fits; none fitting, the whole (square) image."""
+    area = side * side
+    scale = torch.empty(n, CROP_ATTEMPTS).uniform_(*CROP_SCALE, generator=generator) * area
+    log_ratio = torch.empty(n, CROP_ATTEMPTS).uniform_(math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]),
+                                                       generator=generator)
+    ratio = log_ratio.exp()
+    w, h = (scale * ratio).sqrt().round(), (scale / ratio).sqrt().round()
+    fits = (w > 0) & (w <= side) & (h > 0) & (h <= side)
+    first = fits.int().argmax(1, keepdim=True)
+    w, h = w.gather(1, first).squeeze(1), h.gather(1, first).squeeze(1)
+    w, h = torch.where(fits.any(1), w, side), torch.where(fits.any(1), h, side)
+    u = torch.rand(2, n, generator=generator)
+    y, x = (u[0] * (side - h + 1)).floor(), (u[1] * (side - w + 1)).floor()
+    return torch.stack([x, y, x + w, y + h], dim=1)
+
+
+class CachedLoader(DataLoaderStateMixin):
+    """Batches of normalised float images in channels_last from a split's uint8 cache. Training: a seeded
+    permutation per epoch shared by all processes, cut into equal shards (as datasets.TensorLoader), a
+    RandomResizedCrop and flip per image done batched on `device`. Evaluation: every `world_size`-th image from
+    `rank` on, centre-cropped. Like TensorLoader it reports its last batch to accelerate's gradient state."""
+
+    def __init__(self, path: Path, targets, batch_size: int, size: int, mean, std, *, device, train: bool,
+                 crop: bool = False, flip: bool = False, num_workers: int = 0, seed: int = 0, rank: int = 0,
+                 world_size: int = 1) -> None:
+        self.path, self.targets = path, torch.as_tensor(targets, dtype=torch.long)
+        self.side = int(np.load(path, mmap_mode="r").shape[1])
+        self.batch_size, self.size, self.train, self.crop, self.flip = batch_size, size, train, crop, flip
+        self.num_workers, self.seed, self.rank, self.world_size, self.epoch = num_workers, seed, rank, world_size, 0
+        self.device = torch.device(device)
+        self.scale = (1 / (255 * torch.tensor(std))).view(1, 3, 1, 1).to(self.device)
+        self.shift = (-torch.tensor(mean) / torch.tensor(std)).view(1, 3, 1, 1).to(self.device)
+        self.gradient_state = GradientState()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _shard(self) -> torch.Tensor:
+        n = len(self.targets)
+        if not self.train:
+            return torch.arange(self.rank, n, self.world_size)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        per_process = n // self.world_size  # equal shards keep the processes' gradient syncs in step
+        return order[self.rank * per_process:(self.rank + 1) * per_process]
+
+    def __len__(self) -> int:
+        n = len(self.targets) // self.world_size if self.train else len(range(self.rank, len(self.targets),
+                                                                              self.world_size))
+        full, rest = divmod(n, self.batch_size)
+        return full + (rest > 1 if self.train else rest > 0)  # no training batch of one: BatchNorm cannot take it
+
+    def __iter__(self):
+        indices = self._shard()
+        batches = [indices[i * self.batch_size:(i + 1) * self.batch_size] for i in range(len(self))]
+        generator = torch.Generator().manual_seed((self.seed * 100_003 + self.epoch) * 1_009 + self.rank)
+        rows = DataLoader(_Rows(self.path, batches, self.targets), batch_size=None, num_workers=self.num_workers,
+                          pin_memory=self.device.type == "cuda")
+        self.begin()
+        try:
+            for i, (images, targets) in enumerate(rows):
+                self.end_of_dataloader = i == len(batches) - 1
+                yield self.augment(images, generator), targets.to(self.device, non_blocking=True)
+        finally:
+            self.end()
+
+    def augment(self, rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """uint8 B x S x S x 3 rows -> normalised float B x 3 x size x size, channels_last, on the device."""
+        b, side = len(rows), self.side
+        if not (self.train and self.crop):
+            top = (side - self.size) // 2
+            rows = rows[:, top:top + self.size, top:top + self.size]
+        images = rows.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+        if self.train and self.crop:
+            boxes = torch.cat([torch.arange(b, dtype=torch.float32)[:, None], random_boxes(b, side, generator)], 1)
+            # bilinear, averaging ceil(box / size) samples a bin: a shrinking crop is smoothed, as an antialiased
+            # resize smooths it
+            images = roi_align(images, boxes.to(self.device), self.size, spatial_scale=1.0, sampling_ratio=-1,
+                               aligned=True)
+        if self.train and self.flip:
+            flipped = (torch.rand(b, generator=generator) < 0.5).to(self.device).view(b, 1, 1, 1)
+            images = torch.where(flipped, images.flip(3), images)
+        images = images.contiguous(memory_format=torch.channels_last)
+        return images.mul_(self.scale).add_(self.shift)
+
+
+def list_loaders(cfg, splits: dict, seed: int, accelerator, mean, std) -> dict:
+    """The training loader (classic or fast, per DATASET.loader) and an evaluation loader for val and test."""
+    from .loaders import classic_loader
+
+    world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
+    batch_size = cfg.batch_size // accelerator.gradient_accumulation_steps  # of one forward pass, over the processes
+    size, train = cfg.img_size, splits["train"]
+    evaluated = {name: splits[name] for name in ("val", "test") if name in splits}
+    if cfg.loader == "classic":
+        train.transform = train_transform(cfg.aug_info, size, mean, std)
+        loaders = {"train": classic_loader(train, batch_size, cfg.num_workers, seed)}  # accelerate shards it
+        for name, split in evaluated.items():
+            loaders[name] = classic_eval_loader(split, size, cfg.test_batch_size, cfg.num_workers, mean, std, rank,
+                                                world, device)
+        return loaders
+    side, threads = cache_side(size), max(cfg.num_workers, os.cpu_count() or 1)
+    with accelerator.local_main_process_first():  # one process a machine decodes; the others then read
+        paths = {name: ensure_cache(split, cfg.cache_dir, side, threads, accelerator.print)
+                 for name, split in {"train": train, **evaluated}.items()}
+    loaders = {"train": CachedLoader(paths["train"], train.targets, batch_size // world, size, mean, std,
+                                     device=device, train=True, crop="RandomResizedCrop" in cfg.aug_info,
+                                     flip="RandomHorizontalFlip" in cfg.aug_info, num_workers=cfg.num_workers,
+                                     seed=seed, rank=rank, world_size=world)}
+    for name, split in evaluated.items():
+        loaders[name] = CachedLoader(paths[name], split.targets, cfg.test_batch_size, size, mean, std,
+                                     device=device, train=False, num_workers=cfg.num_workers, rank=rank,
+                                     world_size=world)
+    return loaders
