@@ -53,8 +53,7 @@ NO_EFFECT = {
     "DATASET.imbalance_type": Ignored(_listed, "on {c.DATASET.name}, whose train list fixes the class counts"),
     "DATASET.val_per_class": Ignored(_listed, "on {c.DATASET.name}, which selects on its published val list"),
     "DATASET.train_subset": Ignored(_listed, "on {c.DATASET.name}, whose train list is the subset"),
-    "DATASET.download": Ignored(_listed, "on {c.DATASET.name}, which is never downloaded (README.md says where "
-                                "to get it)"),
+
     "SCHEDULER.warmup_start": Ignored(lambda c: c.SCHEDULER.warmup == 0, "while SCHEDULER.warmup is 0",
                                       "set SCHEDULER.warmup above 0"),
     "TRAIN.epochs": Ignored(lambda c: c.TRAIN.iterations is not None,
