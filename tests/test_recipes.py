@@ -65,7 +65,7 @@ def test_recipe_merges_over_configs_yaml_and_names_its_source(path):
         assert (cfg.DATASET.name, cfg.MODEL.name, cfg.TRAIN.epochs, cfg.DATASET.batch_size) == (name, model, epochs,
                                                                                                   batch)
         assert cfg.DATASET.img_size == 224 and cfg.DATASET.aug_info[0] == "RandomResizedCrop"
-        assert re.search(r"commit\s+[0-9a-f]{40}", path.read_text()), "the opening comment names the source's commit"
+        assert re.search(r"commit[\s#]+[0-9a-f]{40}", path.read_text()), "the opening comment names the source's commit"
     else:
         assert cfg.MODEL.name == "resnet32"
     assert "github.com/" in path.read_text().split("\n\n")[0], "the opening comment names the recipe's source"
