@@ -4,10 +4,10 @@ as the CIFAR loaders do (ImageNet-LT's 115,846 training images at 224x224 are 17
 - classic: PIL decode, RandomResizedCrop, flip (and ColorJitter) per image in DataLoader workers, as the reference
   codebases run them. Evaluation: shorter side to img_size x 256/224, centre crop img_size.
 - fast: each split decoded once into a uint8 cache file (N x S x S x 3, S = img_size x 256/224: the shorter side
-  resized to S, the centre S x S kept), memory-mapped. Workers only copy a batch's rows out of it; RandomResizedCrop
-  (one roi_align over the batch), flip and normalisation run batched on the training device. No JPEG is decoded
-  after the first epoch. The crop is drawn over the centre square, not the whole image: what differs from classic.
-  docs/performance.md has both paths measured.
+  resized to S, the centre S x S kept), memory-mapped. Workers copy a batch's rows out of it and crop, resize and flip
+  them in uint8 (no JPEG is decoded after the cache is written); the training device normalises the uint8 batch.
+  The crop is drawn over the centre square, not the whole image: what differs from classic.
+  docs/performance.md has both paths measured, and the alternatives that were.
 """
 from __future__ import annotations
 
@@ -23,8 +23,7 @@ import torchvision.transforms as T
 from accelerate.data_loader import DataLoaderStateMixin
 from accelerate.state import GradientState
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Subset
-from torchvision.ops import roi_align
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from errors import ConfigError
 
@@ -140,24 +139,74 @@ def ensure_cache(split: ListLT, cache_dir: str | Path, side: int, threads: int, 
     return path
 
 
-class _Rows(Dataset):
-    """Item i: the uint8 rows of batch i (of `batches`, index tensors) from the memory-mapped cache, with targets;
-    the worker that reads it copies only those rows."""
+class _Crops(Dataset):
+    """Item (epoch, i): batch i of this process's shard in `epoch`, as uint8 B x size x size x 3 crops with their
+    targets, made in the worker that reads it. Training: a seeded permutation per epoch shared by all processes, cut
+    into equal shards (as datasets.TensorLoader); each image's row copied out of the memory-mapped cache, cropped and
+    resized in one PIL call (antialiased bilinear on uint8, as RandomResizedCrop on a PIL image) and flipped, with
+    boxes and flips drawn from the batch's own seed, whichever worker reads it. Evaluation: every `world_size`-th
+    image from `rank` on, centre-cropped. The epoch travels with the index, so workers can persist across epochs."""
 
-    def __init__(self, path: Path, batches: list[torch.Tensor], targets: torch.Tensor) -> None:
-        self.path, self.batches, self.targets, self.data = path, batches, targets, None
+    def __init__(self, path: Path, targets: torch.Tensor, batch_size: int, size: int, *, train: bool, crop: bool,
+                 flip: bool, seed: int, rank: int, world_size: int) -> None:
+        self.path, self.targets, self.batch_size, self.size = path, targets, batch_size, size
+        self.train, self.crop, self.flip, self.seed, self.rank, self.world_size = train, crop, flip, seed, rank, world_size
+        self.data, self.shard = None, (None, None)  # the memory map, opened in the worker; (epoch, its shard)
 
     def __len__(self) -> int:
-        return len(self.batches)
+        n = len(self.targets)
+        n = n // self.world_size if self.train else len(range(self.rank, n, self.world_size))
+        full, rest = divmod(n, self.batch_size)
+        return full + (rest > 1 if self.train else rest > 0)  # no training batch of one: BatchNorm cannot take it
 
-    def __getitem__(self, i: int):
-        if self.data is None:  # opened in the worker, after the fork
+    def indices(self, epoch: int) -> torch.Tensor:
+        if self.shard[0] != epoch:
+            n = len(self.targets)
+            if self.train:
+                order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+                per_process = n // self.world_size  # equal shards keep the processes' gradient syncs in step
+                self.shard = epoch, order[self.rank * per_process:(self.rank + 1) * per_process]
+            else:
+                self.shard = epoch, torch.arange(self.rank, n, self.world_size)
+        return self.shard[1]
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, i = key
+        if self.data is None:
             self.data = np.load(self.path, mmap_mode="r")
-        idx = self.batches[i]
+        idx = self.indices(epoch)[i * self.batch_size:(i + 1) * self.batch_size]
         order = idx.argsort()  # ascending offsets read the file forwards
-        rows = torch.empty((len(idx), *self.data.shape[1:]), dtype=torch.uint8)
-        rows[order] = torch.from_numpy(self.data[idx[order].numpy()])
-        return rows, self.targets[idx]
+        rows = np.empty((len(idx), *self.data.shape[1:]), dtype=np.uint8)
+        rows[order.numpy()] = self.data[idx[order].numpy()]
+        side, size = rows.shape[1], self.size
+        top = (side - size) // 2
+        if not self.train:
+            return torch.from_numpy(rows[:, top:top + size, top:top + size].copy()), self.targets[idx]
+        generator = torch.Generator().manual_seed(((self.seed * 100_003 + epoch) * 1_009 + self.rank) * 1_000_003 + i)
+        boxes = random_boxes(len(idx), side, generator).tolist() if self.crop else None
+        flips = (torch.rand(len(idx), generator=generator) < 0.5).tolist() if self.flip else [False] * len(idx)
+        crops = np.empty((len(idx), size, size, 3), dtype=np.uint8)
+        for k, row in enumerate(rows):
+            image = Image.fromarray(row)
+            if boxes is not None:
+                image = image.resize((size, size), Image.Resampling.BILINEAR, box=boxes[k], reducing_gap=None)
+            else:
+                image = image.crop((top, top, top + size, top + size))
+            crops[k] = np.asarray(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if flips[k] else image)
+        return torch.from_numpy(crops), self.targets[idx]
+
+
+class _EpochBatches(Sampler):
+    """The keys (epoch, i) of one epoch's batches, read from the loader when an epoch starts."""
+
+    def __init__(self, loader: "CachedLoader") -> None:
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        return ((self.loader.epoch, i) for i in range(len(self.loader)))
 
 
 def random_boxes(n: int, side: int, generator: torch.Generator) -> torch.Tensor:
@@ -179,71 +228,43 @@ def random_boxes(n: int, side: int, generator: torch.Generator) -> torch.Tensor:
 
 
 class CachedLoader(DataLoaderStateMixin):
-    """Batches of normalised float images in channels_last from a split's uint8 cache. Training: a seeded
-    permutation per epoch shared by all processes, cut into equal shards (as datasets.TensorLoader), a
-    RandomResizedCrop and flip per image done batched on `device`. Evaluation: every `world_size`-th image from
-    `rank` on, centre-cropped. Like TensorLoader it reports its last batch to accelerate's gradient state."""
+    """Batches of normalised float images in channels_last from a split's uint8 cache, cropped (training) as
+    _Crops says by `num_workers` DataLoader workers that persist across epochs. The uint8 batches travel to `device`
+    (a quarter of the bytes of float ones), which normalises them. Like datasets.TensorLoader it reports its last
+    batch to accelerate's gradient state."""
 
     def __init__(self, path: Path, targets, batch_size: int, size: int, mean, std, *, device, train: bool,
                  crop: bool = False, flip: bool = False, num_workers: int = 0, seed: int = 0, rank: int = 0,
                  world_size: int = 1) -> None:
-        self.path, self.targets = path, torch.as_tensor(targets, dtype=torch.long)
-        self.side = int(np.load(path, mmap_mode="r").shape[1])
-        self.batch_size, self.size, self.train, self.crop, self.flip = batch_size, size, train, crop, flip
-        self.num_workers, self.seed, self.rank, self.world_size, self.epoch = num_workers, seed, rank, world_size, 0
-        self.device = torch.device(device)
+        self.crops = _Crops(path, torch.as_tensor(targets, dtype=torch.long), batch_size, size, train=train, crop=crop,
+                            flip=flip, seed=seed, rank=rank, world_size=world_size)
+        self.device, self.epoch = torch.device(device), 0
         self.scale = (1 / (255 * torch.tensor(std))).view(1, 3, 1, 1).to(self.device)
         self.shift = (-torch.tensor(mean) / torch.tensor(std)).view(1, 3, 1, 1).to(self.device)
+        self.loader = DataLoader(self.crops, batch_size=None, sampler=_EpochBatches(self), num_workers=num_workers,
+                                 persistent_workers=num_workers > 0, pin_memory=self.device.type == "cuda")
         self.gradient_state = GradientState()
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _shard(self) -> torch.Tensor:
-        n = len(self.targets)
-        if not self.train:
-            return torch.arange(self.rank, n, self.world_size)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
-        per_process = n // self.world_size  # equal shards keep the processes' gradient syncs in step
-        return order[self.rank * per_process:(self.rank + 1) * per_process]
-
     def __len__(self) -> int:
-        n = len(self.targets) // self.world_size if self.train else len(range(self.rank, len(self.targets),
-                                                                              self.world_size))
-        full, rest = divmod(n, self.batch_size)
-        return full + (rest > 1 if self.train else rest > 0)  # no training batch of one: BatchNorm cannot take it
+        return len(self.crops)
 
     def __iter__(self):
-        indices = self._shard()
-        batches = [indices[i * self.batch_size:(i + 1) * self.batch_size] for i in range(len(self))]
-        generator = torch.Generator().manual_seed((self.seed * 100_003 + self.epoch) * 1_009 + self.rank)
-        rows = DataLoader(_Rows(self.path, batches, self.targets), batch_size=None, num_workers=self.num_workers,
-                          pin_memory=self.device.type == "cuda")
+        batches = len(self)
         self.begin()
         try:
-            for i, (images, targets) in enumerate(rows):
-                self.end_of_dataloader = i == len(batches) - 1
-                yield self.augment(images, generator), targets.to(self.device, non_blocking=True)
+            for i, (images, targets) in enumerate(self.loader):
+                self.end_of_dataloader = i == batches - 1
+                yield self.normalise(images), targets.to(self.device, non_blocking=True)
         finally:
             self.end()
 
-    def augment(self, rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """uint8 B x S x S x 3 rows -> normalised float B x 3 x size x size, channels_last, on the device."""
-        b, side = len(rows), self.side
-        if not (self.train and self.crop):
-            top = (side - self.size) // 2
-            rows = rows[:, top:top + self.size, top:top + self.size]
-        images = rows.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
-        if self.train and self.crop:
-            boxes = torch.cat([torch.arange(b, dtype=torch.float32)[:, None], random_boxes(b, side, generator)], 1)
-            # bilinear, averaging ceil(box / size) samples a bin: a shrinking crop is smoothed, as an antialiased
-            # resize smooths it
-            images = roi_align(images, boxes.to(self.device), self.size, spatial_scale=1.0, sampling_ratio=-1,
-                               aligned=True)
-        if self.train and self.flip:
-            flipped = (torch.rand(b, generator=generator) < 0.5).to(self.device).view(b, 1, 1, 1)
-            images = torch.where(flipped, images.flip(3), images)
-        images = images.contiguous(memory_format=torch.channels_last)
+    def normalise(self, crops: torch.Tensor) -> torch.Tensor:
+        """uint8 B x size x size x 3 -> normalised float B x 3 x size x size in channels_last, on the device: the
+        permuted view of the stored order has channels_last strides already."""
+        images = crops.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
         return images.mul_(self.scale).add_(self.shift)
 
 

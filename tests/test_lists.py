@@ -285,3 +285,36 @@ def test_main_trains_a_generated_imagenet_lt_end_to_end(imagenet_lt, tmp_path, l
     per_class = read(folder / "results-seed0-per_class.json")
     assert sum(map(sum, per_class["confusion_matrix"])) == 80  # every test image once
     assert read(folder / "class_counts-seed0.json")["classes"] == [f"class{c:03d}" for c in range(8)]
+
+
+def test_cached_batches_do_not_depend_on_the_number_of_workers(imagenet_lt, tmp_path):
+    split = quiet(ListLT, "ImageNetLT", imagenet_lt, "val", num_classes=8, strict_sizes=False)
+    path = ensure_cache(split, tmp_path, 37, threads=1, log=lambda *a: None)
+    epochs = {}
+    for workers in (0, 2):
+        loader = CachedLoader(path, split.targets, 8, 32, (0.5,) * 3, (0.25,) * 3, device="cpu", train=True,
+                              crop=True, flip=True, num_workers=workers, seed=5)
+        epochs[workers] = []
+        for epoch in (0, 1):  # the workers persist from one epoch to the next
+            loader.set_epoch(epoch)
+            epochs[workers].append([(images, targets) for images, targets in loader])
+    for (a, b) in zip(epochs[0], epochs[2]):
+        for (images_a, targets_a), (images_b, targets_b) in zip(a, b):
+            assert torch.equal(targets_a, targets_b) and torch.equal(images_a, images_b)
+    assert not torch.equal(epochs[0][0][0][0], epochs[0][1][0][0])  # a new epoch draws anew
+
+
+def test_the_data_benchmark_runs_and_reports_json():
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_list_data.py"), "--images", "16", "--seconds",
+                           "0.2", "--batch-size", "4", "--size", "32", "--workers", "1"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    for key in ("classic_loader_img_s", "fast_loader_img_s", "cache_build_img_s", "pil_decode_img_s",
+                "decode_jpeg_list_img_s", "fast_worker_1thread_img_s", "alt_roi_align_1thread_img_s"):
+        assert report[key] > 0, key
+    assert report["images"] == 16 and report["cpu"]
