@@ -40,7 +40,7 @@ LIST_DATASETS = {
     "iNat2018": ListSpec("iNaturalist18", {"train": "train", "val": "val", "test": "val"},
                          {"train": 437_513, "val": 24_426}, 8_142),
 }
-WHERE = "README.md, section Data sets, says where to get them"
+WHERE = "README.md, section 'ImageNet-LT, Places-LT and iNaturalist 2018', says where to get them"
 
 
 def _listing(names: list) -> str:
