@@ -150,7 +150,8 @@ class _Crops(Dataset):
     def __init__(self, path: Path, targets: torch.Tensor, batch_size: int, size: int, *, train: bool, crop: bool,
                  flip: bool, seed: int, rank: int, world_size: int) -> None:
         self.path, self.targets, self.batch_size, self.size = path, targets, batch_size, size
-        self.train, self.crop, self.flip, self.seed, self.rank, self.world_size = train, crop, flip, seed, rank, world_size
+        self.train, self.crop, self.flip = train, crop, flip
+        self.seed, self.rank, self.world_size = seed, rank, world_size
         self.data, self.shard = None, (None, None)  # the memory map, opened in the worker; (epoch, its shard)
 
     def __len__(self) -> int:

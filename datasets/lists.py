@@ -97,7 +97,8 @@ def check_size(name: str, list_name: str, path: Path, found: int, strict: bool, 
 class ListLT(Dataset):
     """One split of a list benchmark (`name`, a key of LIST_DATASETS): `paths` under `root` (DATASET.datadir),
     `targets`, `num_per_cls` and `classes` (each class named by its train images' folder), PIL images through
-    `transform`. `img_size` is the side of the crops the model sees. `num_classes` is the train list's: `max label + 1`, with every label 0..C-1 present there."""
+    `transform`. `img_size` is the side of the crops the model sees. `num_classes` is the train list's: `max label
+    + 1`, with every label 0..C-1 present there."""
 
     def __init__(self, name: str, root: str | Path, split: str, listdir: str | Path | None = None,
                  strict_sizes: bool = True, num_classes: int | None = None, img_size: int = 224,

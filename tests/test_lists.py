@@ -2,6 +2,7 @@
 both loaders, and main.py end to end on a generated ImageNet-LT-format data set."""
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from pathlib import Path
@@ -190,9 +191,9 @@ def test_keys_without_effect_are_refused(overrides, named):
 
 
 def test_list_keys_and_workers_have_an_effect_on_a_list_benchmark():
-    cfg = load_config(ROOT / "configs.yaml", ["DATASET.name", "iNat2018", "DATASET.listdir", "/l", "DATASET.strict_sizes",
-                                              "false", "DATASET.cache_dir", "/c", "DATASET.num_workers", "8",
-                                              "DATASET.img_size", "224", *LIST_RUN[6:8]])
+    cfg = load_config(ROOT / "configs.yaml", ["DATASET.name", "iNat2018", "DATASET.listdir", "/l",
+                                              "DATASET.strict_sizes", "false", "DATASET.cache_dir", "/c",
+                                              "DATASET.num_workers", "8", "DATASET.img_size", "224", *LIST_RUN[6:8]])
     check(cfg)
 
 
@@ -207,20 +208,22 @@ def test_augmentations_are_checked_per_kind_of_data_set(name, loader, bad):
 
 
 def test_color_jitter_passes_with_the_classic_loader():
+    augmentations = "[RandomResizedCrop, RandomHorizontalFlip, ColorJitter]"
     check(load_config(ROOT / "configs.yaml", ["DATASET.name", "PlacesLT", "DATASET.loader", "classic",
-                                              "DATASET.aug_info", "[RandomResizedCrop, RandomHorizontalFlip, ColorJitter]"]))
+                                              "DATASET.aug_info", augmentations]))
 
 
 # ---------------------------------------------------------------------------------------------------------- loaders
 def one_process():
     return SimpleNamespace(num_processes=1, process_index=0, device=torch.device("cpu"), gradient_accumulation_steps=1,
-                           local_main_process_first=lambda: __import__("contextlib").nullcontext(), print=lambda *a: None)
+                           local_main_process_first=contextlib.nullcontext, print=lambda *a: None)
 
 
 @pytest.mark.parametrize("loader", ["classic", "fast"])
 def test_both_loaders_give_normalised_batches_of_img_size(imagenet_lt, tmp_path, loader):
+    cache = ["DATASET.cache_dir", str(tmp_path)] if loader == "fast" else []
     cfg = dataset_cfg(imagenet_lt, "DATASET.loader", loader, "DATASET.num_workers", "0", "DATASET.batch_size", "16",
-                      "DATASET.test_batch_size", "32", *(["DATASET.cache_dir", str(tmp_path)] if loader == "fast" else []))
+                      "DATASET.test_batch_size", "32", *cache)
     splits = quiet(build_splits, cfg.DATASET, 0)
     loaders = build_loaders(cfg.DATASET, splits, 0, one_process())
     images, targets = next(iter(loaders["train"]))
@@ -272,8 +275,9 @@ def test_cached_training_shards_of_two_processes_cover_the_split_once(imagenet_l
 # ------------------------------------------------------------------------------------------------- end to end
 @pytest.mark.parametrize("loader", ["classic", "fast"])
 def test_main_trains_a_generated_imagenet_lt_end_to_end(imagenet_lt, tmp_path, loader):
+    cache = ["DATASET.cache_dir", str(tmp_path / "cache")] if loader == "fast" else []
     proc = run_main(imagenet_lt, tmp_path, *LIST_RUN, "DATASET.loader", loader, "TRAIN.epochs", "2",
-                    "OPTIMIZER.lr", "0.05", *(["DATASET.cache_dir", str(tmp_path / "cache")] if loader == "fast" else []))
+                    "OPTIMIZER.lr", "0.05", *cache)
     check_ok(proc)
     folder = tmp_path / "ImageNetLT" / "resnet32" / "CE-IF_1"
     assert {p.name for p in folder.iterdir()} == OUTPUTS

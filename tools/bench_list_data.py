@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> dict:
 
         # --- the loaders main.py builds
         overrides = ["DATASET.name", "ImageNetLT", "DATASET.datadir", str(root), "DATASET.strict_sizes", "false",
-                     "DATASET.img_size", str(args.size), "DATASET.aug_info", "[RandomResizedCrop, RandomHorizontalFlip]",
+                     "DATASET.img_size", str(args.size),
+                     "DATASET.aug_info", "[RandomResizedCrop, RandomHorizontalFlip]",
                      "DATASET.num_workers", str(args.workers), "DATASET.batch_size", str(args.batch_size),
                      "DATASET.test_batch_size", str(args.batch_size)]
         process = SimpleNamespace(num_processes=1, process_index=0, device=device, gradient_accumulation_steps=1,
