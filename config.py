@@ -67,6 +67,8 @@ NO_EFFECT = {
     "DATASET.aug_fill": Ignored(lambda c: not set(c.DATASET.aug_info) & {"AutoAugment", "RandAugment", "TrivialAugmentWide"},
                                 "while DATASET.aug_info has no AutoAugment, RandAugment or TrivialAugmentWide",
                                 "add one to DATASET.aug_info"),
+    "MODEL.pretrained_file": Ignored(lambda c: not c.MODEL.pretrained, "while MODEL.pretrained is false",
+                                     "add MODEL.pretrained true"),
 }
 
 
@@ -259,6 +261,9 @@ def check(cfg: DictConfig) -> None:
     if not timm.is_model(cfg.MODEL.name):
         close = difflib.get_close_matches(cfg.MODEL.name, timm.list_models(), n=3)
         raise ConfigError(f"MODEL.name {cfg.MODEL.name!r} is not a timm model; closest: {', '.join(close) or 'none'}")
+    if cfg.MODEL.pretrained and cfg.MODEL.pretrained_file is not None and not Path(cfg.MODEL.pretrained_file).is_file():
+        raise ConfigError(f"MODEL.pretrained_file {cfg.MODEL.pretrained_file} does not exist: give the path of a "
+                          "local weights file")
     if cfg.DEFAULT.data_seed is not None and not isinstance(cfg.DEFAULT.data_seed, int):
         raise ConfigError(f"DEFAULT.data_seed must be an integer or null, got {cfg.DEFAULT.data_seed!r}")
     one_of("SCHEDULER.interval", cfg.SCHEDULER.interval, INTERVALS)

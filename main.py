@@ -63,7 +63,7 @@ def run(cfg) -> None:
                       f"from {max(num_per_cls)} to {min(num_per_cls)} images; best checkpoint by {select_on} {metric}")
 
     model, note = build_model(cfg.MODEL.name, len(num_per_cls), cfg.MODEL.pretrained, image_side(splits["train"]),
-                              cfg.MODEL.classifier_init)
+                              cfg.MODEL.classifier_init, cfg.MODEL.pretrained_file)
     accelerator.print(note or f"model: {cfg.MODEL.name}")
     model = model.to(memory_format=torch.channels_last)
     criterion = build_loss(cfg.LOSS.name, num_per_cls).to(accelerator.device)

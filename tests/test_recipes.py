@@ -31,7 +31,7 @@ EXPECTED = {
     "places_lt_stage1": {0: 1e-3, 9: 1e-3, 10: 1e-4, 19: 1e-4, 20: 1e-5, 29: 1e-5},
 }
 # the list benchmarks' recipes: data set -> (model, epochs, batch)
-LIST_RECIPES = {"imagenet_lt_resnet10": ("ImageNetLT", "resnet10t", 90, 512),
+LIST_RECIPES = {"imagenet_lt_resnet10": ("ImageNetLT", "resnet10", 90, 512),
                 "inat2018_resnet50": ("iNat2018", "resnet50", 90, 512),
                 "places_lt_stage1": ("PlacesLT", "resnet152", 30, 128)}
 
