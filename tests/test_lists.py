@@ -160,9 +160,9 @@ def test_a_class_count_that_differs_is_a_size_error_too(tmp_path):
 
 # -------------------------------------------------------------------------------- many / medium / few, real counts
 def test_many_medium_few_on_places_lt_real_counts():
-    """The per-class counts of the real Places_LT_train.txt (tests/data; the list is not kept here): 62,500 images
+    """The per-class counts of the real Places_LT_train.txt (tests/fixtures; the list is not kept here): 62,500 images
     in 365 classes, 4,980 to 5 a class, split 131 / 163 / 71 as the literature reports."""
-    counts = json.loads((ROOT / "tests" / "data" / "places_lt_train_counts.json").read_text())["num_per_cls"]
+    counts = json.loads((ROOT / "tests" / "fixtures" / "places_lt_train_counts.json").read_text())["num_per_cls"]
     assert (len(counts), sum(counts), max(counts), min(counts)) == (365, 62_500, 4_980, 5)
     groups = class_groups(counts)
     assert [len(groups[g]) for g in ("many", "medium", "few")] == [131, 163, 71]
