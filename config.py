@@ -203,7 +203,7 @@ def check(cfg: DictConfig) -> None:
     import timm
 
     from models import CLASSIFIER_INITS  # importing models registers resnet32 with timm
-    from datasets import AUGMENTATIONS, DATASETS, FAST_AUGMENTATIONS, IMBALANCE_TYPES
+    from datasets import AUGMENTATIONS, DATASETS, FAST_AUGMENTATIONS, IMBALANCE_TYPES, SAMPLERS
     from losses import LOSSES
     from optim import INTERVALS, OPTIMIZERS, SCHEDULERS
     from train import CHECKPOINT_METRICS
@@ -216,6 +216,7 @@ def check(cfg: DictConfig) -> None:
     one_of("DATASET.name", data.name, DATASETS)
     one_of("DATASET.imbalance_type", data.imbalance_type, IMBALANCE_TYPES)
     one_of("DATASET.loader", data.loader, ("fast", "classic"))
+    one_of("DATASET.sampler", data.sampler, SAMPLERS)
     one_of("LOSS.name", cfg.LOSS.name, LOSSES)
     one_of("OPTIMIZER.name", cfg.OPTIMIZER.name, OPTIMIZERS)
     one_of("SCHEDULER.sched_name", cfg.SCHEDULER.sched_name, SCHEDULERS)

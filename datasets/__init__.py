@@ -6,7 +6,8 @@ from errors import DatasetNotFoundError  # noqa: F401  the old import path
 from .augment import batch_augmentations
 from .cifar import CIFAR10LT, CIFAR100LT
 from .folder import ImageFolderLT
-from .loaders import AUGMENTATIONS, FAST_AUGMENTATIONS, TensorLoader, classic_loader, classic_transform
+from .loaders import (AUGMENTATIONS, FAST_AUGMENTATIONS, SAMPLERS, ClassBalancedSampler, TensorLoader, classic_loader,
+                      classic_transform)
 from .long_tail import IMBALANCE_TYPES, draw_splits, long_tail_counts
 
 DATASETS = {"CIFAR10LT": CIFAR10LT, "CIFAR100LT": CIFAR100LT, "ImageFolderLT": ImageFolderLT}
@@ -49,7 +50,8 @@ def normalization(cfg, train_set) -> tuple[list[float], list[float]]:
 
 
 def build_loaders(cfg, splits: dict, seed: int, accelerator) -> dict:
-    """A training loader (fast or classic, per DATASET.loader) and a fast, sharded loader per evaluation split.
+    """A training loader (fast or classic, per DATASET.loader; drawing per DATASET.sampler) and a fast, sharded
+    loader per evaluation split.
     DATASET.batch_size is the batch of one optimizer step: under gradient accumulation each forward pass takes its
     share, batch_size / accumulation steps images over all processes (and that / processes in each)."""
     mean, std = normalization(cfg, splits["train"])
@@ -61,10 +63,10 @@ def build_loaders(cfg, splits: dict, seed: int, accelerator) -> dict:
                                     train=True, crop="RandomCrop" in cfg.aug_info,
                                     flip="RandomHorizontalFlip" in cfg.aug_info,
                                     augmentations=batch_augmentations(cfg.aug_info, train.data.shape[1], device, cfg.aug_fill),
-                                    seed=seed, rank=rank, world_size=world)
+                                    seed=seed, rank=rank, world_size=world, sampler=cfg.sampler)
     else:
         train.transform = classic_transform(cfg.aug_info, train.data.shape[1], mean, std, cfg.aug_fill)
-        train_loader = classic_loader(train, batch_size, cfg.num_workers, seed)  # accelerate splits it
+        train_loader = classic_loader(train, batch_size, cfg.num_workers, seed, cfg.sampler)  # accelerate splits it
     loaders = {"train": train_loader}
     for name in ("val", "test"):
         if name in splits:
@@ -79,5 +81,5 @@ def eval_loader(cfg, split, mean, std, accelerator) -> TensorLoader:
 
 
 __all__ = ["CIFAR10LT", "CIFAR100LT", "ImageFolderLT", "DATASETS", "AUGMENTATIONS", "FAST_AUGMENTATIONS",
-           "IMBALANCE_TYPES", "DatasetNotFoundError", "TensorLoader", "build_splits", "build_loaders", "eval_loader", "draw_splits",
+           "IMBALANCE_TYPES", "SAMPLERS", "ClassBalancedSampler", "DatasetNotFoundError", "TensorLoader", "build_splits", "build_loaders", "eval_loader", "draw_splits",
            "long_tail_counts", "normalization", "batch_augmentations"]

@@ -182,3 +182,33 @@ def test_each_epoch_the_shards_of_two_processes_cover_the_training_set(tmp_path,
         # equal shards of 41 leave one image out; each shard is 5 batches of 8 and one of 1, which is left out
         # (BatchNorm cannot train on a batch of one): 80 images, each once
         assert len(seen) == SHARD_IMAGES - 3 and set(seen.values()) == {1}
+
+
+@pytest.mark.parametrize("loader, nproc", [("fast", 1), ("fast", 2), ("classic", 1), ("classic", 2)])
+def test_class_balanced_sampling_draws_every_class_equally(tmp_path, loader, nproc):
+    """DATASET.sampler class_balanced under torchrun: over 8 epochs, the classes that all processes are given are
+    drawn equally often (chi-square against uniform), from a long tail of 10 down to 1 image, and each epoch is as
+    long as instance sampling's."""
+    from test_loaders import CHI2_9_DOF_P0001, chi_square_uniform
+
+    datadir, out = tmp_path / "data", tmp_path / "draws"
+    make_cifar(datadir, 10, train_per_class=10, test_per_class=2)
+    out.mkdir()
+    proc = run_script("record_shards.py", datadir, str(out), "--labels", "--config", str(ROOT / "configs.yaml"),
+                      *main_args(datadir, tmp_path / "runs", "DATASET.imbalance_type", "exp",
+                                 "DATASET.imbalance_factor", "10", "DATASET.sampler", "class_balanced",
+                                 "DATASET.loader", loader, *(["DATASET.num_workers", "0"] if loader == "classic" else []),
+                                 "DATASET.batch_size", "16", "TRAIN.epochs", "8"),
+                      nproc=nproc, timeout=600, env=CPU_ONLY)
+    check_ok(proc)
+    images = int(proc.stdout.split(" training images")[0].split()[-1])
+    assert "classes from 10 to 1 images" in proc.stdout, proc.stdout
+    draws = []
+    for epoch in range(8):
+        shards = [json.loads((out / f"epoch{epoch}-rank{rank}.json").read_text()) for rank in range(nproc)]
+        epoch_draws = [c for shard in shards for batch in shard for c in batch]
+        # as many as instance sampling gives: the fast loader leaves out up to one image a process, the classic
+        # one pads the last batch up to 16 with the epoch's first draws
+        assert images - nproc <= len(epoch_draws) <= images + 15
+        draws += epoch_draws
+    assert chi_square_uniform(draws, 10) < CHI2_9_DOF_P0001
