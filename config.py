@@ -47,6 +47,9 @@ NO_EFFECT = {
     "DATASET.aug_fill": Ignored(lambda c: not set(c.DATASET.aug_info) & {"AutoAugment", "RandAugment", "TrivialAugmentWide"},
                                 "while DATASET.aug_info has no AutoAugment, RandAugment or TrivialAugmentWide",
                                 "add one to DATASET.aug_info"),
+    "TRAIN.stage2_classifier": Ignored(lambda c: c.TRAIN.stage2_from is None,
+                                       "while TRAIN.stage2_from is null (stage 1 trains the whole model)",
+                                       "set TRAIN.stage2_from to a stage-1 checkpoint"),
 }
 
 
@@ -192,6 +195,18 @@ def _set(cfg: DictConfig, key: str, text: str, valid: list[str], nullable: bool)
     OmegaConf.update(cfg, key, _parse(key, text, default, nullable), merge=False)
 
 
+def with_defaults(saved: dict, defaults_path: Path) -> DictConfig:
+    """A config saved by an older version of the code, with every key added since then at its default in
+    `defaults_path` (configs.yaml), which is what that code did. A DICT_VALUES dict is kept whole, as saved."""
+    cfg = OmegaConf.create(saved)
+    defaults = OmegaConf.load(defaults_path)
+    for key in _leaf_keys(defaults):
+        if not any(key.startswith(f"{whole}.") for whole in DICT_VALUES) and \
+                OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
+            OmegaConf.update(cfg, key, OmegaConf.select(defaults, key), force_add=True)
+    return cfg
+
+
 def data_seed(cfg: DictConfig) -> int:
     """The seed that picks the long-tailed subset and the validation split: DEFAULT.data_seed, else DEFAULT.seed."""
     return cfg.DEFAULT.seed if cfg.DEFAULT.data_seed is None else cfg.DEFAULT.data_seed
@@ -206,6 +221,7 @@ def check(cfg: DictConfig) -> None:
     from datasets import AUGMENTATIONS, DATASETS, FAST_AUGMENTATIONS, IMBALANCE_TYPES, SAMPLERS
     from losses import LOSSES
     from optim import INTERVALS, OPTIMIZERS, SCHEDULERS
+    from stage2 import STAGE2_CLASSIFIERS
     from train import CHECKPOINT_METRICS
 
     def one_of(key: str, value, choices) -> None:
@@ -225,6 +241,9 @@ def check(cfg: DictConfig) -> None:
     one_of("TRAIN.wandb.mode", train.wandb.mode, ("online", "offline"))
     one_of("TRAIN.compile_mode", train.compile_mode, COMPILE_MODES)
     one_of("MODEL.classifier_init", cfg.MODEL.classifier_init, CLASSIFIER_INITS)
+    one_of("TRAIN.stage2_classifier", train.stage2_classifier, STAGE2_CLASSIFIERS)
+    if train.stage2_from is not None and not isinstance(train.stage2_from, str):
+        raise ConfigError(f"TRAIN.stage2_from must be a path or null, got {train.stage2_from!r}")
     for name in data.aug_info:
         one_of("DATASET.aug_info item", name, AUGMENTATIONS)
         if data.loader == "fast" and name not in FAST_AUGMENTATIONS:

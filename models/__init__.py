@@ -37,3 +37,9 @@ def build_model(name: str, num_classes: int, pretrained: bool, img_size: int,
     if classifier_init == "pytorch":
         model.get_classifier().reset_parameters()
     return model, note
+
+
+def classifier_name(model: nn.Module) -> str:
+    """Where the model's classifier (timm's `get_classifier()`) sits in it, as a submodule path, e.g. "fc"."""
+    head = model.get_classifier()
+    return next(name for name, module in model.named_modules() if module is head)
