@@ -33,7 +33,7 @@ from metrics import per_class_report, summarize
 from models import build_model, classifier_name
 from posthoc import POST_HOC, adjusted_logits, parse_taus
 from runtime import cpu_only, mixed_precision
-from stage2 import Stage2Model
+from stage2 import Stage2Model, load_stage1
 from train import Predictions, is_better, predict
 
 
@@ -76,14 +76,16 @@ def evaluate_checkpoint(path: Path, out: Path, overrides: list[str], post_hoc: d
     loaders = {name: eval_loader(cfg.DATASET, splits[name], mean, std, accelerator)
                for name in ("val", "test") if name in splits}
     model, _ = build_model(cfg.MODEL.name, len(num_per_cls), False, splits["train"].data.shape[1])
+    stage1 = None
     if cfg.TRAIN.stage2_from is not None:  # a stage-2 checkpoint holds the frozen parts and its own classifier
+        stage1 = load_stage1(cfg, classifier_name(model), len(num_per_cls))[1]._asdict()  # for report.py's rows
         model = Stage2Model(model, cfg.TRAIN.stage2_classifier)
     model.load_state_dict(state["model"])
     model = accelerator.prepare(model.to(memory_format=torch.channels_last))
     logits, targets = predict(model, loaders["test"], accelerator)
     scores = summarize(logits, targets, num_per_cls)
     record = {"checkpoint": str(path.resolve()), "epoch": state.get("epoch"), "num_per_cls": num_per_cls,
-              "config": OmegaConf.to_container(cfg)}
+              "config": OmegaConf.to_container(cfg), "stage1": stage1}
     if accelerator.is_main_process:
         write_results(out, seed, {**record, "test": scores}, Predictions(logits, targets))
     accelerator.print(f"{path.name} (epoch {state.get('epoch')}, {accelerator.num_processes} process(es), "

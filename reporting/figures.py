@@ -47,7 +47,7 @@ class Comparison(NamedTuple):
 
 
 def short(loss: str) -> str:
-    return SHORT_LOSS.get(loss, loss)
+    return " ".join(SHORT_LOSS.get(word, word) for word in loss.split(" "))
 
 
 def save(fig, path: Path) -> None:

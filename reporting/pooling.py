@@ -78,7 +78,9 @@ def column_key(column: Column) -> tuple:
 
 
 def loss_key(loss: str) -> tuple:
-    return (LOSS_ORDER.index(loss) if loss in LOSS_ORDER else len(LOSS_ORDER), loss)
+    """Rows by their loss in LOSS_ORDER, each followed by its post-hoc and stage-2 rows ("CrossEntropyLoss then cRT")."""
+    base = loss.split(" ")[0]
+    return (LOSS_ORDER.index(base) if base in LOSS_ORDER else len(LOSS_ORDER), loss)
 
 
 def column_label(column: Column) -> str:

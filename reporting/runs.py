@@ -45,7 +45,14 @@ class Run:
 
     @property
     def loss(self) -> str:
-        return self.name("LOSS.name")
+        """The row this run is a seed of: its loss, "then" its stage-2 method when it re-trained a stage-1 model's
+        classifier ("CrossEntropyLoss then cRT"), and " + " the post-hoc correction evaluate.py applied."""
+        stage1, post_hoc = self.results.get("stage1"), self.results.get("post_hoc")
+        label = f"{stage1.get('loss')} then {stage2_method(self.config)}" if stage1 else self.name("LOSS.name")
+        if post_hoc:
+            tau = "tau on " + post_hoc["chosen_on"].split()[0] if post_hoc.get("chosen_on") else f"tau {post_hoc['tau']:g}"
+            label += f" + {POST_HOC_NAMES.get(post_hoc['method'], post_hoc['method'])} ({tau})"
+        return label
 
     @property
     def model(self) -> str:
@@ -77,6 +84,24 @@ class Run:
 
     def score(self, metric: str, part: str = "test"):
         return (self.results.get(part) or {}).get(metric)
+
+
+# evaluate.py's post-hoc methods, as rows name them
+POST_HOC_NAMES = {"logit_adjust": "logit adjustment", "tau_norm": "tau-norm"}
+# The stage-2 methods of the literature: (TRAIN.stage2_classifier, DATASET.sampler, LOSS.name) -> name
+STAGE2_METHODS = {("retrain", "class_balanced", "CrossEntropyLoss"): "cRT",
+                  ("retrain", "instance", "BalancedSoftmax"): "BS re-training",
+                  ("lws", "class_balanced", "CrossEntropyLoss"): "LWS"}
+
+
+def stage2_method(config: dict) -> str:
+    """A stage-2 run's method: its name in the literature, else what it did."""
+    found = tuple(str(lookup(config, key)) for key in ("TRAIN.stage2_classifier", "DATASET.sampler", "LOSS.name"))
+    return STAGE2_METHODS.get(found, "{} ({} sampling, {})".format(*found))
+
+
+def is_stage2(settings: Settings) -> bool:
+    return dict(settings).get("TRAIN.stage2_from", "null") != "null"
 
 
 def lookup(config: dict, dotted: str):
@@ -160,8 +185,9 @@ def seed_run(folder: Path, seed: int, folder_config: dict | None) -> Run:
     paths = output_paths(folder, seed)
     results = read_json(paths["results"])
     if isinstance(results, dict) and isinstance(results.get("test"), dict):
-        # evaluate.py writes the same file names, with the checkpoint it evaluated instead of a selection
-        status = "re-evaluation" if "checkpoint" in results else "complete"
+        # evaluate.py writes the same file names, with the checkpoint it evaluated instead of a selection; a post-hoc
+        # correction of a checkpoint is a row of its own
+        status = "re-evaluation" if "checkpoint" in results and "post_hoc" not in results else "complete"
         config = results.get("config") or folder_config or {}
         return Run(folder, seed, config, status, results, epochs=run_epochs(config, results))
     state = read_checkpoint(paths["last"]) or {}

@@ -10,7 +10,7 @@ from metrics import FEW_SHOT, MANY_SHOT
 
 from .pooling import (DASH, column_key, column_label, fmt, imbalance_label, loss_key, mean_std, natural, pool,
                       settings_id, settings_label, varying)
-from .runs import Run, lookup
+from .runs import Run, is_stage2, lookup
 
 # Settings worth stating above a table when all its runs share them (after the epochs the runs trained, which
 # TRAIN.iterations makes differ by data set and imbalance)
@@ -53,14 +53,30 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [line(header), "|" + "---|" * len(header)] + [line(row) for row in rows]
 
 
+# Settings that the name of a stage-2 row already says ("CrossEntropyLoss then cRT")
+STAGE2_NAMED = ("TRAIN.stage2_from", "TRAIN.stage2_classifier", "DATASET.sampler")
+
+
+def label_keys(runs: list[Run]) -> dict[bool, list[str]]:
+    """The settings that label rows, for stage-1 (False) and stage-2 (True) rows apart: those that differ between
+    runs of the same stage. A stage-2 run has a schedule of its own, which would otherwise label every row."""
+    stage2 = [run for run in runs if is_stage2(run.settings)]
+    return {False: varying([run for run in runs if not is_stage2(run.settings)]),
+            True: [key for key in varying(stage2) if key not in STAGE2_NAMED]}
+
+
+def row_label(loss: str, settings, keys: dict[bool, list[str]]) -> str:
+    return loss + settings_label(settings, keys[is_stage2(settings)])
+
+
 def bcr_table(runs: list[Run]) -> list[str]:
     """Table 1 for one model: a row per loss (and settings, when they differ), a column per data set x IF."""
-    keys = varying(runs)
+    keys = label_keys(runs)
     columns = sorted({run.column for run in runs}, key=column_key)
     rows = defaultdict(lambda: defaultdict(list))   # row label -> column -> bcr of each seed
     order = {}
     for run in runs:
-        label = run.loss + settings_label(run.settings, keys)
+        label = row_label(run.loss, run.settings, keys)
         rows[label][run.column].append(run.score("bcr"))
         order[label] = (loss_key(run.loss), label)
     labels = sorted(rows, key=order.get)
@@ -81,14 +97,14 @@ def bcr_table(runs: list[Run]) -> list[str]:
 def group_table(runs: list[Run], show_model: bool) -> list[str]:
     """Per data set: shot-group and worst-class accuracies of every cell, with bcr at the selected checkpoint and
     at the last epoch."""
-    keys = varying(runs)
+    keys = label_keys(runs)
     header = (["model"] if show_model else []) + ["imbalance", "loss", "n", "bcr", "bcr (last epoch)",
                                                   "many", "medium", "few", "head", "mid", "tail", "worst class"]
     body = []
     for cell in sorted(pool(runs), key=lambda cell: (cell.key.model, column_key(cell.key.column),
                                                      loss_key(cell.key.loss))):
         row = [cell.key.model] if show_model else []
-        row += [imbalance_label(cell.key.column), cell.key.loss + settings_label(cell.key.settings, keys),
+        row += [imbalance_label(cell.key.column), row_label(cell.key.loss, cell.key.settings, keys),
                 str(len(cell.runs)), fmt(cell.scores("bcr"), False), fmt(cell.scores("bcr", "test_last_epoch"), False)]
         row += [fmt(cell.scores(metric), False) for metric in GROUP_METRICS]
         body.append(row)
