@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tau-norm", type=taus, nargs="?", const=[1.0], metavar="TAU[,TAU...]",
                         help="also report the classifier's weight rows divided by their norm ** tau (default tau 1)")
     parser.add_argument("overrides", nargs="*", help="dotted KEY VALUE pairs, e.g. DATASET.datadir /data")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may follow the options
     post_hoc = {method: getattr(args, method) for method in POST_HOC if getattr(args, method) is not None}
     try:
         found = checkpoints(args.path, args.last)
