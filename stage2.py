@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from checkpoint import output_paths
-from config import data_seed
 from errors import ConfigError
 from models import classifier_name
 
@@ -123,14 +122,19 @@ def load_stage1(cfg, head: str, num_classes: int) -> tuple[dict, Stage1]:
     for key in SAME_IMAGES:
         differ(key, cfg.DATASET[key.split(".")[1]], section(key), "was trained on other images",
                f"set {key} {section(key)}")
-    their_seed = theirs["DEFAULT"]["seed"] if theirs["DEFAULT"].get("data_seed") is None else theirs["DEFAULT"]["data_seed"]
-    differ("data seed (DEFAULT.data_seed, else DEFAULT.seed)", data_seed(cfg), their_seed,
+    their_seed = _data_seed(theirs["DEFAULT"])
+    differ("data seed (DEFAULT.data_seed, else DEFAULT.seed)", _data_seed(cfg.DEFAULT), their_seed,
            "was trained on other images", f"set DEFAULT.data_seed {their_seed}")
     classes = len(state["model"].get(f"{head}.weight", ()))
     if classes != num_classes:
         raise ConfigError(f"TRAIN.stage2_from {path} has {classes} classes, this run's {cfg.DATASET.name} has "
                           f"{num_classes}: pass a checkpoint of this data set")
     return state["model"], Stage1(str(path.resolve()), section("LOSS.name"), state.get("epoch"))
+
+
+def _data_seed(default) -> int:
+    """config.data_seed of a DEFAULT section, saved (a dict) or not (config.py imports this module)."""
+    return default["seed"] if default.get("data_seed") is None else default["data_seed"]
 
 
 def freeze_for_stage2(model: nn.Module, cfg, num_classes: int) -> tuple[nn.Module, Stage1 | None]:
