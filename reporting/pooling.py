@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .runs import Column, Run, Settings
+from .runs import Column, Run, Settings, is_stage2
 
 LOSS_ORDER = ("CrossEntropyLoss", "BalancedSoftmax")
 DASH = "–"  # an empty group, or no value
@@ -114,6 +114,23 @@ def settings_label(settings: Settings, keys: list[str]) -> str:
     found = dict(settings)
     parts = [f"{key}={found.get(key, '(absent)').strip(chr(34))}" for key in keys]
     return f" [{', '.join(parts)}]" if parts else ""
+
+
+# Settings that the name of a stage-2 row already says ("CrossEntropyLoss then cRT")
+STAGE2_NAMED = ("TRAIN.stage2_from", "TRAIN.stage2_classifier", "DATASET.sampler")
+
+
+def label_keys(runs: list[Run]) -> dict[bool, list[str]]:
+    """The settings that label rows, for stage-1 (False) and stage-2 (True) rows apart: those that differ between
+    runs of the same stage. A stage-2 run has a schedule of its own, which would otherwise label every row."""
+    stage2 = [run for run in runs if is_stage2(run.settings)]
+    return {False: varying([run for run in runs if not is_stage2(run.settings)]),
+            True: [key for key in varying(stage2) if key not in STAGE2_NAMED]}
+
+
+def row_label(loss: str, settings: Settings, keys: dict[bool, list[str]]) -> str:
+    """The row's name and the settings of `keys` (label_keys) that set it apart from rows of its stage."""
+    return loss + settings_label(settings, keys[is_stage2(settings)])
 
 
 def settings_id(settings: Settings) -> str:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from metrics import FEW_SHOT, MANY_SHOT
 
-from .pooling import (DASH, column_key, column_label, fmt, imbalance_label, loss_key, mean_std, natural, pool,
-                      settings_id, settings_label, varying)
-from .runs import Run, is_stage2, lookup
+from .pooling import (DASH, column_key, column_label, fmt, imbalance_label, label_keys, loss_key, mean_std, natural,
+                      pool, row_label, settings_id)
+from .runs import Run, lookup
 
 # Settings worth stating above a table when all its runs share them (after the epochs the runs trained, which
 # TRAIN.iterations makes differ by data set and imbalance)
@@ -51,22 +51,6 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
     return [line(header), "|" + "---|" * len(header)] + [line(row) for row in rows]
-
-
-# Settings that the name of a stage-2 row already says ("CrossEntropyLoss then cRT")
-STAGE2_NAMED = ("TRAIN.stage2_from", "TRAIN.stage2_classifier", "DATASET.sampler")
-
-
-def label_keys(runs: list[Run]) -> dict[bool, list[str]]:
-    """The settings that label rows, for stage-1 (False) and stage-2 (True) rows apart: those that differ between
-    runs of the same stage. A stage-2 run has a schedule of its own, which would otherwise label every row."""
-    stage2 = [run for run in runs if is_stage2(run.settings)]
-    return {False: varying([run for run in runs if not is_stage2(run.settings)]),
-            True: [key for key in varying(stage2) if key not in STAGE2_NAMED]}
-
-
-def row_label(loss: str, settings, keys: dict[bool, list[str]]) -> str:
-    return loss + settings_label(settings, keys[is_stage2(settings)])
 
 
 def bcr_table(runs: list[Run]) -> list[str]:
