@@ -99,8 +99,9 @@ def evaluate_checkpoint(path: Path, out: Path, overrides: list[str], post_hoc: d
     metric = cfg.TRAIN.ckp_metric
     for method, taus in post_hoc.items():
         def scored(split: str, tau: float) -> tuple[dict, Predictions]:
-            found = Predictions(adjusted_logits(method, features[split].logits, head.weight, head.bias, num_per_cls,
-                                                tau), features[split].targets)
+            with torch.no_grad(), accelerator.autocast():  # the classifier at the model's own precision: tau 0 is plain
+                logits = adjusted_logits(method, features[split].logits, head.weight, head.bias, num_per_cls, tau)
+            found = Predictions(logits.float(), features[split].targets)
             return summarize(*found, num_per_cls), found
         if "val" in features:  # choose tau on validation; only the chosen one meets the test set
             on_val = {tau: scored("val", tau)[0][metric] for tau in taus}

@@ -26,12 +26,12 @@ def adjusted_logits(method: str, features: torch.Tensor, weight: torch.Tensor, b
                     num_per_cls, tau: float) -> torch.Tensor:
     """The logits of a linear classifier (`weight`, `bias`) on `features`, corrected by `method` at `tau`.
     tau-normalisation scales the weight rows and keeps the bias as it is (the decoupling code's script drops the
-    bias altogether), so that tau 0 gives the plain logits with either method."""
-    weight = weight.float()
+    bias altogether), so that tau 0 gives the plain logits with either method. Called under the model's autocast, the
+    classifier runs at the model's precision, so tau 0 also gives the model's own logits."""
     if method == "tau_norm":
-        weight = tau_normalise(weight, tau)
-    logits = F.linear(features.float(), weight, None if bias is None else bias.float())
-    return logit_adjust(logits, num_per_cls, tau) if method == "logit_adjust" else logits
+        weight = tau_normalise(weight.float(), tau)
+    logits = F.linear(features, weight, bias)  # under autocast, as the model computes its classifier
+    return logit_adjust(logits.float(), num_per_cls, tau) if method == "logit_adjust" else logits
 
 
 def parse_taus(text: str) -> list[float]:
