@@ -115,7 +115,10 @@ def load_stage1(cfg, head: str, num_classes: int) -> tuple[dict, Stage1]:
         if ours != their_value:
             raise ConfigError(f"TRAIN.stage2_from {path} {why}: {key} {their_value} there, {ours} in this run; {fix}")
 
-    section = lambda key: theirs.get(key.split(".")[0], {}).get(key.split(".")[1])  # noqa: E731
+    def section(key: str):  # a dotted key of the saved config; None where its code had no such key
+        part, name = key.split(".")
+        return (theirs.get(part) or {}).get(name)
+
     differ("DATASET.name", cfg.DATASET.name, section("DATASET.name"), "is of another data set",
            "pass a checkpoint of this data set")
     differ("MODEL.name", cfg.MODEL.name, section("MODEL.name"), "is of another model", f"set MODEL.name {section('MODEL.name')}")
