@@ -62,7 +62,7 @@ def bcr_series(runs: list[Run]) -> list[Series]:
     the marker, step profiles are dashed."""
     keys, several_models = label_keys(runs), len({run.model for run in runs}) > 1
     cells = pool(runs)
-    variants = {cell.key: (f", {cell.key.model}" if several_models else "") + row_label("", cell.key.settings, keys)
+    variants = {cell.key: (f", {cell.key.model}" if several_models else "") + row_label(cell.key.loss, cell.key.settings, keys)[len(cell.key.loss):]
                 for cell in cells}
     losses = sorted({run.loss for run in runs}, key=loss_key)
     markers = {variant: MARKERS[i % len(MARKERS)] for i, variant in enumerate(sorted(set(variants.values())))}

@@ -120,17 +120,20 @@ def settings_label(settings: Settings, keys: list[str]) -> str:
 STAGE2_NAMED = ("TRAIN.stage2_from", "TRAIN.stage2_classifier", "DATASET.sampler")
 
 
-def label_keys(runs: list[Run]) -> dict[bool, list[str]]:
-    """The settings that label rows, for stage-1 (False) and stage-2 (True) rows apart: those that differ between
-    runs of the same stage. A stage-2 run has a schedule of its own, which would otherwise label every row."""
+def label_keys(runs: list[Run]) -> dict:
+    """The settings that label rows: for stage-1 rows (key False), those that differ between stage-1 runs; for a
+    stage-2 row (key: its name), those that differ between the runs of that name. Stage-2 recipes bring schedules
+    of their own (cRT's lr is not BS re-training's), which the row's name already stands for."""
     stage2 = [run for run in runs if is_stage2(run.settings)]
-    return {False: varying([run for run in runs if not is_stage2(run.settings)]),
-            True: [key for key in varying(stage2) if key not in STAGE2_NAMED]}
+    keys = {False: varying([run for run in runs if not is_stage2(run.settings)])}
+    for name in {run.loss for run in stage2}:
+        keys[name] = [key for key in varying([run for run in stage2 if run.loss == name]) if key not in STAGE2_NAMED]
+    return keys
 
 
-def row_label(loss: str, settings: Settings, keys: dict[bool, list[str]]) -> str:
-    """The row's name and the settings of `keys` (label_keys) that set it apart from rows of its stage."""
-    return loss + settings_label(settings, keys[is_stage2(settings)])
+def row_label(loss: str, settings: Settings, keys: dict) -> str:
+    """The row's name and the settings of `keys` (label_keys) that set it apart from rows of the same kind."""
+    return loss + settings_label(settings, keys[loss] if is_stage2(settings) else keys[False])
 
 
 def settings_id(settings: Settings) -> str:
