@@ -212,3 +212,22 @@ def test_class_balanced_sampling_draws_every_class_equally(tmp_path, loader, npr
         assert images - nproc <= len(epoch_draws) <= images + 15
         draws += epoch_draws
     assert chi_square_uniform(draws, 10) < CHI2_9_DOF_P0001
+
+
+def test_two_process_stage2_trains_the_classifier_alone(two_process_run, cifar_root, tmp_path):
+    """Stage 2 (LWS) under torchrun from the 2-process run: DDP syncs the per-class scales alone, and the frozen
+    backbone, BatchNorm statistics included, leaves as it came."""
+    train_proc, stage1 = two_process_run
+    check_ok(train_proc)
+    proc = run_main(cifar_root, tmp_path, "DATASET.batch_size", "16", "TRAIN.epochs", "1", "TRAIN.stage2_from",
+                    str(stage1), "TRAIN.stage2_classifier", "lws", "DATASET.sampler", "class_balanced",
+                    "DEFAULT.exp_name", "lws", nproc=2, timeout=600, env=CPU_ONLY)
+    check_ok(proc)
+    assert "2 process(es)" in proc.stdout and "stage 2 from" in proc.stdout, proc.stdout
+    before = torch.load(stage1 / "model_seed0_best.pt", map_location="cpu", weights_only=False)["model"]
+    after = torch.load(tmp_path / "CIFAR10LT" / "resnet32" / "lws" / "model_seed0.pt", map_location="cpu",
+                       weights_only=False)["model"]
+    for name, value in before.items():
+        moved = name.replace("fc.", "fc.linear.") if name.startswith("fc.") else name
+        assert torch.equal(after[f"model.{moved}"], value), name
+    assert not torch.equal(after["model.fc.scales"], torch.ones(10))
