@@ -17,6 +17,13 @@ _ABSENT = object()
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # Keys that take any number, whatever the type of their default: a whole number stays an int (`10.0` gives 10)
 NUMBER_KEYS = ("DATASET.imbalance_factor",)
+# The benchmarks read from the community's list files (datasets.lists.LIST_DATASETS, which a test holds equal); named
+# here so that importing config.py costs no torch
+LIST_BENCHMARKS = ("ImageNetLT", "PlacesLT", "iNat2018")
+
+
+def _listed(c: DictConfig) -> bool:
+    return c.DATASET.name in LIST_BENCHMARKS
 
 
 class Ignored(NamedTuple):
@@ -31,10 +38,22 @@ class Ignored(NamedTuple):
 # from the first file's, is refused where it has none, as a key nothing reads is: set, it would claim what the run
 # does not do. The first file's own values (the defaults) are never refused.
 NO_EFFECT = {
-    "DATASET.img_size": Ignored(lambda c: c.DATASET.name != "ImageFolderLT",
-                                "on {c.DATASET.name}, whose images stay 32x32 (only ImageFolderLT resizes)"),
-    "DATASET.num_workers": Ignored(lambda c: c.DATASET.loader == "fast",
-                                   "with DATASET.loader fast, which runs no worker processes", "set DATASET.loader classic"),
+    "DATASET.img_size": Ignored(lambda c: c.DATASET.name in ("CIFAR10LT", "CIFAR100LT"),
+                                "on {c.DATASET.name}, whose images stay 32x32 (ImageFolderLT and the list benchmarks "
+                                "resize)"),
+    "DATASET.num_workers": Ignored(lambda c: c.DATASET.loader == "fast" and not _listed(c),
+                                   "with DATASET.loader fast on {c.DATASET.name}, which runs no worker processes",
+                                   "set DATASET.loader classic"),
+    "DATASET.listdir": Ignored(lambda c: not _listed(c), "on {c.DATASET.name}, which reads no list files",
+                               f"choose one of {', '.join(LIST_BENCHMARKS)}"),
+    "DATASET.strict_sizes": Ignored(lambda c: not _listed(c), "on {c.DATASET.name}, which reads no list files",
+                                    f"choose one of {', '.join(LIST_BENCHMARKS)}"),
+    "DATASET.cache_dir": Ignored(lambda c: not _listed(c) or c.DATASET.loader != "fast",
+                                 "unless DATASET.loader is fast on a list benchmark (only it keeps a decoded cache)"),
+    "DATASET.imbalance_type": Ignored(_listed, "on {c.DATASET.name}, whose train list fixes the class counts"),
+    "DATASET.val_per_class": Ignored(_listed, "on {c.DATASET.name}, which selects on its published val list"),
+    "DATASET.train_subset": Ignored(_listed, "on {c.DATASET.name}, whose train list is the subset"),
+
     "SCHEDULER.warmup_start": Ignored(lambda c: c.SCHEDULER.warmup == 0, "while SCHEDULER.warmup is 0",
                                       "set SCHEDULER.warmup above 0"),
     "TRAIN.epochs": Ignored(lambda c: c.TRAIN.iterations is not None,
@@ -42,11 +61,14 @@ NO_EFFECT = {
                             "set TRAIN.iterations null to train by epochs"),
     "TRAIN.compile_mode": Ignored(lambda c: not c.TRAIN.compile, "while TRAIN.compile is false", "add TRAIN.compile true"),
     "DATASET.imbalance_factor": Ignored(lambda c: c.DATASET.imbalance_type is None,
-                                        "while DATASET.imbalance_type is null (no profile is drawn)",
-                                        "set DATASET.imbalance_type exp or step"),
+                                        "while DATASET.imbalance_type is null (no profile is drawn; a list "
+                                        "benchmark's train list fixes its own)",
+                                        "set DATASET.imbalance_type exp or step on CIFAR or ImageFolderLT"),
     "DATASET.aug_fill": Ignored(lambda c: not set(c.DATASET.aug_info) & {"AutoAugment", "RandAugment", "TrivialAugmentWide"},
                                 "while DATASET.aug_info has no AutoAugment, RandAugment or TrivialAugmentWide",
                                 "add one to DATASET.aug_info"),
+    "MODEL.pretrained_file": Ignored(lambda c: not c.MODEL.pretrained, "while MODEL.pretrained is false",
+                                     "add MODEL.pretrained true"),
     "TRAIN.stage2_classifier": Ignored(lambda c: c.TRAIN.stage2_from is None,
                                        "while TRAIN.stage2_from is null (stage 1 trains the whole model)",
                                        "set TRAIN.stage2_from to a stage-1 checkpoint"),
@@ -218,7 +240,8 @@ def check(cfg: DictConfig) -> None:
     import timm
 
     from models import CLASSIFIER_INITS  # importing models registers resnet32 with timm
-    from datasets import AUGMENTATIONS, DATASETS, FAST_AUGMENTATIONS, IMBALANCE_TYPES, SAMPLERS
+    from datasets import (AUGMENTATIONS, DATASETS, FAST_AUGMENTATIONS, FAST_LIST_AUGMENTATIONS, IMBALANCE_TYPES,
+                          LIST_AUGMENTATIONS, SAMPLERS)
     from losses import LOSSES
     from optim import INTERVALS, OPTIMIZERS, SCHEDULERS
     from stage2 import STAGE2_CLASSIFIERS
@@ -244,15 +267,23 @@ def check(cfg: DictConfig) -> None:
     one_of("TRAIN.stage2_classifier", train.stage2_classifier, STAGE2_CLASSIFIERS)
     if train.stage2_from is not None and not isinstance(train.stage2_from, str):
         raise ConfigError(f"TRAIN.stage2_from must be a path or null, got {train.stage2_from!r}")
+    augmentations, fast = ((LIST_AUGMENTATIONS, FAST_LIST_AUGMENTATIONS) if _listed(cfg) else
+                           (AUGMENTATIONS, FAST_AUGMENTATIONS))
     for name in data.aug_info:
-        one_of("DATASET.aug_info item", name, AUGMENTATIONS)
-        if data.loader == "fast" and name not in FAST_AUGMENTATIONS:
+        if name not in augmentations:
+            on = f" on {data.name}" if _listed(cfg) or name in LIST_AUGMENTATIONS else ""
+            raise ConfigError(f"DATASET.aug_info item {name!r} is not valid{on}; choose one of: "
+                              f"{', '.join(augmentations)}")
+        if data.loader == "fast" and name not in fast:
             raise ConfigError(
                 f"DATASET.aug_info {name} needs per-image transforms: set DATASET.loader classic "
-                f"(the fast loader does {', '.join(FAST_AUGMENTATIONS)})")
+                f"(the fast loader does {', '.join(fast)})")
     if not timm.is_model(cfg.MODEL.name):
         close = difflib.get_close_matches(cfg.MODEL.name, timm.list_models(), n=3)
         raise ConfigError(f"MODEL.name {cfg.MODEL.name!r} is not a timm model; closest: {', '.join(close) or 'none'}")
+    if cfg.MODEL.pretrained and cfg.MODEL.pretrained_file is not None and not Path(cfg.MODEL.pretrained_file).is_file():
+        raise ConfigError(f"MODEL.pretrained_file {cfg.MODEL.pretrained_file} does not exist: give the path of a "
+                          "local weights file")
     if cfg.DEFAULT.data_seed is not None and not isinstance(cfg.DEFAULT.data_seed, int):
         raise ConfigError(f"DEFAULT.data_seed must be an integer or null, got {cfg.DEFAULT.data_seed!r}")
     one_of("SCHEDULER.interval", cfg.SCHEDULER.interval, INTERVALS)

@@ -27,7 +27,7 @@ from torch import nn
 
 from checkpoint import output_glob, output_paths, output_seeds, save_json
 from config import apply_overrides, check, data_seed, with_defaults
-from datasets import build_splits, eval_loader, normalization
+from datasets import build_splits, eval_loader, image_side, normalization
 from errors import ConfigError, DatasetNotFoundError
 from metrics import per_class_report, summarize
 from models import build_model, classifier_name
@@ -75,7 +75,7 @@ def evaluate_checkpoint(path: Path, out: Path, overrides: list[str], post_hoc: d
     mean, std = normalization(cfg.DATASET, splits["train"])
     loaders = {name: eval_loader(cfg.DATASET, splits[name], mean, std, accelerator)
                for name in ("val", "test") if name in splits}
-    model, _ = build_model(cfg.MODEL.name, len(num_per_cls), False, splits["train"].data.shape[1])
+    model, _ = build_model(cfg.MODEL.name, len(num_per_cls), False, image_side(splits["train"]))
     stage1 = None
     if cfg.TRAIN.stage2_from is not None:  # a stage-2 checkpoint holds the frozen parts and its own classifier
         stage1 = load_stage1(cfg, classifier_name(model), len(num_per_cls))[1]._asdict()  # for report.py's rows

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from checkpoint import (output_paths, restore_best, restore_scaler, resume_state, rng_state, run_dir, run_finished,
                         save_best, save_json, save_torch, set_rng_state)
 from config import check, data_seed, load_config
-from datasets import build_loaders, build_splits, normalization
+from datasets import build_loaders, build_splits, image_side, normalization
 from errors import ConfigError, DatasetNotFoundError, NonFiniteLossError
 from losses import build_loss
 from metrics import per_class_report, summarize
@@ -63,8 +63,8 @@ def run(cfg) -> None:
     accelerator.print(f"{cfg.DATASET.name} in {splits['train'].root}: {len(splits['train'])} training images, classes "
                       f"from {max(num_per_cls)} to {min(num_per_cls)} images; best checkpoint by {select_on} {metric}")
 
-    model, note = build_model(cfg.MODEL.name, len(num_per_cls), cfg.MODEL.pretrained, splits["train"].data.shape[1],
-                              cfg.MODEL.classifier_init)
+    model, note = build_model(cfg.MODEL.name, len(num_per_cls), cfg.MODEL.pretrained, image_side(splits["train"]),
+                              cfg.MODEL.classifier_init, cfg.MODEL.pretrained_file)
     accelerator.print(note or f"model: {cfg.MODEL.name}")
     model, stage1 = freeze_for_stage2(model, cfg, len(num_per_cls))  # stage 1: the model as it is, stage1 None
     if stage1:

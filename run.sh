@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # The paper's sweep: CIFAR-10-LT and CIFAR-100-LT x imbalance factor 1 10 50 100 200 x CE / Balanced Softmax
 # (BS equals CE on balanced data, so IF 1 trains CE only), once per seed, then report.py over the results.
+# The list benchmarks (DATASETS=ImageNetLT, PlacesLT, iNat2018) have one imbalance each, their train list's:
+# FACTORS does not apply, each loss runs once per seed, and without a RECIPE each takes its own recipe
+# (recipes/imagenet_lt_resnet10.yaml, recipes/places_lt_stage1.yaml, recipes/inat2018_resnet50.yaml).
 #
 #   bash run.sh                                   # seed 0, the settings in configs.yaml
 #   RECIPE=recipes/balms.yaml bash run.sh         # a published recipe (recipes/*.yaml) merged over configs.yaml;
 #                                                 # its runs go to <loss>-IF_<k>-balms, apart from other recipes'
 #   SEEDS="0 1 2" bash run.sh                     # three seeds side by side in each run folder
 #   bash run.sh TRAIN.epochs 1 MODEL.name resnet32  # extra KEY VALUE pairs go to every run
+#   DATASETS=ImageNetLT bash run.sh DATASET.datadir /imagenet  # CE and BS over the ImageNet-LT recipe
 #   JOBS=4 bash run.sh                            # 4 runs at once on this machine; each run's output goes to
 #                                                 # SAVEDIR/logs/<data set>-<run folder>-seed<s>.log
 #   sbatch --array=0-7 run.sh                     # SLURM: 8 array tasks share the sweep (submit from this folder)
 #
 # Each run's folder (DEFAULT.exp_name) is <loss>-IF_<k>, followed by -<recipe> with a RECIPE (its file name without
-# .yaml), so that the sweeps of two recipes never share a folder.
+# .yaml), so that the sweeps of two recipes never share a folder; on a list benchmark it is <loss>-<recipe>.
 #
 # Environment: SEEDS, DATASETS, FACTORS, LOSSES (space-separated lists), CONFIG (default configs.yaml), RECIPE
 # (an overlay file passed as a second --config; default none), SAVEDIR (default ./results), PYTHON (the
@@ -52,12 +56,14 @@ if [ "$TASK" -lt 0 ] || [ "$TASK" -ge "$TASKS" ]; then
   echo "error: array task $SLURM_ARRAY_TASK_ID is not among $TASKS consecutive ids: use sbatch --array=0-K" >&2
   exit 2
 fi
-configs=(--config "$CONFIG")
-suffix=""  # tells the run folders of one recipe from another's
-if [ -n "$RECIPE" ]; then
-  configs+=(--config "$RECIPE")
-  suffix=-$(basename "$RECIPE" .yaml)
-fi
+# A list benchmark's own recipe, used when RECIPE is unset; nothing for CIFAR and ImageFolderLT
+own_recipe() {
+  case $1 in
+    ImageNetLT) echo recipes/imagenet_lt_resnet10.yaml ;;
+    PlacesLT) echo recipes/places_lt_stage1.yaml ;;
+    iNat2018) echo recipes/inat2018_resnet50.yaml ;;
+  esac
+}
 if [ "$JOBS" -gt 1 ]; then
   # JOBS processes with a thread per core each would fight over the cores
   threads=$(( $(nproc) / JOBS ))
@@ -68,7 +74,7 @@ extra=("$@")
 failures=$(mktemp)  # one line per failed run; background jobs cannot append to this shell's arrays
 trap 'rm -f "$failures"' EXIT
 
-launch() {  # $1: the run's label; then its KEY VALUE pairs
+launch() {  # $1: the run's label; then its KEY VALUE pairs (the --config files are the loop's `configs`)
   local label=$1
   shift
   $LAUNCH main.py "${configs[@]}" "$@" "${extra[@]}" || { echo "$label" >> "$failures"; return 1; }
@@ -77,7 +83,18 @@ launch() {  # $1: the run's label; then its KEY VALUE pairs
 i=-1
 for seed in $SEEDS; do
   for dataset in $DATASETS; do
-    for factor in $FACTORS; do
+    recipe=${RECIPE:-$(own_recipe "$dataset")}
+    configs=(--config "$CONFIG")
+    suffix=""  # tells the run folders of one recipe from another's
+    if [ -n "$recipe" ]; then
+      configs+=(--config "$recipe")
+      suffix=-$(basename "$recipe" .yaml)
+    fi
+    factors=$FACTORS
+    if [ -n "$(own_recipe "$dataset")" ]; then
+      factors=listed  # one imbalance: the train list's
+    fi
+    for factor in $factors; do
       for loss in $LOSSES; do
         if [ "$factor" = 1 ] && [ "$loss" = BalancedSoftmax ]; then
           continue
@@ -88,10 +105,18 @@ for seed in $SEEDS; do
         fi
         label="$dataset $loss IF $factor seed $seed"
         name="$loss-IF_$factor$suffix"
+        header="dataset: $dataset, loss: $loss, IF: $factor, seed: $seed"
+        imbalance=(DATASET.imbalance_type exp DATASET.imbalance_factor "$factor")
+        if [ "$factor" = listed ]; then
+          label="$dataset $loss seed $seed"
+          header="dataset: $dataset, loss: $loss, seed: $seed"
+          name="$loss$suffix"
+          imbalance=()
+        fi
         args=(DEFAULT.exp_name "$name" DEFAULT.seed "$seed" DEFAULT.savedir "$SAVEDIR"
-              DATASET.name "$dataset" DATASET.imbalance_type exp DATASET.imbalance_factor "$factor" LOSS.name "$loss")
+              DATASET.name "$dataset" "${imbalance[@]}" LOSS.name "$loss")
         if [ "$JOBS" = 1 ]; then
-          echo "== dataset: $dataset, loss: $loss, IF: $factor, seed: $seed"
+          echo "== $header"
           launch "$label" "${args[@]}"
           continue
         fi

@@ -6,11 +6,14 @@ from errors import DatasetNotFoundError  # noqa: F401  the old import path
 from .augment import batch_augmentations
 from .cifar import CIFAR10LT, CIFAR100LT
 from .folder import ImageFolderLT
+from .list_loaders import FAST_LIST_AUGMENTATIONS, LIST_AUGMENTATIONS, classic_eval_loader, list_loaders
+from .lists import LIST_DATASETS, ListLT, list_splits
 from .loaders import (AUGMENTATIONS, FAST_AUGMENTATIONS, SAMPLERS, ClassBalancedSampler, TensorLoader, classic_loader,
                       classic_transform)
 from .long_tail import IMBALANCE_TYPES, draw_splits, long_tail_counts
 
-DATASETS = {"CIFAR10LT": CIFAR10LT, "CIFAR100LT": CIFAR100LT, "ImageFolderLT": ImageFolderLT}
+DATASETS = {"CIFAR10LT": CIFAR10LT, "CIFAR100LT": CIFAR100LT, "ImageFolderLT": ImageFolderLT,
+            **{name: ListLT for name in LIST_DATASETS}}  # the list benchmarks: ImageNetLT, PlacesLT, iNat2018
 
 
 class Dataset:
@@ -26,7 +29,10 @@ class IterableDataset:
 
 def build_splits(cfg, data_seed: int) -> dict:
     """The train, test and (when DATASET.val_per_class > 0, or an image folder has val/) val splits that `cfg`
-    (the DATASET section) names; each split's `root` is the folder its data came from."""
+    (the DATASET section) names; each split's `root` is the folder its data came from. The list benchmarks always
+    have their published val split."""
+    if cfg.name in LIST_DATASETS:
+        return list_splits(cfg)
     dataset = DATASETS[cfg.name]
     kwargs = dict(imb_type=cfg.imbalance_type, imbalance_factor=cfg.imbalance_factor, seed=data_seed,
                   val_per_class=cfg.val_per_class, download=cfg.download)
@@ -42,6 +48,12 @@ def build_splits(cfg, data_seed: int) -> dict:
     return {name: build(cfg.datadir, split=name, **kwargs) for name in names}
 
 
+def image_side(train_set) -> int:
+    """The side of the square images the model sees: CIFAR's and ImageFolderLT's stored side, a list benchmark's
+    crop (DATASET.img_size)."""
+    return train_set.img_size if isinstance(train_set, ListLT) else train_set.data.shape[1]
+
+
 def normalization(cfg, train_set) -> tuple[list[float], list[float]]:
     """The configured mean and std, or else the data set's own."""
     if cfg.mean is not None:
@@ -55,6 +67,8 @@ def build_loaders(cfg, splits: dict, seed: int, accelerator) -> dict:
     DATASET.batch_size is the batch of one optimizer step: under gradient accumulation each forward pass takes its
     share, batch_size / accumulation steps images over all processes (and that / processes in each)."""
     mean, std = normalization(cfg, splits["train"])
+    if cfg.name in LIST_DATASETS:  # images on disk: datasets/list_loaders.py
+        return list_loaders(cfg, splits, seed, accelerator, mean, std)
     world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
     batch_size = cfg.batch_size // accelerator.gradient_accumulation_steps  # of one forward pass, over the processes
     train = splits["train"]
@@ -75,11 +89,17 @@ def build_loaders(cfg, splits: dict, seed: int, accelerator) -> dict:
 
 
 def eval_loader(cfg, split, mean, std, accelerator) -> TensorLoader:
-    """A fast loader over `split` in order, each process taking its own shard, for evaluation."""
+    """A fast loader over `split` in order, each process taking its own shard, for evaluation (a list benchmark's:
+    the classic one, which needs no cache)."""
+    if isinstance(split, ListLT):
+        return classic_eval_loader(split, cfg.img_size, cfg.test_batch_size, cfg.num_workers, mean, std,
+                                   accelerator.process_index, accelerator.num_processes, accelerator.device)
     return TensorLoader(split.data, split.targets, cfg.test_batch_size, mean, std, device=accelerator.device,
                         train=False, rank=accelerator.process_index, world_size=accelerator.num_processes)
 
 
-__all__ = ["CIFAR10LT", "CIFAR100LT", "ImageFolderLT", "DATASETS", "AUGMENTATIONS", "FAST_AUGMENTATIONS",
-           "IMBALANCE_TYPES", "SAMPLERS", "ClassBalancedSampler", "DatasetNotFoundError", "TensorLoader", "build_splits", "build_loaders", "eval_loader", "draw_splits",
+__all__ = ["CIFAR10LT", "CIFAR100LT", "ImageFolderLT", "ListLT", "LIST_DATASETS", "LIST_AUGMENTATIONS",
+           "FAST_LIST_AUGMENTATIONS", "image_side", "DATASETS", "AUGMENTATIONS", "FAST_AUGMENTATIONS",
+           "IMBALANCE_TYPES", "SAMPLERS", "ClassBalancedSampler", "DatasetNotFoundError", "TensorLoader",
+           "build_splits", "build_loaders", "eval_loader", "draw_splits",
            "long_tail_counts", "normalization", "batch_augmentations"]

@@ -1,5 +1,8 @@
-"""Models come from timm; importing this package also registers resnet32 with timm."""
+"""Models come from timm; importing this package also registers resnet32 and resnet10 with timm."""
 from __future__ import annotations
+
+import pickle
+from pathlib import Path
 
 import timm
 from timm.models.resnet import ResNet
@@ -7,7 +10,7 @@ from torch import nn
 
 from errors import ConfigError
 
-from . import resnet_cifar  # noqa: F401  registers resnet32
+from . import resnet10, resnet_cifar  # noqa: F401  registers resnet10 and resnet32
 
 SMALL_IMAGE = 64  # at this side or below, an ImageNet stem (stride 4) leaves too little map for the later stages
 
@@ -16,27 +19,75 @@ CLASSIFIER_INITS = ("model", "pytorch")  # MODEL.classifier_init: the model's ow
 
 
 def build_model(name: str, num_classes: int, pretrained: bool, img_size: int,
-                classifier_init: str = "model") -> tuple[nn.Module, str]:
-    """A timm model with a `num_classes` head, and a note on what was adapted. On small images a timm ResNet gets
-    the CIFAR stem (3x3 stride-1 convolution, no max-pool) so that 32x32 inputs reach the last stage as 4x4 maps.
-    `classifier_init` "pytorch" draws the head again with nn.Linear's default init, as BALMS's classifier has it."""
+                classifier_init: str = "model", pretrained_file: str | None = None) -> tuple[nn.Module, str]:
+    """A timm model with a `num_classes` head, and a note on what was adapted. With `pretrained`, the weights come
+    from `pretrained_file` when it is given (nothing is downloaded), else from timm's hub or cache. On small images
+    a timm ResNet gets the CIFAR stem (3x3 stride-1 convolution, no max-pool) so that 32x32 inputs reach the last
+    stage as 4x4 maps. `classifier_init` "pytorch" draws the head again with nn.Linear's default init, as BALMS's
+    classifier has it."""
+    if pretrained and pretrained_file is not None:
+        model = timm.create_model(name, num_classes=num_classes)
+        note = load_weights(model, Path(pretrained_file))
+        return adapt(model, name, img_size, True, classifier_init, note)
     try:
         model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes)
     except (OSError, RuntimeError, ConnectionError, ValueError) as error:
         if not pretrained:
             raise
         raise ConfigError(f"MODEL.pretrained: could not fetch weights for {name} ({str(error).splitlines()[0]}); "
-                           "set MODEL.pretrained false, or put the weights in the Hugging Face cache") from None
-    note = ""
+                           "set MODEL.pretrained false, or give a local file in MODEL.pretrained_file") from None
+    return adapt(model, name, img_size, pretrained, classifier_init, "")
+
+
+def adapt(model: nn.Module, name: str, img_size: int, pretrained: bool, classifier_init: str,
+          note: str) -> tuple[nn.Module, str]:
+    """The CIFAR stem on small images and the head's init, after any weights were loaded; `note` grows."""
     if isinstance(model, ResNet) and img_size <= SMALL_IMAGE:
         model.conv1 = nn.Conv2d(model.conv1.in_channels, model.conv1.out_channels, 3, 1, 1, bias=False)
         model.maxpool = nn.Identity()
-        note = f"{name}: CIFAR stem (3x3 stride-1 conv, no max-pool) for {img_size}x{img_size} images"
+        note = "; ".join(filter(None, [note, f"{name}: CIFAR stem (3x3 stride-1 conv, no max-pool) for "
+                                             f"{img_size}x{img_size} images"]))
         if pretrained:
             note += "; the pretrained first convolution was replaced and is trained from scratch"
     if classifier_init == "pytorch":
         model.get_classifier().reset_parameters()
     return model, note
+
+
+def load_weights(model: nn.Module, path: Path) -> str:
+    """Load a local weights file into `model` with timm's checkpoint loader, which takes a bare state dict, a
+    training checkpoint's "state_dict" or "model" entry (EMA weights first), DDP's "module." prefixes and
+    .safetensors. A head of another number of classes is left as drawn; anything else that does not fit is refused
+    in one line."""
+    if not path.is_file():
+        raise ConfigError(f"MODEL.pretrained_file {path} does not exist: give the path of a local weights file")
+    head = {f"{name}.{key}" for name, module in model.named_modules() if module is model.get_classifier()
+            for key in module.state_dict()}
+    own = model.state_dict()
+    dropped = {}  # key -> the file's shape, for a head of another number of classes
+
+    def other_head_dropped(state: dict, _model: nn.Module) -> dict:
+        for key in head & state.keys():
+            if state[key].shape != own[key].shape:
+                dropped[key] = state.pop(key).shape
+        return state
+
+    try:
+        missing, unexpected = timm.models.load_checkpoint(model, str(path), strict=False,
+                                                          filter_fn=other_head_dropped)
+    except (RuntimeError, OSError, KeyError, ValueError, EOFError, TypeError, pickle.UnpicklingError) as error:
+        detail = " ".join(str(error).split())[:200]
+        raise ConfigError(f"MODEL.pretrained_file {path} does not load into {type(model).__name__} "
+                          f"({detail}): give weights of MODEL.name's architecture") from None
+    missing = [key for key in missing if key not in dropped]
+    if missing or unexpected:
+        raise ConfigError(f"MODEL.pretrained_file {path} does not fit {type(model).__name__}: it lacks "
+                          f"{len(missing)} of the model's weights (e.g. {', '.join(missing[:2]) or '-'}) and has "
+                          f"{len(unexpected)} the model does not (e.g. {', '.join(unexpected[:2]) or '-'}): give "
+                          "weights of MODEL.name's architecture")
+    if dropped:
+        return f"weights from {path}; its {next(iter(dropped.values()))[0]}-class head left out, a new one drawn"
+    return f"weights from {path}"
 
 
 def classifier_name(model: nn.Module) -> str:

@@ -88,9 +88,11 @@ def column_label(column: Column) -> str:
 
 
 def imbalance_label(column: Column) -> str:
-    """"IF 10" for the exponential profile, "IF 10 (step)", or "balanced (IF 1)"."""
+    """"IF 10" for the exponential profile, "IF 10 (step)", "balanced (IF 1)", or "IF 256 (train list)"."""
     if column.kind == "balanced":
         return "balanced (IF 1)"
+    if column.kind == "train list":
+        return f"IF {number(round(column.factor, 1))} (train list)"
     return f"IF {number(column.factor)}" + (f" ({column.kind})" if column.kind != "exp" else "")
 
 

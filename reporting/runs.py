@@ -11,6 +11,7 @@ from typing import NamedTuple
 import yaml
 
 from checkpoint import RESUMABLE_CHANGES, SHARED_CONFIG, output_paths, output_seeds
+from config import LIST_BENCHMARKS
 
 # Config keys that name a run's cell in the tables, and those that never change what a run trains
 IDENTITY_KEYS = ("DATASET.name", "DATASET.imbalance_type", "DATASET.imbalance_factor", "LOSS.name", "MODEL.name")
@@ -65,9 +66,13 @@ class Run:
 
     @property
     def column(self) -> Column:
-        """The data set and imbalance this run is a column of; a null imbalance type or a factor of 1 is balanced."""
+        """The data set and imbalance this run is a column of; a null imbalance type or a factor of 1 is balanced. A
+        list benchmark's imbalance is its train list's, largest class over smallest (kind "train list")."""
         if lookup(self.config, "DATASET") is None:
             return Column(self.dataset, "?", 0)
+        if lookup(self.config, "DATASET.name") in LIST_BENCHMARKS:  # one imbalance, the train list's own
+            counts = self.results.get("num_per_cls") or [1]
+            return Column(self.dataset, "train list", max(counts) / min(counts))
         kind, factor = lookup(self.config, "DATASET.imbalance_type"), lookup(self.config, "DATASET.imbalance_factor")
         if kind is None or factor in (None, 1):
             return Column(self.dataset, "balanced", 1)

@@ -555,3 +555,13 @@ def test_imbalance_factor_and_aug_fill_without_effect_are_refused(overrides, nam
 def test_an_unknown_classifier_init_is_refused():
     message = refused("MODEL.classifier_init", "xavier")
     assert "MODEL.classifier_init" in message and "model" in message and "pytorch" in message
+
+
+def test_a_pretrained_file_needs_pretrained_true_and_must_exist(tmp_path):
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"")
+    message = refused("MODEL.pretrained_file", str(weights))
+    assert "MODEL.pretrained_file" in message and "no effect" in message and "add MODEL.pretrained true" in message
+    check(load("MODEL.pretrained", "true", "MODEL.pretrained_file", str(weights)))
+    missing = refused("MODEL.pretrained", "true", "MODEL.pretrained_file", str(tmp_path / "none.pth"))
+    assert "none.pth does not exist" in missing

@@ -399,3 +399,19 @@ def test_classic_loader_class_balanced():
         assert len(epoch_draws) == len(targets)
         draws += epoch_draws
     assert chi_square_uniform(draws, 10) < CHI2_9_DOF_P0001
+
+
+def test_list_benchmark_cache_loader_class_balanced_in_two_processes():
+    from pathlib import Path
+
+    from datasets.list_loaders import _Crops
+
+    targets = torch.as_tensor(_tail_targets())
+    shards = [_Crops(Path("unread"), targets, 8, 16, train=True, crop=False, flip=False, seed=0, rank=rank,
+                     world_size=2, sampler="class_balanced") for rank in (0, 1)]
+    draws = []
+    for epoch in range(10):
+        epoch_draws = [int(targets[i]) for shard in shards for i in shard.indices(epoch)]
+        assert len(epoch_draws) == 2 * (len(targets) // 2)  # as long as instance sampling's epoch
+        draws += epoch_draws
+    assert chi_square_uniform(draws, 10) < CHI2_9_DOF_P0001

@@ -438,3 +438,23 @@ def test_final_test_reuses_the_epochs_test_passes(small_root, tmp_path, monkeypa
     # the reused predictions are the selected epoch's: its scores as recorded when it was selected
     best = read(run_folder(tmp_path, "once") / "results_seed0_best.json")
     assert best["epoch"] == best_epoch and results["test"] == best["test"]
+
+
+def test_a_run_starts_from_the_weights_of_a_pretrained_file(small_root, tmp_path):
+    """With a learning rate too small to move them, the trained weights are the file's: main.py loaded it."""
+    import timm
+
+    import models  # noqa: F401  registers resnet32 with timm
+
+    torch.manual_seed(5)
+    source = timm.create_model("resnet32", num_classes=10).state_dict()
+    torch.save({"state_dict": source}, tmp_path / "w.pth")
+    proc = run_main(small_root, tmp_path / "out", "TRAIN.epochs", "1", "OPTIMIZER.lr", "1e-12",
+                    "MODEL.pretrained", "true", "MODEL.pretrained_file", str(tmp_path / "w.pth"), env=ONE_THREAD)
+    check_ok(proc)
+    assert f"weights from {tmp_path / 'w.pth'}" in proc.stdout + proc.stderr
+    trained = torch.load(run_folder(tmp_path / "out", "CE-IF_1") / "model_seed0.pt", map_location="cpu",
+                         weights_only=False)["model"]
+    convs = [key for key in source if key.endswith("conv1.weight")]
+    assert convs and all(torch.allclose(trained[key], source[key], atol=1e-6) for key in convs)
+    assert torch.allclose(trained["fc.weight"], source["fc.weight"], atol=1e-6)

@@ -104,3 +104,67 @@ def test_classifier_init_pytorch_draws_the_head_as_nn_linear_does(name):
     body = [p for n, p in default.named_parameters() if not n.startswith(("fc.", "head."))]
     assert all(torch.equal(a, b) for a, b in zip(body, [p for n, p in own.named_parameters()
                                                         if not n.startswith(("fc.", "head."))]))
+
+
+def test_resnet10_is_the_decoupling_papers_one_basic_block_a_stage():
+    model, note = build_model("resnet10", 1000, False, 224)
+    assert note == ""
+    assert [len(getattr(model, f"layer{i}")) for i in range(1, 5)] == [1, 1, 1, 1]
+    assert model.conv1.kernel_size == (7, 7) and isinstance(model.maxpool, nn.MaxPool2d)
+    assert _params(model) == 5_418_792  # resnet18's 11.7 M less one basic block a stage
+    assert model(torch.randn(1, 3, 224, 224)).shape == (1, 1000)
+
+
+@pytest.mark.parametrize("name", ["resnet50", "resnext50_32x4d", "resnet152"])
+def test_the_large_benchmarks_backbones_come_from_timm(name):
+    model, _ = build_model(name, 365, False, 224)
+    assert model.get_classifier().out_features == 365 and model.get_classifier().in_features == 2048
+
+
+def _weights_file(path, name="resnet10", num_classes=1000, wrap=None):
+    torch.manual_seed(1)
+    source = timm.create_model(name, num_classes=num_classes)
+    state = source.state_dict()
+    if wrap:  # as a DDP training script saves it
+        state = {wrap: {f"module.{k}": v for k, v in state.items()}}
+    torch.save(state, path)
+    return source
+
+
+@pytest.mark.parametrize("wrap", [None, "state_dict", "model"])
+def test_pretrained_file_loads_every_weight_but_a_head_of_another_class_count(tmp_path, wrap):
+    source = _weights_file(tmp_path / "w.pth", wrap=wrap)
+    torch.manual_seed(2)
+    model, note = build_model("resnet10", 7, True, 224, pretrained_file=str(tmp_path / "w.pth"))
+    own, theirs = model.state_dict(), source.state_dict()
+    assert all(torch.equal(own[k], theirs[k]) for k in own if not k.startswith("fc."))
+    assert model.fc.weight.shape == (7, 512) and not torch.equal(model.fc.weight, theirs["fc.weight"][:7])
+    assert "1000-class head left out" in note
+
+
+def test_pretrained_file_with_the_same_class_count_loads_the_head_too(tmp_path):
+    source = _weights_file(tmp_path / "w.pth", num_classes=5)
+    model, note = build_model("resnet10", 5, True, 224, pretrained_file=str(tmp_path / "w.pth"))
+    assert torch.equal(model.fc.weight, source.fc.weight) and "head" not in note
+
+
+def test_pretrained_file_on_small_images_keeps_the_body_and_replaces_the_stem(tmp_path):
+    source = _weights_file(tmp_path / "w.pth")
+    model, note = build_model("resnet10", 10, True, 32, pretrained_file=str(tmp_path / "w.pth"))
+    assert model.conv1.kernel_size == (3, 3) and torch.equal(model.layer4[0].conv2.weight,
+                                                               source.layer4[0].conv2.weight)
+    assert "first convolution was replaced" in note
+
+
+def test_a_missing_or_mismatched_or_unreadable_weights_file_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist") as info:
+        build_model("resnet10", 10, True, 224, pretrained_file=str(tmp_path / "none.pth"))
+    _weights_file(tmp_path / "r18.pth", name="resnet18")
+    with pytest.raises(ConfigError) as mismatched:
+        build_model("resnet10", 10, True, 224, pretrained_file=str(tmp_path / "r18.pth"))
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError) as junk:
+        build_model("resnet10", 10, True, 224, pretrained_file=str(tmp_path / "junk.pth"))
+    for error in (info, mismatched, junk):
+        assert "MODEL.pretrained_file" in str(error.value) and "\n" not in str(error.value)
+    assert "r18.pth does not fit ResNet" in str(mismatched.value) and "layer1.1." in str(mismatched.value)

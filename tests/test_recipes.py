@@ -3,6 +3,7 @@ rate at chosen epochs or iterations, over as many optimizer steps per epoch as i
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from config import check, load_config
+from config import LIST_BENCHMARKS, check, load_config
 from datasets import build_loaders, long_tail_counts
 from optim import build_optimizer, build_scheduler, run_length
 
@@ -29,9 +30,18 @@ EXPECTED = {
     "crt": {0: 0.2, 5: 0.1, 9: 0.1 * (1 + math.cos(math.pi * 9 / 10))},
     "lws": {0: 0.2, 4: 0.1 * (1 + math.cos(math.pi * 4 / 5))},
     "bs_retrain": {0: 0.1, 40: 0.05, 79: 0.05 * (1 + math.cos(math.pi * 79 / 80))},
+    # the list benchmarks (epochs): BALMS's and the decoupling code's cosine from 0.2 to 0 over 90 epochs
+    "imagenet_lt_resnet10": {0: 0.2, 45: 0.1, 89: 0.1 * (1 + np.cos(np.pi * 89 / 90))},
+    "inat2018_resnet50": {0: 0.2, 45: 0.1, 89: 0.1 * (1 + np.cos(np.pi * 89 / 90))},
+    # OLTR's Places-LT stage 1: x0.1 every 10 epochs (the backbone's lr 0.001)
+    "places_lt_stage1": {0: 1e-3, 9: 1e-3, 10: 1e-4, 19: 1e-4, 20: 1e-5, 29: 1e-5},
 }
 # Stage-2 recipes, merged after a stage-1 recipe, with the stage-1 run they start from
 STAGE2 = ("crt", "lws", "bs_retrain")
+# the list benchmarks' recipes: data set -> (model, epochs, batch)
+LIST_RECIPES = {"imagenet_lt_resnet10": ("ImageNetLT", "resnet10", 90, 512),
+                "inat2018_resnet50": ("iNat2018", "resnet50", 90, 512),
+                "places_lt_stage1": ("PlacesLT", "resnet152", 30, 128)}
 
 
 def recipe(path: Path):
@@ -61,7 +71,14 @@ def test_every_recipe_has_expected_learning_rates():
 @pytest.mark.parametrize("path", RECIPES, ids=lambda path: path.stem)
 def test_recipe_merges_over_configs_yaml_and_names_its_source(path):
     cfg = recipe(path)
-    assert cfg.MODEL.name == "resnet32"
+    if cfg.DATASET.name in LIST_BENCHMARKS:
+        name, model, epochs, batch = LIST_RECIPES[path.stem]
+        assert (cfg.DATASET.name, cfg.MODEL.name, cfg.TRAIN.epochs, cfg.DATASET.batch_size) == (name, model, epochs,
+                                                                                                  batch)
+        assert cfg.DATASET.img_size == 224 and cfg.DATASET.aug_info[0] == "RandomResizedCrop"
+        assert re.search(r"commit[\s#]+[0-9a-f]{40}", path.read_text()), "the opening comment names the source's commit"
+    else:
+        assert cfg.MODEL.name == "resnet32"
     assert "github.com/" in path.read_text().split("\n\n")[0], "the opening comment names the recipe's source"
     check(cfg)
 
@@ -69,7 +86,8 @@ def test_recipe_merges_over_configs_yaml_and_names_its_source(path):
 @pytest.mark.parametrize("path", RECIPES, ids=lambda path: path.stem)
 def test_recipe_schedule_gives_the_sources_learning_rates(path):
     cfg, expected = recipe(path), EXPECTED[path.stem]
-    steps = steps_per_epoch(cfg, 100)
+    # a list benchmark's steps per epoch do not move a per-epoch schedule
+    steps = 227 if cfg.DATASET.name in LIST_BENCHMARKS else steps_per_epoch(cfg, 100)
     epochs, length = run_length(cfg, steps)
     optimizer = build_optimizer(cfg.OPTIMIZER, nn.Linear(2, 2))
     scheduler = build_scheduler(cfg.SCHEDULER, optimizer, length)

@@ -388,6 +388,19 @@ def test_aggregation_helpers():
     assert tables.best_rows({"a": 0.5, "b": 0.7, "c": 0.70001}) == {"b", "c"}  # equal as printed
 
 
+def test_a_list_benchmark_is_labelled_by_its_train_lists_imbalance(tmp_path):
+    # its config holds no imbalance (null type, factor 1): it must not be reported as balanced
+    for loss, bcr in (("CrossEntropyLoss", 0.3), ("BalancedSoftmax", 0.4)):
+        path = fake_result(tmp_path, loss, 0, bcr, dataset="ImageNetLT", folder=f"{loss}-imagenet_lt_resnet10")
+        saved = json.loads(path.read_text())
+        saved["config"]["DATASET"].update(imbalance_type=None, imbalance_factor=1)
+        saved["num_per_cls"] = [1280, 600, 40, 5]
+        path.write_text(json.dumps(saved))
+    report.main([str(tmp_path)])
+    text = (tmp_path / "report.md").read_text()
+    assert "IF 256 (train list)" in text and "balanced (IF 1)" not in text
+
+
 def stage2_result(root: Path, stage1_loss: str, classifier: str, sampler: str, loss: str, seed: int, bcr: float,
                   folder: str) -> None:
     """A stage-2 run's results, as main.py writes them: its own schedule, and the stage-1 checkpoint it began from."""

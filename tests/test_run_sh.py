@@ -188,3 +188,25 @@ def test_jobs_keep_a_thread_count_the_user_set(tmp_path):
 def test_jobs_must_be_a_count(tmp_path):
     done = run_sh(tmp_path, LAUNCH="echo", JOBS="many")
     assert done.returncode == 2 and "JOBS" in done.stderr
+
+
+@pytest.mark.parametrize("dataset, recipe", [("ImageNetLT", "imagenet_lt_resnet10"), ("PlacesLT", "places_lt_stage1"),
+                                             ("iNat2018", "inat2018_resnet50")])
+def test_a_list_benchmark_sweeps_ce_and_bs_once_over_its_recipe(tmp_path, dataset, recipe):
+    # FACTORS does not apply: the train list has one imbalance, and no imbalance setting is passed
+    done = run_sh(tmp_path, "DATASET.datadir", "/data", LAUNCH="echo", DATASETS=dataset, FACTORS="1 10 100",
+                  SEEDS="0 1", PYTHON=recorder(tmp_path))
+    runs = launched(done.stdout, ["configs.yaml", f"recipes/{recipe}.yaml"])
+    assert sorted((r["DEFAULT.seed"], r["LOSS.name"]) for r in runs) == [
+        (seed, loss) for seed in ("0", "1") for loss in ("BalancedSoftmax", "CrossEntropyLoss")]
+    for r in runs:
+        assert r["DEFAULT.exp_name"] == f"{r['LOSS.name']}-{recipe}" and r["DATASET.name"] == dataset
+        assert not any(key.startswith("DATASET.imbalance") for key in r) and r["DATASET.datadir"] == "/data"
+    assert f"== dataset: {dataset}, loss: BalancedSoftmax, seed: 1" in done.stdout
+
+
+def test_a_given_recipe_replaces_a_list_benchmarks_own(tmp_path):
+    done = run_sh(tmp_path, LAUNCH="echo", DATASETS="ImageNetLT", RECIPE="recipes/my_imagenet.yaml",
+                  PYTHON=recorder(tmp_path))
+    assert [r["DEFAULT.exp_name"] for r in launched(done.stdout, ["configs.yaml", "recipes/my_imagenet.yaml"])] == [
+        "CrossEntropyLoss-my_imagenet", "BalancedSoftmax-my_imagenet"]
