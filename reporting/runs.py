@@ -11,7 +11,9 @@ from typing import NamedTuple
 import yaml
 
 from checkpoint import RESUMABLE_CHANGES, SHARED_CONFIG, output_paths, output_seeds
-from config import LIST_BENCHMARKS
+from omegaconf import OmegaConf
+
+from config import LIST_BENCHMARKS, with_defaults
 
 # Config keys that name a run's cell in the tables, and those that never change what a run trains
 IDENTITY_KEYS = ("DATASET.name", "DATASET.imbalance_type", "DATASET.imbalance_factor", "LOSS.name", "MODEL.name")
@@ -82,7 +84,7 @@ class Run:
     def settings(self) -> Settings:
         """Everything that defines what was trained and reported, apart from the cell's own identity and the
         seed: runs pool over seeds only when this is equal."""
-        flat = {key: value for key, value in flatten(self.config).items()
+        flat = {key: value for key, value in flatten(completed(self.config)).items()
                 if key not in IDENTITY_KEYS and not any(key == k or key.startswith(k + ".") for k in NOT_SETTINGS)}
         flat["selected_by"] = self.results.get("selected_by", "evaluate.py" if self.status == "re-evaluation" else None)
         return tuple(sorted((key, json.dumps(value, sort_keys=True)) for key, value in flat.items()))
@@ -107,6 +109,17 @@ def stage2_method(config: dict) -> str:
 
 def is_stage2(settings: Settings) -> bool:
     return dict(settings).get("TRAIN.stage2_from", "null") != "null"
+
+
+# configs.yaml: the defaults of the keys that code added after a run was saved
+DEFAULTS = Path(__file__).resolve().parents[1] / "configs.yaml"
+
+
+def completed(config: dict) -> dict:
+    """`config` with every key that the code added after it was saved at its default (config.with_defaults), which
+    is what the older code did: a run saved before DATASET.sampler existed pools with a newer one at its default,
+    instead of differing from it in a key it lacks."""
+    return OmegaConf.to_container(with_defaults(config, DEFAULTS)) if config else config
 
 
 def lookup(config: dict, dotted: str):
