@@ -69,6 +69,9 @@ NO_EFFECT = {
                                 "add one to DATASET.aug_info"),
     "MODEL.pretrained_file": Ignored(lambda c: not c.MODEL.pretrained, "while MODEL.pretrained is false",
                                      "add MODEL.pretrained true"),
+    "TRAIN.stage2_classifier": Ignored(lambda c: c.TRAIN.stage2_from is None,
+                                       "while TRAIN.stage2_from is null (stage 1 trains the whole model)",
+                                       "set TRAIN.stage2_from to a stage-1 checkpoint"),
 }
 
 
@@ -214,6 +217,18 @@ def _set(cfg: DictConfig, key: str, text: str, valid: list[str], nullable: bool)
     OmegaConf.update(cfg, key, _parse(key, text, default, nullable), merge=False)
 
 
+def with_defaults(saved: dict, defaults_path: Path) -> DictConfig:
+    """A config saved by an older version of the code, with every key added since then at its default in
+    `defaults_path` (configs.yaml), which is what that code did. A DICT_VALUES dict is kept whole, as saved."""
+    cfg = OmegaConf.create(saved)
+    defaults = OmegaConf.load(defaults_path)
+    for key in _leaf_keys(defaults):
+        if not any(key.startswith(f"{whole}.") for whole in DICT_VALUES) and \
+                OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
+            OmegaConf.update(cfg, key, OmegaConf.select(defaults, key), force_add=True)
+    return cfg
+
+
 def data_seed(cfg: DictConfig) -> int:
     """The seed that picks the long-tailed subset and the validation split: DEFAULT.data_seed, else DEFAULT.seed."""
     return cfg.DEFAULT.seed if cfg.DEFAULT.data_seed is None else cfg.DEFAULT.data_seed
@@ -226,9 +241,10 @@ def check(cfg: DictConfig) -> None:
 
     from models import CLASSIFIER_INITS  # importing models registers resnet32 with timm
     from datasets import (AUGMENTATIONS, DATASETS, FAST_AUGMENTATIONS, FAST_LIST_AUGMENTATIONS, IMBALANCE_TYPES,
-                          LIST_AUGMENTATIONS)
+                          LIST_AUGMENTATIONS, SAMPLERS)
     from losses import LOSSES
     from optim import INTERVALS, OPTIMIZERS, SCHEDULERS
+    from stage2 import STAGE2_CLASSIFIERS
     from train import CHECKPOINT_METRICS
 
     def one_of(key: str, value, choices) -> None:
@@ -239,6 +255,7 @@ def check(cfg: DictConfig) -> None:
     one_of("DATASET.name", data.name, DATASETS)
     one_of("DATASET.imbalance_type", data.imbalance_type, IMBALANCE_TYPES)
     one_of("DATASET.loader", data.loader, ("fast", "classic"))
+    one_of("DATASET.sampler", data.sampler, SAMPLERS)
     one_of("LOSS.name", cfg.LOSS.name, LOSSES)
     one_of("OPTIMIZER.name", cfg.OPTIMIZER.name, OPTIMIZERS)
     one_of("SCHEDULER.sched_name", cfg.SCHEDULER.sched_name, SCHEDULERS)
@@ -247,6 +264,9 @@ def check(cfg: DictConfig) -> None:
     one_of("TRAIN.wandb.mode", train.wandb.mode, ("online", "offline"))
     one_of("TRAIN.compile_mode", train.compile_mode, COMPILE_MODES)
     one_of("MODEL.classifier_init", cfg.MODEL.classifier_init, CLASSIFIER_INITS)
+    one_of("TRAIN.stage2_classifier", train.stage2_classifier, STAGE2_CLASSIFIERS)
+    if train.stage2_from is not None and not isinstance(train.stage2_from, str):
+        raise ConfigError(f"TRAIN.stage2_from must be a path or null, got {train.stage2_from!r}")
     augmentations, fast = ((LIST_AUGMENTATIONS, FAST_LIST_AUGMENTATIONS) if _listed(cfg) else
                            (AUGMENTATIONS, FAST_AUGMENTATIONS))
     for name in data.aug_info:

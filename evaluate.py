@@ -1,30 +1,40 @@
 """Evaluate saved weights on the test set without training:
-`python evaluate.py RUN_FOLDER_OR_CHECKPOINT [--last] [--out DIR] [KEY VALUE ...]`.
+`python evaluate.py RUN_FOLDER_OR_CHECKPOINT [--last] [--out DIR] [--logit-adjust TAUS] [--tau-norm TAUS] [KEY VALUE ...]`.
 
 A run folder evaluates each seed's best checkpoint (`--last`: its final-epoch one); a `.pt` file evaluates that
 checkpoint. The config saved inside each checkpoint rebuilds the data and the model; overrides adjust what does
 not change the weights' meaning, such as `DATASET.datadir` when the data moved. Results go to `--out`
 (default: RUN_FOLDER/evaluation/) under the training run's file names, so report.py and your scripts read them
 alike; the training outputs are never touched.
+
+--logit-adjust (logits minus tau x log of the training prior) and --tau-norm (each class's weight row divided by its
+norm to the power tau) correct the classifier after training; each writes its own results into a folder of --out
+named for it. Given several taus (`0,0.5,1`), where the run held out a validation split the tau with the best
+validation score (TRAIN.ckp_metric) is chosen and written down, and only its test scores are reported; without one,
+every tau gets its own folder (logit_adjust_tau0.5/). Tau is never chosen on the test set.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from omegaconf import OmegaConf
+from torch import nn
 
 from checkpoint import output_glob, output_paths, output_seeds, save_json
-from config import apply_overrides, check, data_seed
-from datasets import build_splits, eval_loader, normalization
+from config import apply_overrides, check, data_seed, with_defaults
+from datasets import build_splits, eval_loader, image_side, normalization
 from errors import ConfigError, DatasetNotFoundError
 from metrics import per_class_report, summarize
-from models import build_model
+from models import build_model, classifier_name
+from posthoc import POST_HOC, adjusted_logits, parse_taus
 from runtime import cpu_only, mixed_precision
-from train import predict
+from stage2 import Stage2Model, load_stage1
+from train import Predictions, is_better, predict
 
 
 def checkpoints(path: Path, last: bool) -> list[Path]:
@@ -48,12 +58,13 @@ def load_checkpoint(path: Path, overrides: list[str]) -> tuple[dict, object]:
         raise ConfigError(f"cannot read checkpoint {path}: {error}") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise ConfigError(f"{path} is not a checkpoint written by main.py (it lacks 'model' and 'config')")
-    cfg = apply_overrides(OmegaConf.create(state["config"]), overrides)
+    cfg = apply_overrides(with_defaults(state["config"], Path(__file__).resolve().parent / "configs.yaml"), overrides)
     check(cfg)
     return state, cfg
 
 
-def evaluate_checkpoint(path: Path, out: Path, overrides: list[str]) -> None:
+def evaluate_checkpoint(path: Path, out: Path, overrides: list[str], post_hoc: dict[str, list[float]]) -> None:
+    """The checkpoint's test scores into `out`, and each post-hoc method's (name -> taus) into a folder of its own."""
     state, cfg = load_checkpoint(path, overrides)
     seed = cfg.DEFAULT.seed
     precision, why = mixed_precision(cfg.TRAIN.mixed_precision)
@@ -62,21 +73,89 @@ def evaluate_checkpoint(path: Path, out: Path, overrides: list[str]) -> None:
         splits = build_splits(cfg.DATASET, data_seed(cfg))
     num_per_cls = list(splits["train"].num_per_cls.values())
     mean, std = normalization(cfg.DATASET, splits["train"])
-    test_loader = eval_loader(cfg.DATASET, splits["test"], mean, std, accelerator)
-    model, _ = build_model(cfg.MODEL.name, len(num_per_cls), False, splits["train"].data.shape[1])
+    loaders = {name: eval_loader(cfg.DATASET, splits[name], mean, std, accelerator)
+               for name in ("val", "test") if name in splits}
+    model, _ = build_model(cfg.MODEL.name, len(num_per_cls), False, image_side(splits["train"]))
+    stage1 = None
+    if cfg.TRAIN.stage2_from is not None:  # a stage-2 checkpoint holds the frozen parts and its own classifier
+        stage1 = load_stage1(cfg, classifier_name(model), len(num_per_cls))[1]._asdict()  # for report.py's rows
+        model = Stage2Model(model, cfg.TRAIN.stage2_classifier)
     model.load_state_dict(state["model"])
     model = accelerator.prepare(model.to(memory_format=torch.channels_last))
-    logits, targets = predict(model, test_loader, accelerator)
+    logits, targets = predict(model, loaders["test"], accelerator)
     scores = summarize(logits, targets, num_per_cls)
+    record = {"checkpoint": str(path.resolve()), "epoch": state.get("epoch"), "num_per_cls": num_per_cls,
+              "config": OmegaConf.to_container(cfg), "stage1": stage1}
     if accelerator.is_main_process:
-        paths = output_paths(out, seed)
-        out.mkdir(parents=True, exist_ok=True)
-        save_json({"checkpoint": str(path.resolve()), "epoch": state.get("epoch"), "test": scores,
-                   "num_per_cls": num_per_cls, "config": OmegaConf.to_container(cfg)}, paths["results"])
-        save_json(per_class_report(logits, targets, num_per_cls), paths["per_class"])
+        write_results(out, seed, {**record, "test": scores}, Predictions(logits, targets))
     accelerator.print(f"{path.name} (epoch {state.get('epoch')}, {accelerator.num_processes} process(es), "
                       f"precision {precision}{why}): test bcr {scores['bcr']:.4f} acc {scores['acc']:.4f} "
                       f"| results in {output_paths(out, seed)['results']}")
+    if not post_hoc:
+        return
+    features = {name: classifier_inputs(model, loader, accelerator) for name, loader in loaders.items()}
+    head = accelerator.unwrap_model(model).get_classifier()
+    record["selected_by"] = checkpoint_selection(path, seed)
+    metric = cfg.TRAIN.ckp_metric
+    for method, taus in post_hoc.items():
+        def scored(split: str, tau: float) -> tuple[dict, Predictions]:
+            with torch.no_grad(), accelerator.autocast():  # the classifier at the model's own precision: tau 0 is plain
+                logits = adjusted_logits(method, features[split].logits, head.weight, head.bias, num_per_cls, tau)
+            found = Predictions(logits.float(), features[split].targets)
+            return summarize(*found, num_per_cls), found
+        if "val" in features:  # choose tau on validation; only the chosen one meets the test set
+            on_val = {tau: scored("val", tau)[0][metric] for tau in taus}
+            best = None
+            for tau in taus:
+                best = tau if best is None or is_better(metric, on_val[tau], on_val[best]) else best
+            chosen = [(best, out / method, {"chosen_on": f"val {metric}", "val": {str(t): v for t, v in on_val.items()}})]
+        else:
+            chosen = [(tau, out / f"{method}_tau{tau:g}", {"chosen_on": None}) for tau in taus]
+        for tau, folder, how in chosen:
+            scores, found = scored("test", tau)
+            if accelerator.is_main_process:
+                write_results(folder, seed, {**record, "post_hoc": {"method": method, "tau": tau, **how},
+                                             "test": scores}, found)
+            accelerator.print(f"  {POST_HOC[method]} tau {tau:g}" + (f" (chosen on {how['chosen_on']})" if
+                              how["chosen_on"] else "") + f": test bcr {scores['bcr']:.4f} | results in {folder}")
+
+
+def write_results(folder: Path, seed: int, results: dict, found: Predictions) -> None:
+    paths = output_paths(folder, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_json(results, paths["results"])
+    save_json(per_class_report(*found, results["num_per_cls"]), paths["per_class"])
+
+
+def classifier_inputs(model, loader, accelerator) -> Predictions:
+    """What the classifier of `model` receives for every image of `loader`'s split (the features), with the targets:
+    the classifier is set aside for the pass, so post-hoc methods may apply any classifier to them."""
+    unwrapped = accelerator.unwrap_model(model)
+    name, head = classifier_name(unwrapped), unwrapped.get_classifier()
+    unwrapped.set_submodule(name, nn.Identity())
+    try:
+        return predict(model, loader, accelerator)
+    finally:
+        unwrapped.set_submodule(name, head)
+
+
+def checkpoint_selection(path: Path, seed: int) -> str | None:
+    """How the run chose the checkpoint at `path`, as its results say ("val bcr"); None for a file main.py did
+    not name."""
+    paths = output_paths(path.parent, seed)
+    if path.name == paths["last"].name:
+        return "last epoch"
+    if path.name == paths["best"].name and paths["best_results"].is_file():
+        with open(paths["best_results"]) as f:
+            return json.load(f).get("selected_by")
+    return None
+
+
+def taus(text: str) -> list[float]:
+    try:
+        return parse_taus(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,15 +163,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("path", type=Path, help="a run folder written by main.py, or one checkpoint (.pt)")
     parser.add_argument("--last", action="store_true", help="in a run folder, the final-epoch checkpoints")
     parser.add_argument("--out", type=Path, help="folder for the results (default: RUN_FOLDER/evaluation)")
+    parser.add_argument("--logit-adjust", type=taus, nargs="?", const=[1.0], metavar="TAU[,TAU...]",
+                        help="also report logits minus tau x log(training prior) (default tau 1)")
+    parser.add_argument("--tau-norm", type=taus, nargs="?", const=[1.0], metavar="TAU[,TAU...]",
+                        help="also report the classifier's weight rows divided by their norm ** tau (default tau 1)")
     parser.add_argument("overrides", nargs="*", help="dotted KEY VALUE pairs, e.g. DATASET.datadir /data")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may follow the options
+    post_hoc = {method: getattr(args, method) for method in POST_HOC if getattr(args, method) is not None}
     try:
         found = checkpoints(args.path, args.last)
         out = args.out or found[0].parent / "evaluation"
         if out.resolve() == found[0].parent.resolve():
             raise ConfigError(f"--out {out} is the run folder itself: pick another, so training outputs stay intact")
         for path in found:
-            evaluate_checkpoint(path, out, args.overrides)
+            evaluate_checkpoint(path, out, args.overrides, post_hoc)
     except (ConfigError, DatasetNotFoundError) as error:
         sys.exit(f"error: {error}")
 

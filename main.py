@@ -21,6 +21,7 @@ from metrics import per_class_report, summarize
 from models import build_model
 from optim import build_optimizer, build_scheduler, fuse_on, run_length
 from runtime import cpu_only, mixed_precision
+from stage2 import freeze_for_stage2
 from tracking import start_tracking
 from train import is_better, predict, train_one_epoch
 
@@ -65,6 +66,10 @@ def run(cfg) -> None:
     model, note = build_model(cfg.MODEL.name, len(num_per_cls), cfg.MODEL.pretrained, image_side(splits["train"]),
                               cfg.MODEL.classifier_init, cfg.MODEL.pretrained_file)
     accelerator.print(note or f"model: {cfg.MODEL.name}")
+    model, stage1 = freeze_for_stage2(model, cfg, len(num_per_cls))  # stage 1: the model as it is, stage1 None
+    if stage1:
+        accelerator.print(f"stage 2 from {stage1.checkpoint} ({stage1.loss}, epoch {stage1.epoch}): all frozen but "
+                          f"the classifier ({cfg.TRAIN.stage2_classifier}), {cfg.DATASET.sampler} sampling")
     model = model.to(memory_format=torch.channels_last)
     criterion = build_loss(cfg.LOSS.name, num_per_cls).to(accelerator.device)
     optimizer = build_optimizer(cfg.OPTIMIZER, model, fuse_on(accelerator.device.type, accelerator.mixed_precision))
@@ -140,6 +145,7 @@ def run(cfg) -> None:
     if accelerator.is_main_process:
         save_json({"selected_by": f"{select_on} {metric}", "best_epoch": best_epoch, "epochs": epochs,
                    "test": selected, "test_last_epoch": last, "num_per_cls": num_per_cls, "config": config,
+                   "stage1": stage1._asdict() if stage1 else None,
                    "ran_on": {"device": str(accelerator.device), "processes": accelerator.num_processes,
                               "mixed_precision": precision, "torch": torch.__version__}},
                   paths["results"])

@@ -60,13 +60,14 @@ def fuse_on(device_type: str, mixed_precision: str) -> bool:
 
 
 def build_optimizer(cfg, model: torch.nn.Module, fused: bool = False) -> torch.optim.Optimizer:
-    """`cfg` is the OPTIMIZER section; weight decay applies to every parameter, as in the CIFAR-LT recipes.
+    """`cfg` is the OPTIMIZER section; weight decay applies to every trained parameter (a frozen one, in stage 2,
+    is left out), as in the CIFAR-LT recipes.
     `fused` (see fuse_on) updates all parameters in one kernel, unless OPTIMIZER.params sets fused or foreach."""
     params = dict(cfg.params)
     if fused and "fused" not in params and "foreach" not in params:
         params["fused"] = True
     try:
-        return OPTIMIZERS[cfg.name](model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **params)
+        return OPTIMIZERS[cfg.name]([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay, **params)
     except (TypeError, ValueError) as error:  # e.g. OPTIMIZER.params '{momentum: abc}'
         raise ConfigError(f"OPTIMIZER {cfg.name} refused its settings: {error}") from None
 

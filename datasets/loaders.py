@@ -13,7 +13,7 @@ import torch
 import torchvision.transforms as T
 from accelerate.data_loader import DataLoaderStateMixin
 from accelerate.state import GradientState
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from .augment import BATCH_AUGMENTATIONS, GATHERS, BatchAugmentation, Cutout
 
@@ -37,18 +37,43 @@ def classic_transform(aug_info, size: int, mean, std, fill: int = 0) -> T.Compos
     return T.Compose([AUGMENTATIONS[name](size, fill) for name in aug_info] + [T.ToTensor(), T.Normalize(mean, std)])
 
 
-def classic_loader(dataset, batch_size: int, num_workers: int, seed: int) -> DataLoader:
-    """A shuffling DataLoader; accelerate's `prepare` shards it over processes."""
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
-                      generator=torch.Generator().manual_seed(seed), persistent_workers=num_workers > 0,
+SAMPLERS = ("instance", "class_balanced")  # DATASET.sampler
+
+
+class ClassBalancedSampler(WeightedRandomSampler):
+    """Every draw picks a class uniformly, then one of its images uniformly (with replacement): `len(targets)`
+    draws an epoch, as many as instance sampling makes, and a class of one image is drawn as often as any other.
+    The draws of an epoch depend on the seed and the epoch alone, so every process draws the same sequence and
+    takes its own share of it (accelerate's batch sharding, or TensorLoader's), and a resumed run draws what an
+    uninterrupted one would."""
+
+    def __init__(self, targets, seed: int) -> None:
+        targets = torch.as_tensor(targets, dtype=torch.long)
+        per_class = torch.bincount(targets).double()
+        super().__init__(1 / per_class[targets], len(targets), replacement=True, generator=torch.Generator())
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by accelerate's prepared loader (and by TensorLoader) at the start of every epoch."""
+        self.generator.manual_seed(self.seed * 100_003 + epoch)
+
+
+def classic_loader(dataset, batch_size: int, num_workers: int, seed: int, sampler: str = "instance") -> DataLoader:
+    """A shuffling (or class-balanced, see ClassBalancedSampler) DataLoader; accelerate's `prepare` shards it over
+    processes."""
+    balanced = ClassBalancedSampler(dataset.targets, seed) if sampler == "class_balanced" else None
+    return DataLoader(dataset, batch_size=batch_size, shuffle=balanced is None, sampler=balanced,
+                      num_workers=num_workers, generator=torch.Generator().manual_seed(seed),
+                      persistent_workers=num_workers > 0,
                       drop_last=len(dataset) % batch_size == 1)  # BatchNorm cannot train on a batch of one
 
 
 class TensorLoader(DataLoaderStateMixin):
     """Batches of normalised float images in channels_last from a uint8 split held on `device`.
 
-    Training: every epoch a seeded permutation shared by all processes, split into disjoint shards of equal
-    length, a per-image random crop (pad 4) and horizontal flip, then `augmentations` (datasets.augment's batched
+    Training: every epoch a seeded permutation shared by all processes (or, with `sampler` "class_balanced", the
+    draws of a ClassBalancedSampler, as many), split into disjoint shards of equal length, a per-image random crop (pad 4) and horizontal flip, then `augmentations` (datasets.augment's batched
     ones, on the uint8 N x C x H x W batch) in their order. Evaluation: each process takes every
     `world_size`-th image in order, so the shards cover the split exactly once.
 
@@ -59,7 +84,7 @@ class TensorLoader(DataLoaderStateMixin):
 
     def __init__(self, data, targets, batch_size: int, mean, std, *, device, train: bool, crop: bool = False,
                  flip: bool = False, augmentations: Sequence[BatchAugmentation] = (), seed: int = 0, rank: int = 0,
-                 world_size: int = 1) -> None:
+                 world_size: int = 1, sampler: str = "instance") -> None:
         images = torch.as_tensor(data)  # N x H x W x C uint8, as torchvision's CIFAR stores it
         self.pad = PAD if crop else 0
         # Padding once here, not per batch: a crop is then a pure gather
@@ -73,6 +98,7 @@ class TensorLoader(DataLoaderStateMixin):
         self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
         self.device = torch.device(device)
         self.gradient_state = GradientState()  # what DataLoaderStateMixin's begin() and end() report to
+        self.balanced = ClassBalancedSampler(targets, seed) if train and sampler == "class_balanced" else None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -81,7 +107,11 @@ class TensorLoader(DataLoaderStateMixin):
         n = len(self.targets)
         if not self.train:
             return torch.arange(self.rank, n, self.world_size, device=self.device)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        if self.balanced is not None:
+            self.balanced.set_epoch(self.epoch)
+            order = torch.as_tensor(list(self.balanced))
+        else:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
         per_process = n // self.world_size  # equal shards keep the processes' gradient syncs in step
         return order[self.rank * per_process:(self.rank + 1) * per_process].to(self.device)
 

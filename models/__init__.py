@@ -88,3 +88,9 @@ def load_weights(model: nn.Module, path: Path) -> str:
     if dropped:
         return f"weights from {path}; its {next(iter(dropped.values()))[0]}-class head left out, a new one drawn"
     return f"weights from {path}"
+
+
+def classifier_name(model: nn.Module) -> str:
+    """Where the model's classifier (timm's `get_classifier()`) sits in it, as a submodule path, e.g. "fc"."""
+    head = model.get_classifier()
+    return next(name for name, module in model.named_modules() if module is head)

@@ -14,8 +14,8 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from checkpoint import output_paths  # noqa: E402
 
-from .pooling import (Cell, column_key, column_label, fmt, loss_key, mean_std, natural, number,  # noqa: E402
-                      pool, settings_id, settings_label, varying)
+from .pooling import (Cell, column_key, column_label, fmt, label_keys, loss_key, mean_std, natural,  # noqa: E402
+                      number, pool, row_label, settings_id)
 from .runs import Column, Run, Settings, read_json  # noqa: E402
 
 SHORT_LOSS = {"CrossEntropyLoss": "CE", "BalancedSoftmax": "BS"}
@@ -47,7 +47,7 @@ class Comparison(NamedTuple):
 
 
 def short(loss: str) -> str:
-    return SHORT_LOSS.get(loss, loss)
+    return " ".join(SHORT_LOSS.get(word, word) for word in loss.split(" "))
 
 
 def save(fig, path: Path) -> None:
@@ -60,9 +60,9 @@ def save(fig, path: Path) -> None:
 def bcr_series(runs: list[Run]) -> list[Series]:
     """A line per loss, model and settings, by loss: a loss keeps its colour in every panel, other settings change
     the marker, step profiles are dashed."""
-    keys, several_models = varying(runs), len({run.model for run in runs}) > 1
+    keys, several_models = label_keys(runs), len({run.model for run in runs}) > 1
     cells = pool(runs)
-    variants = {cell.key: (f", {cell.key.model}" if several_models else "") + settings_label(cell.key.settings, keys)
+    variants = {cell.key: (f", {cell.key.model}" if several_models else "") + row_label(cell.key.loss, cell.key.settings, keys)[len(cell.key.loss):]
                 for cell in cells}
     losses = sorted({run.loss for run in runs}, key=loss_key)
     markers = {variant: MARKERS[i % len(MARKERS)] for i, variant in enumerate(sorted(set(variants.values())))}

@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .runs import Column, Run, Settings
+from .runs import Column, Run, Settings, is_stage2
 
 LOSS_ORDER = ("CrossEntropyLoss", "BalancedSoftmax")
 DASH = "–"  # an empty group, or no value
@@ -78,7 +78,9 @@ def column_key(column: Column) -> tuple:
 
 
 def loss_key(loss: str) -> tuple:
-    return (LOSS_ORDER.index(loss) if loss in LOSS_ORDER else len(LOSS_ORDER), loss)
+    """Rows by their loss in LOSS_ORDER, each followed by its post-hoc and stage-2 rows ("CrossEntropyLoss then cRT")."""
+    base = loss.split(" ")[0]
+    return (LOSS_ORDER.index(base) if base in LOSS_ORDER else len(LOSS_ORDER), loss)
 
 
 def column_label(column: Column) -> str:
@@ -114,6 +116,26 @@ def settings_label(settings: Settings, keys: list[str]) -> str:
     found = dict(settings)
     parts = [f"{key}={found.get(key, '(absent)').strip(chr(34))}" for key in keys]
     return f" [{', '.join(parts)}]" if parts else ""
+
+
+# Settings that the name of a stage-2 row already says ("CrossEntropyLoss then cRT")
+STAGE2_NAMED = ("TRAIN.stage2_from", "TRAIN.stage2_classifier", "DATASET.sampler")
+
+
+def label_keys(runs: list[Run]) -> dict:
+    """The settings that label rows: for stage-1 rows (key False), those that differ between stage-1 runs; for a
+    stage-2 row (key: its name), those that differ between the runs of that name. Stage-2 recipes bring schedules
+    of their own (cRT's lr is not BS re-training's), which the row's name already stands for."""
+    stage2 = [run for run in runs if is_stage2(run.settings)]
+    keys = {False: varying([run for run in runs if not is_stage2(run.settings)])}
+    for name in {run.loss for run in stage2}:
+        keys[name] = [key for key in varying([run for run in stage2 if run.loss == name]) if key not in STAGE2_NAMED]
+    return keys
+
+
+def row_label(loss: str, settings: Settings, keys: dict) -> str:
+    """The row's name and the settings of `keys` (label_keys) that set it apart from rows of the same kind."""
+    return loss + settings_label(settings, keys[loss] if is_stage2(settings) else keys[False])
 
 
 def settings_id(settings: Settings) -> str:

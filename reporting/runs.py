@@ -11,7 +11,9 @@ from typing import NamedTuple
 import yaml
 
 from checkpoint import RESUMABLE_CHANGES, SHARED_CONFIG, output_paths, output_seeds
-from config import LIST_BENCHMARKS
+from omegaconf import OmegaConf
+
+from config import LIST_BENCHMARKS, with_defaults
 
 # Config keys that name a run's cell in the tables, and those that never change what a run trains
 IDENTITY_KEYS = ("DATASET.name", "DATASET.imbalance_type", "DATASET.imbalance_factor", "LOSS.name", "MODEL.name")
@@ -46,7 +48,14 @@ class Run:
 
     @property
     def loss(self) -> str:
-        return self.name("LOSS.name")
+        """The row this run is a seed of: its loss, "then" its stage-2 method when it re-trained a stage-1 model's
+        classifier ("CrossEntropyLoss then cRT"), and " + " the post-hoc correction evaluate.py applied."""
+        stage1, post_hoc = self.results.get("stage1"), self.results.get("post_hoc")
+        label = f"{stage1.get('loss')} then {stage2_method(self.config)}" if stage1 else self.name("LOSS.name")
+        if post_hoc:
+            tau = "tau on " + post_hoc["chosen_on"].split()[0] if post_hoc.get("chosen_on") else f"tau {post_hoc['tau']:g}"
+            label += f" + {POST_HOC_NAMES.get(post_hoc['method'], post_hoc['method'])} ({tau})"
+        return label
 
     @property
     def model(self) -> str:
@@ -75,13 +84,42 @@ class Run:
     def settings(self) -> Settings:
         """Everything that defines what was trained and reported, apart from the cell's own identity and the
         seed: runs pool over seeds only when this is equal."""
-        flat = {key: value for key, value in flatten(self.config).items()
+        flat = {key: value for key, value in flatten(completed(self.config)).items()
                 if key not in IDENTITY_KEYS and not any(key == k or key.startswith(k + ".") for k in NOT_SETTINGS)}
         flat["selected_by"] = self.results.get("selected_by", "evaluate.py" if self.status == "re-evaluation" else None)
         return tuple(sorted((key, json.dumps(value, sort_keys=True)) for key, value in flat.items()))
 
     def score(self, metric: str, part: str = "test"):
         return (self.results.get(part) or {}).get(metric)
+
+
+# evaluate.py's post-hoc methods, as rows name them
+POST_HOC_NAMES = {"logit_adjust": "logit adjustment", "tau_norm": "tau-norm"}
+# The stage-2 methods of the literature: (TRAIN.stage2_classifier, DATASET.sampler, LOSS.name) -> name
+STAGE2_METHODS = {("retrain", "class_balanced", "CrossEntropyLoss"): "cRT",
+                  ("retrain", "instance", "BalancedSoftmax"): "BS re-training",
+                  ("lws", "class_balanced", "CrossEntropyLoss"): "LWS"}
+
+
+def stage2_method(config: dict) -> str:
+    """A stage-2 run's method: its name in the literature, else what it did."""
+    found = tuple(str(lookup(config, key)) for key in ("TRAIN.stage2_classifier", "DATASET.sampler", "LOSS.name"))
+    return STAGE2_METHODS.get(found, "{} ({} sampling, {})".format(*found))
+
+
+def is_stage2(settings: Settings) -> bool:
+    return dict(settings).get("TRAIN.stage2_from", "null") != "null"
+
+
+# configs.yaml: the defaults of the keys that code added after a run was saved
+DEFAULTS = Path(__file__).resolve().parents[1] / "configs.yaml"
+
+
+def completed(config: dict) -> dict:
+    """`config` with every key that the code added after it was saved at its default (config.with_defaults), which
+    is what the older code did: a run saved before DATASET.sampler existed pools with a newer one at its default,
+    instead of differing from it in a key it lacks."""
+    return OmegaConf.to_container(with_defaults(config, DEFAULTS)) if config else config
 
 
 def lookup(config: dict, dotted: str):
@@ -165,8 +203,9 @@ def seed_run(folder: Path, seed: int, folder_config: dict | None) -> Run:
     paths = output_paths(folder, seed)
     results = read_json(paths["results"])
     if isinstance(results, dict) and isinstance(results.get("test"), dict):
-        # evaluate.py writes the same file names, with the checkpoint it evaluated instead of a selection
-        status = "re-evaluation" if "checkpoint" in results else "complete"
+        # evaluate.py writes the same file names, with the checkpoint it evaluated instead of a selection; a post-hoc
+        # correction of a checkpoint is a row of its own
+        status = "re-evaluation" if "checkpoint" in results and "post_hoc" not in results else "complete"
         config = results.get("config") or folder_config or {}
         return Run(folder, seed, config, status, results, epochs=run_epochs(config, results))
     state = read_checkpoint(paths["last"]) or {}

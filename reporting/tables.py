@@ -8,8 +8,8 @@ from pathlib import Path
 
 from metrics import FEW_SHOT, MANY_SHOT
 
-from .pooling import (DASH, column_key, column_label, fmt, imbalance_label, loss_key, mean_std, natural, pool,
-                      settings_id, settings_label, varying)
+from .pooling import (DASH, column_key, column_label, fmt, imbalance_label, label_keys, loss_key, mean_std, natural,
+                      pool, row_label, settings_id)
 from .runs import Run, lookup
 
 # Settings worth stating above a table when all its runs share them (after the epochs the runs trained, which
@@ -55,12 +55,12 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def bcr_table(runs: list[Run]) -> list[str]:
     """Table 1 for one model: a row per loss (and settings, when they differ), a column per data set x IF."""
-    keys = varying(runs)
+    keys = label_keys(runs)
     columns = sorted({run.column for run in runs}, key=column_key)
     rows = defaultdict(lambda: defaultdict(list))   # row label -> column -> bcr of each seed
     order = {}
     for run in runs:
-        label = run.loss + settings_label(run.settings, keys)
+        label = row_label(run.loss, run.settings, keys)
         rows[label][run.column].append(run.score("bcr"))
         order[label] = (loss_key(run.loss), label)
     labels = sorted(rows, key=order.get)
@@ -81,14 +81,14 @@ def bcr_table(runs: list[Run]) -> list[str]:
 def group_table(runs: list[Run], show_model: bool) -> list[str]:
     """Per data set: shot-group and worst-class accuracies of every cell, with bcr at the selected checkpoint and
     at the last epoch."""
-    keys = varying(runs)
+    keys = label_keys(runs)
     header = (["model"] if show_model else []) + ["imbalance", "loss", "n", "bcr", "bcr (last epoch)",
                                                   "many", "medium", "few", "head", "mid", "tail", "worst class"]
     body = []
     for cell in sorted(pool(runs), key=lambda cell: (cell.key.model, column_key(cell.key.column),
                                                      loss_key(cell.key.loss))):
         row = [cell.key.model] if show_model else []
-        row += [imbalance_label(cell.key.column), cell.key.loss + settings_label(cell.key.settings, keys),
+        row += [imbalance_label(cell.key.column), row_label(cell.key.loss, cell.key.settings, keys),
                 str(len(cell.runs)), fmt(cell.scores("bcr"), False), fmt(cell.scores("bcr", "test_last_epoch"), False)]
         row += [fmt(cell.scores(metric), False) for metric in GROUP_METRICS]
         body.append(row)

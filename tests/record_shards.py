@@ -1,6 +1,7 @@
-"""`python tests/fake_cifar.py DATADIR record_shards.py OUT MAIN_ARGS...`: main.py, except that each process writes
-the training images it is given each epoch, as their indices into the training split, to OUT/epoch{e}-rank{r}.json
-instead of training on them. The shard tests run it under torchrun."""
+"""`python tests/fake_cifar.py DATADIR record_shards.py OUT [--labels] MAIN_ARGS...`: main.py, except that each
+process writes the training images it is given each epoch, as their indices into the training split (`--labels`:
+as their classes), to OUT/epoch{e}-rank{r}.json instead of training on them. The shard and sampler tests run it
+under torchrun."""
 from __future__ import annotations
 
 import json
@@ -10,12 +11,15 @@ import main as training
 
 
 def main(argv: list[str]) -> None:
-    out = Path(argv[0])
+    out, labels = Path(argv[0]), argv[1:2] == ["--labels"]
+    argv = argv[1 + labels:]
     build_loaders = training.build_loaders
 
     def indices_as_targets(cfg, splits, seed, accelerator):
         # a loader yields each image with its target: with indices as targets, the index comes out with the image
-        splits["train"].targets = list(range(len(splits["train"])))
+        # (not with --labels: a class-balanced sampler draws by the targets, which must then stay the classes)
+        if not labels:
+            splits["train"].targets = list(range(len(splits["train"])))
         return build_loaders(cfg, splits, seed, accelerator)
 
     def record(model, loader, criterion, optimizer, accelerator, epoch, *args):
@@ -25,4 +29,4 @@ def main(argv: list[str]) -> None:
         return {"loss": 0.0, "acc": 0.0, "lr": 0.0}
 
     training.build_loaders, training.train_one_epoch = indices_as_targets, record
-    training.main(argv[1:])
+    training.main(argv)

@@ -182,3 +182,52 @@ def test_each_epoch_the_shards_of_two_processes_cover_the_training_set(tmp_path,
         # equal shards of 41 leave one image out; each shard is 5 batches of 8 and one of 1, which is left out
         # (BatchNorm cannot train on a batch of one): 80 images, each once
         assert len(seen) == SHARD_IMAGES - 3 and set(seen.values()) == {1}
+
+
+@pytest.mark.parametrize("loader, nproc", [("fast", 1), ("fast", 2), ("classic", 1), ("classic", 2)])
+def test_class_balanced_sampling_draws_every_class_equally(tmp_path, loader, nproc):
+    """DATASET.sampler class_balanced under torchrun: over 8 epochs, the classes that all processes are given are
+    drawn equally often (chi-square against uniform), from a long tail of 10 down to 1 image, and each epoch is as
+    long as instance sampling's."""
+    from test_loaders import CHI2_9_DOF_P0001, chi_square_uniform
+
+    datadir, out = tmp_path / "data", tmp_path / "draws"
+    make_cifar(datadir, 10, train_per_class=10, test_per_class=2)
+    out.mkdir()
+    proc = run_script("record_shards.py", datadir, str(out), "--labels", "--config", str(ROOT / "configs.yaml"),
+                      *main_args(datadir, tmp_path / "runs", "DATASET.imbalance_type", "exp",
+                                 "DATASET.imbalance_factor", "10", "DATASET.sampler", "class_balanced",
+                                 "DATASET.loader", loader, *(["DATASET.num_workers", "0"] if loader == "classic" else []),
+                                 "DATASET.batch_size", "16", "TRAIN.epochs", "8"),
+                      nproc=nproc, timeout=600, env=CPU_ONLY)
+    check_ok(proc)
+    images = int(proc.stdout.split(" training images")[0].split()[-1])
+    assert "classes from 10 to 1 images" in proc.stdout, proc.stdout
+    draws = []
+    for epoch in range(8):
+        shards = [json.loads((out / f"epoch{epoch}-rank{rank}.json").read_text()) for rank in range(nproc)]
+        epoch_draws = [c for shard in shards for batch in shard for c in batch]
+        # as many as instance sampling gives: the fast loader leaves out up to one image a process, the classic
+        # one pads the last batch up to 16 with the epoch's first draws
+        assert images - nproc <= len(epoch_draws) <= images + 15
+        draws += epoch_draws
+    assert chi_square_uniform(draws, 10) < CHI2_9_DOF_P0001
+
+
+def test_two_process_stage2_trains_the_classifier_alone(two_process_run, cifar_root, tmp_path):
+    """Stage 2 (LWS) under torchrun from the 2-process run: DDP syncs the per-class scales alone, and the frozen
+    backbone, BatchNorm statistics included, leaves as it came."""
+    train_proc, stage1 = two_process_run
+    check_ok(train_proc)
+    proc = run_main(cifar_root, tmp_path, "DATASET.batch_size", "16", "TRAIN.epochs", "1", "TRAIN.stage2_from",
+                    str(stage1), "TRAIN.stage2_classifier", "lws", "DATASET.sampler", "class_balanced",
+                    "DEFAULT.exp_name", "lws", nproc=2, timeout=600, env=CPU_ONLY)
+    check_ok(proc)
+    assert "2 process(es)" in proc.stdout and "stage 2 from" in proc.stdout, proc.stdout
+    before = torch.load(stage1 / "model_seed0_best.pt", map_location="cpu", weights_only=False)["model"]
+    after = torch.load(tmp_path / "CIFAR10LT" / "resnet32" / "lws" / "model_seed0.pt", map_location="cpu",
+                       weights_only=False)["model"]
+    for name, value in before.items():
+        moved = name.replace("fc.", "fc.linear.") if name.startswith("fc.") else name
+        assert torch.equal(after[f"model.{moved}"], value), name
+    assert not torch.equal(after["model.fc.scales"], torch.ones(10))

@@ -309,3 +309,109 @@ def test_a_batch_that_does_not_divide_over_the_forward_passes_is_refused(fresh_a
     assert str(stop.value) == ("error: DATASET.batch_size 32 must divide evenly over 1 process(es) x "
                                "TRAIN.grad_accum_steps 3: make it a multiple of 3")
     assert not any(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------- (f) DATASET.sampler class_balanced
+
+# A long tail of 10 classes, the last with a single image: 200, 120, 70, 40, 25, 12, 6, 3, 2, 1 (479 images)
+TAIL = [200, 120, 70, 40, 25, 12, 6, 3, 2, 1]
+# The chi-square statistic of 10 classes (9 degrees of freedom) that uniform draws exceed once in 10,000
+CHI2_9_DOF_P0001 = 33.72
+
+
+def chi_square_uniform(classes: list[int], num_classes: int) -> float:
+    """Pearson's statistic of the class counts in `classes` against equal counts."""
+    counts = torch.bincount(torch.as_tensor(classes), minlength=num_classes).double()
+    expected = len(classes) / num_classes
+    return float(((counts - expected) ** 2 / expected).sum())
+
+
+def _tail_targets() -> list[int]:
+    return [c for c, n in enumerate(TAIL) for _ in range(n)]
+
+
+def _balanced_loader(rank: int, world_size: int, batch_size: int = 16) -> TensorLoader:
+    targets = _tail_targets()
+    return TensorLoader(_id_images(len(targets)), targets, batch_size, MEAN, STD, device="cpu", train=True, seed=3,
+                        rank=rank, world_size=world_size, sampler="class_balanced")
+
+
+def test_class_balanced_draws_every_class_equally_even_one_of_a_single_image():
+    from datasets import ClassBalancedSampler
+
+    targets = _tail_targets()
+    sampler = ClassBalancedSampler(targets, seed=0)
+    draws = []
+    for epoch in range(20):
+        sampler.set_epoch(epoch)
+        epoch_draws = [targets[i] for i in sampler]
+        assert len(epoch_draws) == len(targets)  # an epoch as long as instance sampling's
+        draws += epoch_draws
+    assert chi_square_uniform(draws, 10) < CHI2_9_DOF_P0001
+    assert draws.count(9) > 0.08 * len(draws)  # the class of one image: about a tenth of the draws
+    # the control: instance sampling of the same targets is far from uniform over the classes
+    assert chi_square_uniform(targets * 20, 10) > 100 * CHI2_9_DOF_P0001
+
+
+def test_class_balanced_draws_depend_on_seed_and_epoch_alone():
+    from datasets import ClassBalancedSampler
+
+    a, b = ClassBalancedSampler(_tail_targets(), seed=0), ClassBalancedSampler(_tail_targets(), seed=0)
+    a.set_epoch(2)
+    first = list(a)
+    b.set_epoch(5)
+    list(b)
+    b.set_epoch(2)
+    assert list(b) == first  # a resumed run draws what an uninterrupted one did
+    a.set_epoch(3)
+    assert list(a) != first
+
+
+def test_fast_loader_class_balanced_in_one_and_two_processes():
+    # one process: every batch of the epoch, as long as instance sampling's
+    one = _balanced_loader(0, 1)
+    instance = TensorLoader(_id_images(sum(TAIL)), _tail_targets(), 16, MEAN, STD, device="cpu",
+                            train=True, seed=3)
+    assert len(one) == len(instance)
+    draws = []
+    for epoch in range(10):
+        one.set_epoch(epoch)
+        draws += [c for _, targets in one for c in targets.tolist()]
+    assert chi_square_uniform(draws, 10) < CHI2_9_DOF_P0001
+    # two processes: each takes its own half of the same draws (239 images each, 29 batches of 8 and one of 7)
+    one.set_epoch(4)
+    order = one._shard().tolist()
+    for rank in (0, 1):
+        loader = _balanced_loader(rank, 2, batch_size=8)
+        loader.set_epoch(4)
+        assert [i for images, _ in loader for i in _ids(images)] == order[rank * 239:(rank + 1) * 239]
+
+
+def test_classic_loader_class_balanced():
+    targets = _tail_targets()
+    dataset = torch.utils.data.TensorDataset(torch.as_tensor(targets))
+    dataset.targets = targets
+    loader = classic_loader(dataset, 16, 0, seed=0, sampler="class_balanced")
+    draws = []
+    for epoch in range(10):
+        loader.sampler.set_epoch(epoch)
+        epoch_draws = [c for (batch,) in loader for c in batch.tolist()]
+        assert len(epoch_draws) == len(targets)
+        draws += epoch_draws
+    assert chi_square_uniform(draws, 10) < CHI2_9_DOF_P0001
+
+
+def test_list_benchmark_cache_loader_class_balanced_in_two_processes():
+    from pathlib import Path
+
+    from datasets.list_loaders import _Crops
+
+    targets = torch.as_tensor(_tail_targets())
+    shards = [_Crops(Path("unread"), targets, 8, 16, train=True, crop=False, flip=False, seed=0, rank=rank,
+                     world_size=2, sampler="class_balanced") for rank in (0, 1)]
+    draws = []
+    for epoch in range(10):
+        epoch_draws = [int(targets[i]) for shard in shards for i in shard.indices(epoch)]
+        assert len(epoch_draws) == 2 * (len(targets) // 2)  # as long as instance sampling's epoch
+        draws += epoch_draws
+    assert chi_square_uniform(draws, 10) < CHI2_9_DOF_P0001

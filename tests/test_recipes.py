@@ -2,6 +2,7 @@
 rate at chosen epochs or iterations, over as many optimizer steps per epoch as its training loader gives."""
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,12 +25,19 @@ EXPECTED = {
     "ldam_200ep": {0: 0.02, 1: 0.04, 4: 0.1, 5: 0.1, 159: 0.1, 160: 1e-3, 179: 1e-3, 180: 1e-5, 199: 1e-5},
     # BALMS: 0.05 -> 0.1 over 800 iterations, then a cosine to 0 at iteration 13,000 (midpoint 6,900)
     "balms": {0: 0.05, 400: 0.075, 799: 0.05 + 0.05 * 799 / 800, 800: 0.1, 6900: 0.05, 12999: 0.0},
+    # stage 2, a cosine per epoch from the lr to 0: cRT 10 epochs from 0.2, LWS 5 from 0.2, BS re-training from 0.1
+    # over the 80 epochs (of 25 steps) that cover 2,000 iterations
+    "crt": {0: 0.2, 5: 0.1, 9: 0.1 * (1 + math.cos(math.pi * 9 / 10))},
+    "lws": {0: 0.2, 4: 0.1 * (1 + math.cos(math.pi * 4 / 5))},
+    "bs_retrain": {0: 0.1, 40: 0.05, 79: 0.05 * (1 + math.cos(math.pi * 79 / 80))},
     # the list benchmarks (epochs): BALMS's and the decoupling code's cosine from 0.2 to 0 over 90 epochs
     "imagenet_lt_resnet10": {0: 0.2, 45: 0.1, 89: 0.1 * (1 + np.cos(np.pi * 89 / 90))},
     "inat2018_resnet50": {0: 0.2, 45: 0.1, 89: 0.1 * (1 + np.cos(np.pi * 89 / 90))},
     # OLTR's Places-LT stage 1: x0.1 every 10 epochs (the backbone's lr 0.001)
     "places_lt_stage1": {0: 1e-3, 9: 1e-3, 10: 1e-4, 19: 1e-4, 20: 1e-5, 29: 1e-5},
 }
+# Stage-2 recipes, merged after a stage-1 recipe, with the stage-1 run they start from
+STAGE2 = ("crt", "lws", "bs_retrain")
 # the list benchmarks' recipes: data set -> (model, epochs, batch)
 LIST_RECIPES = {"imagenet_lt_resnet10": ("ImageNetLT", "resnet10", 90, 512),
                 "inat2018_resnet50": ("iNat2018", "resnet50", 90, 512),
@@ -37,6 +45,9 @@ LIST_RECIPES = {"imagenet_lt_resnet10": ("ImageNetLT", "resnet10", 90, 512),
 
 
 def recipe(path: Path):
+    if path.stem in STAGE2:
+        return load_config([ROOT / "configs.yaml", ROOT / "recipes" / "ldam_200ep.yaml", path],
+                           ["TRAIN.stage2_from", "stage1/model_seed0_best.pt"])
     return load_config([ROOT / "configs.yaml", path], [])
 
 
@@ -102,3 +113,13 @@ def test_balms_runs_13000_iterations_in_whole_epochs(factor, images, steps, epoc
     assert tuple(run_length(cfg, steps)) == (epochs, 13000)
     # the recipe keeps configs.yaml's optimizer
     assert cfg.OPTIMIZER.name == "SGD" and cfg.OPTIMIZER.params.momentum == 0.9 and cfg.OPTIMIZER.weight_decay == 5e-4
+
+
+@pytest.mark.parametrize("stage1", ["ldam_200ep", "balms"])
+@pytest.mark.parametrize("stage2", STAGE2)
+def test_stage2_recipes_merge_after_either_stage1_recipe(stage1, stage2):
+    cfg = load_config([ROOT / "configs.yaml", ROOT / "recipes" / f"{stage1}.yaml", ROOT / "recipes" / f"{stage2}.yaml"],
+                      ["TRAIN.stage2_from", "stage1.pt"])
+    check(cfg)
+    assert cfg.SCHEDULER.warmup == 0 and cfg.DATASET.batch_size == 512
+    assert cfg.DATASET.sampler == ("instance" if stage2 == "bs_retrain" else "class_balanced")

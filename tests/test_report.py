@@ -399,3 +399,40 @@ def test_a_list_benchmark_is_labelled_by_its_train_lists_imbalance(tmp_path):
     report.main([str(tmp_path)])
     text = (tmp_path / "report.md").read_text()
     assert "IF 256 (train list)" in text and "balanced (IF 1)" not in text
+
+
+def stage2_result(root: Path, stage1_loss: str, classifier: str, sampler: str, loss: str, seed: int, bcr: float,
+                  folder: str) -> None:
+    """A stage-2 run's results, as main.py writes them: its own schedule, and the stage-1 checkpoint it began from."""
+    path = fake_result(root, loss, seed, bcr, lr=0.2, folder=folder, epochs=10)
+    data = json.loads(path.read_text())
+    data["config"]["TRAIN"].update(stage2_from=f"/runs/{stage1_loss}", stage2_classifier=classifier, epochs=10)
+    data["config"]["DATASET"]["sampler"] = sampler
+    data["stage1"] = {"checkpoint": f"/runs/{stage1_loss}/model_seed{seed}_best.pt", "loss": stage1_loss, "epoch": 3}
+    path.write_text(json.dumps(data))
+
+
+def test_post_hoc_and_stage2_rows_sit_beside_their_loss(tmp_path):
+    for seed in (0, 1):
+        fake_result(tmp_path, "CrossEntropyLoss", seed, 0.40 + seed / 100)
+        fake_result(tmp_path, "BalancedSoftmax", seed, 0.50 + seed / 100)
+        adjusted = fake_result(tmp_path, "CrossEntropyLoss", seed, 0.48, folder="CrossEntropyLoss-IF_10/evaluation/logit_adjust")
+        data = json.loads(adjusted.read_text())
+        adjusted.write_text(json.dumps({"checkpoint": f"/x/model_seed{seed}_best.pt", "selected_by": "val bcr",
+                                        "test": data["test"], "config": data["config"], "stage1": None,
+                                        "post_hoc": {"method": "logit_adjust", "tau": 1.0 + seed, "chosen_on": "val bcr"}}))
+        stage2_result(tmp_path, "CrossEntropyLoss", "retrain", "class_balanced", "CrossEntropyLoss", seed, 0.46, "CE-cRT")
+        stage2_result(tmp_path, "CrossEntropyLoss", "lws", "class_balanced", "CrossEntropyLoss", seed, 0.45, "CE-LWS")
+        stage2_result(tmp_path, "CrossEntropyLoss", "retrain", "instance", "BalancedSoftmax", seed, 0.47, "CE-BSrt")
+        stage2_result(tmp_path, "BalancedSoftmax", "retrain", "class_balanced", "CrossEntropyLoss", seed, 0.49, "BS-cRT")
+    report.main([str(tmp_path)])
+    markdown = (tmp_path / "report.md").read_text()
+    _, rows = table(markdown, "loss")
+    # the stage-2 runs' own schedule (lr 0.2, 10 epochs) labels no row; each tau-per-seed choice pools as one row
+    assert [row[0] for row in rows] == [
+        "CrossEntropyLoss", "CrossEntropyLoss + logit adjustment (tau on val)", "CrossEntropyLoss then BS re-training",
+        "CrossEntropyLoss then LWS", "CrossEntropyLoss then cRT", "BalancedSoftmax", "BalancedSoftmax then cRT"]
+    assert rows[1][1] == "48.00 ± 0.00 (n=2)" and rows[4][1] == "46.00 ± 0.00 (n=2)"
+    _, groups = table(markdown, "imbalance")
+    assert [row[1] for row in groups] == [row[0] for row in rows] and all(row[2] == "2" for row in groups)
+    assert "## Re-evaluations" not in markdown

@@ -1,0 +1,117 @@
+"""Post-hoc corrections (posthoc.py, evaluate.py --logit-adjust and --tau-norm): tau 0 gives the plain logits, tau is
+chosen on validation where there is one and written down, each correction writes its own results, and report.py
+shows them as rows beside the plain one."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import check_ok, read, run_main, run_script
+from posthoc import adjusted_logits, logit_adjust, parse_taus, tau_normalise
+from report import report
+
+COUNTS = [90, 50, 20, 5]
+DATA = ["DATASET.imbalance_type", "exp", "DATASET.imbalance_factor", "10"]
+
+
+def _head():
+    torch.manual_seed(0)
+    return torch.randn(200, 16), torch.randn(4, 16) * torch.tensor([3.0, 2.0, 1.0, 0.5])[:, None], torch.randn(4)
+
+
+@pytest.mark.parametrize("method", ["logit_adjust", "tau_norm"])
+def test_tau_0_gives_the_plain_logits(method):
+    features, weight, bias = _head()
+    plain = F.linear(features, weight, bias)
+    assert torch.equal(adjusted_logits(method, features, weight, bias, COUNTS, 0.0), plain)
+    assert not torch.equal(adjusted_logits(method, features, weight, bias, COUNTS, 1.0), plain)
+
+
+def test_logit_adjustment_subtracts_tau_times_the_log_prior():
+    logits = torch.zeros(3, 4)
+    prior = torch.tensor(COUNTS, dtype=torch.float32) / sum(COUNTS)
+    torch.testing.assert_close(logit_adjust(logits, COUNTS, 1.5), (-1.5 * prior.log()).expand(3, 4))
+    # the rarest class gains the most
+    assert logit_adjust(logits, COUNTS, 1.0)[0].argmax() == 3
+
+
+def test_tau_normalisation_divides_each_row_by_its_norm_to_the_power_tau():
+    _, weight, _ = _head()
+    torch.testing.assert_close(tau_normalise(weight, 1.0).norm(dim=1), torch.ones(4))
+    torch.testing.assert_close(tau_normalise(weight, 0.5).norm(dim=1), weight.norm(dim=1) ** 0.5)
+
+
+def test_taus_are_a_comma_separated_list():
+    assert parse_taus("0,0.5,1") == [0.0, 0.5, 1.0] and parse_taus("2") == [2.0]
+    for bad in ("a", "1,1", "1,,2"):
+        with pytest.raises(ValueError):
+            parse_taus(bad)
+
+
+@pytest.fixture(scope="module")
+def runs(cifar_root, tmp_path_factory):
+    """One-epoch cross-entropy runs, with a validation split ("val") and without ("test"): their run folders."""
+    savedir = tmp_path_factory.mktemp("posthoc")
+    folders = {}
+    for select_on, val in (("val", "10"), ("test", "0")):
+        check_ok(run_main(cifar_root, savedir, *DATA, "DATASET.val_per_class", val, "TRAIN.epochs", "1",
+                          "DEFAULT.exp_name", f"CE-{select_on}"))
+        folders[select_on] = savedir / "CIFAR10LT" / "resnet32" / f"CE-{select_on}"
+    return savedir, folders
+
+
+def test_tau_is_chosen_on_validation_and_written_down(runs, cifar_root):
+    _, folders = runs
+    out = folders["val"] / "evaluation"
+    # at the checkpoint's own precision (bf16 on a CPU with bf16 units): the classifier runs under the same autocast
+    proc = run_script("evaluate.py", cifar_root, str(folders["val"]), "--logit-adjust", "0,1,2", "--tau-norm", "0")
+    check_ok(proc)
+    plain = read(out / "results-seed0.json")
+    adjusted = read(out / "logit_adjust" / "results-seed0.json")
+    choice = adjusted["post_hoc"]
+    assert choice["method"] == "logit_adjust" and choice["chosen_on"] == "val bcr"
+    assert set(choice["val"]) == {"0.0", "1.0", "2.0"}
+    assert choice["val"][str(choice["tau"])] == max(choice["val"].values())
+    assert choice["tau"] == next(float(t) for t, v in choice["val"].items() if v == max(choice["val"].values()))
+    assert adjusted["selected_by"] == "val bcr"  # the checkpoint's own selection, as its run wrote it
+    assert not (out / "logit_adjust_tau1").exists()  # no test scores for the taus not chosen
+    # tau 0, the only one given for tau-norm: the plain test scores
+    normed = read(out / "tau_norm" / "results-seed0.json")
+    assert normed["post_hoc"]["tau"] == 0.0
+    for key in ("bcr", "acc", "many_acc", "medium_acc", "few_acc", "worst_class_acc"):
+        assert normed["test"][key] == plain["test"][key], key
+    assert read(out / "tau_norm" / "results-seed0-per_class.json")["confusion_matrix"] == \
+        read(out / "results-seed0-per_class.json")["confusion_matrix"]
+
+
+def test_without_validation_every_tau_gets_its_own_results(runs, cifar_root, tmp_path):
+    _, folders = runs
+    proc = run_script("evaluate.py", cifar_root, str(folders["test"]), "--out", str(tmp_path), "--logit-adjust", "0,1",
+                      "TRAIN.mixed_precision", "no")  # overrides may follow the options
+    check_ok(proc)
+    found = {tau: read(tmp_path / f"logit_adjust_tau{tau}" / "results-seed0.json") for tau in ("0", "1")}
+    assert [found[t]["post_hoc"]["tau"] for t in ("0", "1")] == [0.0, 1.0]
+    assert all(result["post_hoc"]["chosen_on"] is None for result in found.values())
+    assert found["0"]["test"]["bcr"] == read(tmp_path / "results-seed0.json")["test"]["bcr"]
+    assert not (tmp_path / "logit_adjust").exists()
+
+
+def test_a_bad_tau_list_is_one_line(runs, cifar_root):
+    _, folders = runs
+    proc = run_script("evaluate.py", cifar_root, str(folders["val"]), "--tau-norm", "0.5,x")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "is not a comma-separated list of numbers" in proc.stderr
+
+
+def test_report_shows_post_hoc_rows_beside_the_plain_one(runs, cifar_root, tmp_path):
+    _, folders = runs
+    check_ok(run_script("evaluate.py", cifar_root, str(folders["val"]), "--logit-adjust", "--tau-norm", "0,1"))
+    report(folders["val"], out=tmp_path)  # the run and its evaluation/ folder
+    text = (tmp_path / "report.md").read_text()
+    table1 = text.split("## Table 1")[1].split("## Table 2")[0]
+    rows = [line.split(" | ")[0].lstrip("| ") for line in table1.splitlines() if line.startswith("| Cross")]
+    assert rows == ["CrossEntropyLoss", "CrossEntropyLoss + logit adjustment (tau on val)",
+                    "CrossEntropyLoss + tau-norm (tau on val)"]
+    table2 = text.split("## Table 2")[1].split("## Incomplete")[0]
+    assert "| IF 10 | CrossEntropyLoss + logit adjustment (tau on val) | 1 |" in table2

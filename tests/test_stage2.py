@@ -1,0 +1,137 @@
+"""Stage 2 (stage2.py, TRAIN.stage2_from): a stage-1 model frozen but for its classifier, which is re-trained (cRT,
+Balanced Softmax re-training) or rescaled (LWS); the checks on the stage-1 checkpoint; the rows report.py gives."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from config import check, load_config
+from conftest import ROOT, check_ok, read, run_main, run_script
+from errors import ConfigError
+from models import build_model
+from stage2 import ScaledClassifier, Stage2Model, freeze_for_stage2
+from test_main import check_error
+
+# CIFAR-10-LT from the cifar_root fixture: 10 validation images a class, then 90 down to 9 training images
+STAGE1_DATA = ["DATASET.imbalance_type", "exp", "DATASET.imbalance_factor", "10", "DATASET.val_per_class", "10"]
+
+
+@pytest.fixture(scope="module")
+def stage1(cifar_root, tmp_path_factory):
+    """A one-epoch cross-entropy run (seed 0), its run folder."""
+    savedir = tmp_path_factory.mktemp("stage1")
+    check_ok(run_main(cifar_root, savedir, *STAGE1_DATA, "TRAIN.epochs", "1", "DEFAULT.exp_name", "CE"))
+    return savedir / "CIFAR10LT" / "resnet32" / "CE"
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return build_model("resnet32", 10, False, 32)[0]
+
+
+def test_lws_starts_as_the_identity():
+    model = _model().eval()
+    images = torch.randn(8, 3, 32, 32)
+    expected = model(images)
+    lws = Stage2Model(model, "lws").eval()
+    head = lws.get_classifier()
+    assert isinstance(head, ScaledClassifier) and torch.equal(head.scales, torch.ones(10))
+    torch.testing.assert_close(lws(images), expected, rtol=0, atol=0)
+    assert [name for name, p in lws.named_parameters() if p.requires_grad] == ["model.fc.scales"]
+    with torch.no_grad():
+        head.scales[3] = 2.0
+    # the classifier it computes, as tau-normalisation reads it: row 3 of the weight and the bias doubled
+    torch.testing.assert_close(head.weight[3], 2 * head.linear.weight[3])
+    torch.testing.assert_close(lws(images)[:, 3], 2 * expected[:, 3])
+
+
+@pytest.mark.parametrize("classifier", ["retrain", "lws"])
+def test_in_training_mode_only_the_classifier_trains(classifier):
+    model = Stage2Model(_model(), classifier)
+    model.train()
+    assert model.get_classifier().training
+    assert not any(m.training for m in model.modules() if isinstance(m, nn.BatchNorm2d))  # stage 1's statistics
+    trained = [name for name, p in model.named_parameters() if p.requires_grad]
+    assert trained == (["model.fc.weight", "model.fc.bias"] if classifier == "retrain" else ["model.fc.scales"])
+
+
+@pytest.mark.parametrize("classifier", ["retrain", "lws"])
+def test_a_frozen_backbone_does_not_change_in_stage2(stage1, cifar_root, tmp_path, classifier):
+    proc = run_main(cifar_root, tmp_path, *STAGE1_DATA, "TRAIN.epochs", "2", "TRAIN.stage2_from", str(stage1),
+                    "TRAIN.stage2_classifier", classifier, "DATASET.sampler", "class_balanced",
+                    "DEFAULT.exp_name", "s2")
+    check_ok(proc)
+    assert f"stage 2 from {stage1 / 'model_seed0_best.pt'} (CrossEntropyLoss, epoch 1)" in proc.stdout, proc.stdout
+    folder = tmp_path / "CIFAR10LT" / "resnet32" / "s2"
+    before = torch.load(stage1 / "model_seed0_best.pt", map_location="cpu", weights_only=False)["model"]
+    after = torch.load(folder / "model_seed0.pt", map_location="cpu", weights_only=False)["model"]
+    for name, value in before.items():  # weights and BatchNorm statistics alike
+        if not name.startswith("fc."):
+            assert torch.equal(after[f"model.{name}"], value), name
+    if classifier == "retrain":
+        assert not torch.equal(after["model.fc.weight"], before["fc.weight"])
+    else:
+        assert torch.equal(after["model.fc.linear.weight"], before["fc.weight"])
+        assert torch.equal(after["model.fc.linear.bias"], before["fc.bias"])
+        assert not torch.equal(after["model.fc.scales"], torch.ones(10))
+    results = read(folder / "results-seed0.json")
+    assert results["stage1"]["loss"] == "CrossEntropyLoss" and results["stage1"]["epoch"] == 1
+    # evaluate.py rebuilds the stage-2 model from its checkpoint: the run's own test scores
+    evaluated = run_script("evaluate.py", cifar_root, str(folder), "--out", str(tmp_path / "eval"))
+    check_ok(evaluated)
+    again = read(tmp_path / "eval" / "results-seed0.json")
+    assert again["test"]["bcr"] == results["test"]["bcr"] and again["stage1"] == results["stage1"]
+
+
+def _stage2_cfg(path, *overrides):
+    cfg = load_config(ROOT / "configs.yaml", ["MODEL.name", "resnet32", *STAGE1_DATA, "TRAIN.stage2_from", str(path),
+                                              *overrides])
+    check(cfg)
+    return cfg
+
+
+def _refusal(cfg) -> str:
+    with pytest.raises(ConfigError) as error:
+        freeze_for_stage2(_model(), cfg, 10)
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+def test_a_missing_stage1_checkpoint_is_refused(stage1, tmp_path):
+    assert "does not exist" in _refusal(_stage2_cfg(tmp_path / "nothing.pt"))
+    assert "holds no model_seed5_best.pt for seed 5" in _refusal(_stage2_cfg(stage1, "DEFAULT.seed", "5"))
+
+
+@pytest.mark.parametrize("overrides, both_sides", [
+    (["DATASET.name", "CIFAR100LT"], "is of another data set: DATASET.name CIFAR10LT there, CIFAR100LT in this run"),
+    (["DATASET.imbalance_factor", "20"], "was trained on other images: DATASET.imbalance_factor 10 there, 20 in this run"),
+    (["DEFAULT.data_seed", "3"], "data seed (DEFAULT.data_seed, else DEFAULT.seed) 0 there, 3 in this run"),
+])
+def test_a_stage1_checkpoint_of_other_data_is_refused_naming_both_sides(stage1, overrides, both_sides):
+    assert both_sides in _refusal(_stage2_cfg(stage1, *overrides))
+
+
+def test_a_stage1_checkpoint_with_another_number_of_classes_is_refused(stage1, tmp_path):
+    state = torch.load(stage1 / "model_seed0_best.pt", map_location="cpu", weights_only=False)
+    state["model"]["fc.weight"], state["model"]["fc.bias"] = state["model"]["fc.weight"][:5], state["model"]["fc.bias"][:5]
+    torch.save(state, tmp_path / "five.pt")
+    assert "has 5 classes, this run's CIFAR10LT has 10" in _refusal(_stage2_cfg(tmp_path / "five.pt"))
+
+
+def test_a_stage2_checkpoint_is_no_stage1(stage1, tmp_path):
+    state = torch.load(stage1 / "model_seed0_best.pt", map_location="cpu", weights_only=False)
+    state["config"]["TRAIN"]["stage2_from"] = "elsewhere.pt"
+    torch.save(state, tmp_path / "stage2.pt")
+    assert "is itself a stage-2 run (from elsewhere.pt)" in _refusal(_stage2_cfg(tmp_path / "stage2.pt"))
+
+
+def test_main_stops_with_one_line_on_a_missing_stage1(cifar_root, tmp_path):
+    proc = run_main(cifar_root, tmp_path, *STAGE1_DATA, "TRAIN.stage2_from", str(tmp_path / "nothing.pt"))
+    assert "TRAIN.stage2_from" in check_error(proc) and "does not exist" in proc.stderr
+
+
+def test_stage2_classifier_without_stage2_from_is_refused():
+    with pytest.raises(ConfigError, match="TRAIN.stage2_classifier lws has no effect while TRAIN.stage2_from is null"):
+        load_config(ROOT / "configs.yaml", ["TRAIN.stage2_classifier", "lws"])
