@@ -61,8 +61,7 @@ def load_weights(model: nn.Module, path: Path) -> str:
     in one line."""
     if not path.is_file():
         raise ConfigError(f"MODEL.pretrained_file {path} does not exist: give the path of a local weights file")
-    head = {f"{name}.{key}" for name, module in model.named_modules() if module is model.get_classifier()
-            for key in module.state_dict()}
+    head = {f"{classifier_name(model)}.{key}" for key in model.get_classifier().state_dict()}
     own = model.state_dict()
     dropped = {}  # key -> the file's shape, for a head of another number of classes
 
