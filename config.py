@@ -319,6 +319,9 @@ def check(cfg: DictConfig) -> None:
                               f"or null; got {shown!r}")
     if data.std is not None and min(data.std) <= 0:
         raise ConfigError(f"DATASET.std divides the pixels: every channel's must be > 0, got {list(data.std)}")
+    lr = cfg.OPTIMIZER.classifier_lr
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf):
+        raise ConfigError(f"OPTIMIZER.classifier_lr must be a number > 0, or null for OPTIMIZER.lr; got {lr!r}")
     # fused and foreach stay open: setting either opts out of the fused optimizer optim.build_optimizer picks on a GPU
     _check_params("OPTIMIZER.params", OPTIMIZERS[cfg.OPTIMIZER.name], cfg.OPTIMIZER.params,
                   ("params", "lr", "weight_decay", "maximize", "capturable", "differentiable"))

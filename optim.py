@@ -67,9 +67,22 @@ def build_optimizer(cfg, model: torch.nn.Module, fused: bool = False) -> torch.o
     if fused and "fused" not in params and "foreach" not in params:
         params["fused"] = True
     try:
-        return OPTIMIZERS[cfg.name]([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay, **params)
+        return OPTIMIZERS[cfg.name](param_groups(cfg, model), lr=cfg.lr, weight_decay=cfg.weight_decay, **params)
     except (TypeError, ValueError) as error:  # e.g. OPTIMIZER.params '{momentum: abc}'
         raise ConfigError(f"OPTIMIZER {cfg.name} refused its settings: {error}") from None
+
+
+def param_groups(cfg, model: torch.nn.Module) -> list:
+    """The trained parameters (a frozen one, in stage 2, is left out); with OPTIMIZER.classifier_lr, in two groups:
+    the classifier's (`model.get_classifier()`) at that learning rate, the rest at OPTIMIZER.lr. Schedules scale
+    every group alike."""
+    trained = [p for p in model.parameters() if p.requires_grad]
+    if cfg.classifier_lr is None:
+        return trained
+    head = {id(p) for p in model.get_classifier().parameters()}
+    groups = [{"params": [p for p in trained if id(p) not in head]},
+              {"params": [p for p in trained if id(p) in head], "lr": cfg.classifier_lr}]
+    return [group for group in groups if group["params"]]
 
 
 def build_scheduler(cfg, optimizer, length: int):

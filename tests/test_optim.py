@@ -308,3 +308,31 @@ def test_a_per_step_schedule_waits_for_a_step_the_grad_scaler_skipped(fresh_acce
     # the epoch's last step used the lr of the schedule's step `steps`: warm-up 0.01, 0.055, then the cosine
     used = [0.01, 0.055] + [_cosine(0.1, 0.0, k, 10) for k in range(10)]
     assert scores["lr"] == pytest.approx(used[steps - 1], rel=1e-6)
+
+
+def test_classifier_lr_puts_the_head_in_its_own_group_and_schedules_scale_both():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 3))
+    model.get_classifier = lambda: model[1]
+    cfg = _cfg("OPTIMIZER.lr", "0.001", "OPTIMIZER.classifier_lr", "0.1", "SCHEDULER.sched_name", "multistep",
+               "SCHEDULER.params", "{milestones: [1], gamma: 0.1}")
+    optimizer = build_optimizer(cfg.OPTIMIZER, model)
+    body, head = optimizer.param_groups
+    assert body["lr"] == 0.001 and head["lr"] == 0.1
+    assert {id(p) for p in head["params"]} == {id(p) for p in model[1].parameters()}
+    assert {id(p) for p in body["params"]} == {id(p) for p in model[0].parameters()}
+    assert body["weight_decay"] == head["weight_decay"] == 0.0005
+    scheduler = build_scheduler(cfg.SCHEDULER, optimizer, 3)
+    optimizer.step()
+    scheduler.step()
+    assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([0.0001, 0.01])
+    model[0].requires_grad_(False)  # stage 2: the frozen body leaves no empty group
+    (only,) = build_optimizer(cfg.OPTIMIZER, model).param_groups
+    assert only["lr"] == 0.1
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "true"])
+def test_a_classifier_lr_that_is_not_a_positive_number_is_refused(value):
+    from config import check
+
+    with pytest.raises(ConfigError, match="OPTIMIZER.classifier_lr must be a number > 0"):
+        check(_cfg("OPTIMIZER.classifier_lr", value))

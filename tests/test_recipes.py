@@ -36,6 +36,8 @@ EXPECTED = {
     # OLTR's Places-LT stage 1: x0.1 every 10 epochs (the backbone's lr 0.001)
     "places_lt_stage1": {0: 1e-3, 9: 1e-3, 10: 1e-4, 19: 1e-4, 20: 1e-5, 29: 1e-5},
 }
+# where the classifier has its own (OPTIMIZER.classifier_lr): OLTR's Places-LT classifier starts at 0.1
+EXPECTED_HEAD = {"places_lt_stage1": {0: 0.1, 9: 0.1, 10: 0.01, 20: 1e-3, 29: 1e-3}}
 # Stage-2 recipes, merged after a stage-1 recipe, with the stage-1 run they start from
 STAGE2 = ("crt", "lws", "bs_retrain")
 # the list benchmarks' recipes: data set -> (model, epochs, batch)
@@ -89,14 +91,18 @@ def test_recipe_schedule_gives_the_sources_learning_rates(path):
     # a list benchmark's steps per epoch do not move a per-epoch schedule
     steps = 227 if cfg.DATASET.name in LIST_BENCHMARKS else steps_per_epoch(cfg, 100)
     epochs, length = run_length(cfg, steps)
-    optimizer = build_optimizer(cfg.OPTIMIZER, nn.Linear(2, 2))
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    model.get_classifier = lambda: model[1]
+    optimizer = build_optimizer(cfg.OPTIMIZER, model)
     scheduler = build_scheduler(cfg.SCHEDULER, optimizer, length)
-    seen = {}
+    seen, seen_head = {}, {}
     for t in range(length):  # main.py's order: train the epoch or step at this lr, then step the schedule
-        seen[t] = optimizer.param_groups[0]["lr"]
+        seen[t], seen_head[t] = optimizer.param_groups[0]["lr"], optimizer.param_groups[-1]["lr"]
         optimizer.step()
         scheduler.step()
     assert {t: seen[t] for t in expected} == pytest.approx(expected, rel=1e-6, abs=1e-8)
+    head = EXPECTED_HEAD.get(path.stem, expected)
+    assert {t: seen_head[t] for t in head} == pytest.approx(head, rel=1e-6, abs=1e-8)
     assert epochs * (steps if cfg.SCHEDULER.interval == "step" else 1) >= length
 
 
