@@ -9,6 +9,10 @@ from PIL import Image
 
 # Training images per class: 2 many-shot (> 100), 3 medium (20-100) and 3 few-shot (< 20) classes
 LONG_TAIL = [130, 105, 60, 30, 20, 19, 8, 4]
+# what a run on the generated data sets needs beyond conftest.FAST_RUN
+LIST_RUN = ["DATASET.name", "ImageNetLT", "DATASET.strict_sizes", "false", "DATASET.img_size", "32",
+            "DATASET.aug_info", "[RandomResizedCrop, RandomHorizontalFlip]", "DATASET.num_workers", "0",
+            "DATASET.test_batch_size", "64"]
 PREFIXES = {"ImageNetLT": "ImageNet_LT", "PlacesLT": "Places_LT", "iNat2018": "iNaturalist18"}
 
 

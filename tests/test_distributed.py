@@ -6,6 +6,7 @@ import io
 import json
 import os
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -154,25 +155,30 @@ SHARD_DATA = ["DATASET.imbalance_type", "exp", "DATASET.imbalance_factor", "2"]
 SHARD_IMAGES = 83
 
 
+def epoch_shards(datadir: Path, folder: Path, images: int, *overrides: str) -> Counter:
+    """One epoch at batch 16 under torchrun with 2 CPU processes (tests/record_shards.py): how often each training
+    image was drawn, over both processes' shards. Checks that the run trained on `images` images and that the
+    processes took the same number of batches of the same sizes."""
+    out = folder / "shards"
+    out.mkdir()
+    proc = run_script("record_shards.py", datadir, str(out), "--config", str(ROOT / "configs.yaml"),
+                      *main_args(datadir, folder / "runs", *overrides, "DATASET.batch_size", "16", "TRAIN.epochs", "1"),
+                      nproc=2, timeout=600, env=CPU_ONLY)
+    check_ok(proc)
+    assert f"{images} training images" in proc.stdout, proc.stdout
+    shards = [json.loads((out / f"epoch0-rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert [len(batch) for batch in shards[0]] == [len(batch) for batch in shards[1]]  # the processes stay in step
+    return Counter(index for shard in shards for batch in shard for index in batch)
+
+
 @pytest.mark.parametrize("loader", ["classic", "fast"])
 def test_each_epoch_the_shards_of_two_processes_cover_the_training_set(tmp_path, loader):
     """One epoch under torchrun with 2 CPU processes, batch 16: the processes' shards are parts of one shared
     permutation, so every training image is trained on, each once up to the documented padding or drop."""
-    from collections import Counter
-
-    datadir, out = tmp_path / "data", tmp_path / "shards"
+    datadir = tmp_path / "data"
     make_cifar(datadir, 10, train_per_class=12, test_per_class=2)
-    out.mkdir()
-    proc = run_script("record_shards.py", datadir, str(out), "--config", str(ROOT / "configs.yaml"),
-                      *main_args(datadir, tmp_path / "runs", *SHARD_DATA, "DATASET.loader", loader,
-                                 *(["DATASET.num_workers", "0"] if loader == "classic" else []),
-                                 "DATASET.batch_size", "16", "TRAIN.epochs", "1"),
-                      nproc=2, timeout=600, env=CPU_ONLY)
-    check_ok(proc)
-    assert f"{SHARD_IMAGES} training images" in proc.stdout, proc.stdout
-    shards = [json.loads((out / f"epoch0-rank{rank}.json").read_text()) for rank in (0, 1)]
-    assert [len(batch) for batch in shards[0]] == [len(batch) for batch in shards[1]]  # the processes stay in step
-    seen = Counter(index for shard in shards for batch in shard for index in batch)
+    seen = epoch_shards(datadir, tmp_path, SHARD_IMAGES, *SHARD_DATA, "DATASET.loader", loader,
+                        *(["DATASET.num_workers", "0"] if loader == "classic" else []))
     if loader == "classic":
         # accelerate splits each batch of 16 over the processes, and fills the epoch's last batch (83 = 5 x 16 + 3)
         # up to 16 with the epoch's first images: 13 of them twice, every other image once

@@ -3,22 +3,19 @@ shards covering the training set, and the same test scores from 2 processes as f
 from __future__ import annotations
 
 import json
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from conftest import OUTPUTS, ROOT, check_ok, main_args, read, run_main, run_script
-from fake_lists import make_lists
-from test_distributed import CPU_ONLY, check_same_scores
+from fake_lists import LIST_RUN as GENERATED_RUN, make_lists
+from test_distributed import CPU_ONLY, check_same_scores, epoch_shards
 
 # 8 classes of 13, 12, ..., 6 training images (76), val 2 and test 5 a class (40)
 COUNTS = [13, 12, 11, 10, 9, 8, 7, 6]
 TRAIN_IMAGES, TEST_IMAGES = 76, 40
-LIST_RUN = ["DATASET.name", "ImageNetLT", "DATASET.strict_sizes", "false", "DATASET.img_size", "32",
-            "DATASET.aug_info", "[RandomResizedCrop, RandomHorizontalFlip]", "DATASET.num_workers", "0",
-            "DATASET.test_batch_size", "16"]
+LIST_RUN = [*GENERATED_RUN, "DATASET.test_batch_size", "16"]
 
 
 @pytest.fixture(scope="module")
@@ -51,17 +48,7 @@ def test_two_processes_score_the_test_set_as_one_does(small_lt, tmp_path):
 
 @pytest.mark.parametrize("loader", ["classic", "fast"])
 def test_each_epoch_the_shards_of_two_processes_cover_the_training_set(small_lt, tmp_path, loader):
-    out = tmp_path / "shards"
-    out.mkdir()
-    proc = run_script("record_shards.py", small_lt, str(out), "--config", str(ROOT / "configs.yaml"),
-                      *main_args(small_lt, tmp_path / "runs", *LIST_RUN, *with_cache(loader, tmp_path),
-                                 "DATASET.batch_size", "16", "TRAIN.epochs", "1"),
-                      nproc=2, timeout=600, env=CPU_ONLY)
-    check_ok(proc)
-    assert f"{TRAIN_IMAGES} training images" in proc.stdout, proc.stdout
-    shards = [json.loads((out / f"epoch0-rank{rank}.json").read_text()) for rank in (0, 1)]
-    assert [len(batch) for batch in shards[0]] == [len(batch) for batch in shards[1]]  # the processes stay in step
-    seen = Counter(index for shard in shards for batch in shard for index in batch)
+    seen = epoch_shards(small_lt, tmp_path, TRAIN_IMAGES, *LIST_RUN, *with_cache(loader, tmp_path))
     if loader == "classic":
         # accelerate splits each batch of 16 over the processes and fills the last (76 = 4 x 16 + 12) up to 16 with
         # the epoch's first images: 4 of them twice, every other image once

@@ -18,13 +18,10 @@ from datasets import LIST_DATASETS, ListLT, build_loaders, build_splits, image_s
 from datasets.list_loaders import CachedLoader, ensure_cache, random_boxes
 from datasets.lists import check_size, read_list
 from errors import ConfigError, DatasetNotFoundError
-from fake_lists import LONG_TAIL, make_lists
+from fake_lists import LIST_RUN, LONG_TAIL, make_lists
 from metrics import class_groups
 
-# what a run on the generated data sets needs beyond conftest.FAST_RUN
-LIST_RUN = ["DATASET.name", "ImageNetLT", "DATASET.strict_sizes", "false", "DATASET.img_size", "32",
-            "DATASET.aug_info", "[RandomResizedCrop, RandomHorizontalFlip]", "DATASET.num_workers", "0",
-            "DATASET.test_batch_size", "64"]
+
 
 
 @pytest.fixture(scope="module")
