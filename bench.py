@@ -11,6 +11,11 @@ Two pipelines train the same model (same architecture, fresh initialisation) in 
   step that train.py's epoch runs, batch 128; `--compile MODE` compiles it as TRAIN.compile true with
   TRAIN.compile_mode MODE does.
 
+`--stack 1,2,4,8` then also times K ResNet-32s trained as one module (models.stacked: grouped convolutions, so
+the K models share each kernel launch) with ours's step, `train.train_step`, at K x --batch-size images a step (one
+TensorLoader of that batch stands in for K runs' loaders: the same images to augment, one launch for all), and reports
+their total train images/s and its ratio to ours (one model, one batch a step).
+
 `--aug AutoAugment,Cutout` adds augmentations after crop and flip, to both pipelines: per image in the reference,
 batched on the device in ours (datasets.augment), so the data measurements include them.
 
@@ -43,6 +48,7 @@ from datasets import (CIFAR10LT, FAST_AUGMENTATIONS, TensorLoader, batch_augment
                       classic_transform)
 from losses import build_loss
 from models import build_model
+from models.stacked import StackedLoss, StackedResNet
 from optim import build_optimizer, fuse_on
 from runtime import mixed_precision
 from train import train_step
@@ -200,6 +206,8 @@ def parse_args(argv):
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--images", type=int, default=5000, help="generated images")
     parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--stack", default="", help="comma-separated numbers of ResNet-32s to time stacked in one "
+                        "module, e.g. 1,2,4,8 (default none); with --model resnet32 only")
     parser.add_argument("--aug", default="", help="comma-separated augmentations after crop and flip, in both "
                         "pipelines, e.g. AutoAugment,Cutout (default none: the seed's)")
     args = parser.parse_args(argv)
@@ -207,6 +215,15 @@ def parse_args(argv):
     unknown = [name for name in args.aug if name not in EXTRA_AUG]
     if unknown:
         parser.error(f"--aug {unknown[0]}: choose from {', '.join(EXTRA_AUG)}")
+    try:
+        args.stack = [int(k) for k in args.stack.split(",") if k]
+    except ValueError:
+        parser.error(f"--stack {args.stack}: give whole numbers separated by commas, e.g. 1,2,4,8")
+    if args.stack and args.model != "resnet32":
+        parser.error(f"--stack: models.stacked stacks resnet32 only, not --model {args.model}")
+    if any(k < 1 for k in args.stack) or max(args.stack, default=0) * args.batch_size > args.images:
+        parser.error(f"--stack {','.join(map(str, args.stack))}: each K must be at least 1 and K x --batch-size at "
+                     f"most --images ({args.images})")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no GPU is visible")
     if args.test_batch_size is None:
@@ -292,6 +309,23 @@ def main(argv: list[str] | None = None) -> dict:
     pipeline("ours", model, our_step(model, criterion, optimizer, accelerator), our_train, endless(our_train),
              our_test, compiled_warmup(our_train), compiled_warmup(our_test))
 
+    # ---- stacked: K models in one module, prepared and stepped as ours; whole batches of K x batch-size only
+    for k in args.stack:
+        images = len(train_set.data) // (k * args.batch_size) * (k * args.batch_size)
+        stack_train = TensorLoader(train_set.data[:images], train_set.targets[:images], k * args.batch_size, MEAN,
+                                   STD, device=device, train=True, crop=True, flip=True,
+                                   augmentations=batch_augmentations([*AUG, *args.aug], SIZE, device), seed=0)
+        torch.manual_seed(0)
+        stacked = StackedResNet.from_models([build_model(args.model, args.classes, False, SIZE)[0] for _ in range(k)])
+        stacked = stacked.to(device, memory_format=torch.channels_last)
+        stacked_optimizer = build_optimizer(cfg.OPTIMIZER, stacked, fuse_on(device.type, accelerator.mixed_precision))
+        stacked, stacked_optimizer = accelerator.prepare(stacked, stacked_optimizer)
+        stacked.train()
+        results[f"stack{k}_train"] = measure(our_step(stacked, StackedLoss([criterion] * k), stacked_optimizer,
+                                                      accelerator), endless(stack_train), seconds=train_budget,
+                                             split=False, **compiled_warmup(stack_train))
+        del stacked, stacked_optimizer
+
     report = summary(args, results, precision, device, time.perf_counter() - began)
     print_table(args, results, report)
     print(json.dumps(report))
@@ -330,7 +364,13 @@ def summary(args, results: dict, precision: str, device: torch.device, wall: flo
         "ref_precision": "no", "threads": torch.get_num_threads(), "torch": torch.__version__,
         "aug": [*AUG, *args.aug], "images": args.images, "warmup": args.warmup, "seconds_per_measurement": args.seconds,
         "fixed_steps": args.steps, "wall_s": wall,
-    }
+    } | ({"stacked": [stacked_figures(args, results, k) for k in args.stack]} if args.stack else {})
+
+
+def stacked_figures(args, results: dict, k: int) -> dict:
+    train_img_s = results[f"stack{k}_train"]["img_s"]  # all K models' images
+    return {"models": k, "batch_per_model": args.batch_size, "img_s": train_img_s,
+            "over_one_model": train_img_s / results["ours_train"]["img_s"]}
 
 
 def print_table(args, results: dict, report: dict) -> None:
@@ -350,6 +390,10 @@ def print_table(args, results: dict, report: dict) -> None:
         s = report[key]
         print(f"  {pipeline:<10} data {1000 * s['data_s_per_step']:9.1f} ms  compute "
               f"{1000 * s['compute_s_per_step']:9.1f} ms  per step  ({100 * s['data_fraction']:.1f}% data)")
+    if args.stack:
+        print(f"\nK ResNet-32s stacked in one module, {args.batch_size} images a model a step, against ours (one model):")
+        for figures in report["stacked"]:
+            print(f"  K = {figures['models']:<3} {figures['img_s']:10.1f} images/s  {figures['over_one_model']:.2f}x")
     print(f"\nreference: fp32 NCHW, {args.num_workers} DataLoader workers; ours: precision {report['precision']}, "
           f"channels_last, compile {report['compile']}; {report['device_name']}; whole run {report['wall_s']:.0f} s\n")
 

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import bench
 import train
 from conftest import ROOT
@@ -52,3 +54,28 @@ def test_bench_times_the_step_that_train_py_runs(fresh_accelerate, monkeypatch):
     monkeypatch.setattr(bench, "train_step", counted)
     bench.main([*TINY, "--num-workers", "0"])
     assert calls == [8] * (1 + STEPS)  # the warm-up step and the timed ones, each of --batch-size images
+
+
+def test_bench_times_k_stacked_models_with_the_same_step(fresh_accelerate, monkeypatch):
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(len(args[2]))
+        return train.train_step(*args, **kwargs)
+    monkeypatch.setattr(bench, "train_step", counted)
+    report = bench.main([*TINY, "--num-workers", "0", "--stack", "1,2"])
+    # ours, then 1 and 2 stacked models: a warm-up step and the timed ones, each of K x --batch-size images
+    assert calls == [8] * (1 + STEPS) + [8] * (1 + STEPS) + [16] * (1 + STEPS)
+    assert [figures["models"] for figures in report["stacked"]] == [1, 2]
+    assert report["steps"]["stack1_train"] == report["steps"]["stack2_train"] == STEPS
+    for figures in report["stacked"]:
+        assert figures["batch_per_model"] == 8 and figures["img_s"] > 0
+        assert figures["over_one_model"] == figures["img_s"] / report["ours_img_s"]
+
+
+@pytest.mark.parametrize("args", [["--stack", "2", "--model", "resnet18"], ["--stack", "16"], ["--stack", "0"],
+                                  ["--stack", "two"]])
+def test_bench_refuses_a_stack_it_cannot_time(args, capsys):
+    with pytest.raises(SystemExit):
+        bench.parse_args([*TINY, *args])
+    assert "--stack" in capsys.readouterr().err
