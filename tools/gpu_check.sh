@@ -5,8 +5,10 @@
 #   bash tools/gpu_check.sh pack    # HERE, before the call: the data below, from a lossless CIFAR-10 (CIFAR=DIR)
 #   bash tools/gpu_check.sh ldam    # recipes/ldam_200ep.yaml, CE and Balanced Softmax, each selected on the
 #                                   # validation split and on the test set: 4 runs at once (about 8 min)
-#   bash tools/gpu_check.sh speed   # the CUDA-only tests, then summed train images/s of 1, 4 and 8 concurrent
-#                                   # ResNet-32 runs, eager and with CUDA graphs (about 3 min)
+#   bash tools/gpu_check.sh speed   # the CUDA-only tests, then summed train images/s of 1, 2, 4 and 8 ResNet-32s
+#                                   # stacked in one process (bench.py --stack, batch 512 a model) and of 1, 4 and 8
+#                                   # concurrent runs, each eager and with CUDA graphs (not yet timed as a whole,
+#                                   # likely over one call: PARTS="tests stacked", then PARTS=jobs, in two calls)
 #   bash tools/gpu_check.sh balms   # recipes/balms.yaml, the same 4 runs (longer: own budget)
 #   SMOKE=1 bash tools/gpu_check.sh ldam   # a few steps of a phase, to check this script (a CPU will do)
 #
@@ -24,11 +26,12 @@ cd "$(dirname "$0")/.."
 
 phase=${1:?usage: bash tools/gpu_check.sh pack|ldam|speed|balms}
 PYTHON=${PYTHON:-python3}
-WORK=/tmp/gpu_check/$phase  # runs, checkpoints and logs; a few files of it are copied to $OUT at the end
+WORK=${WORK:-/tmp/gpu_check/$phase}  # runs, checkpoints and logs; a few files of it are copied to $OUT at the end
 OUT=${OUT:-/tmp/gpu_check/out}  # the device tool brings back at most 8 files from its $OUT
 DATA=${DATA:-/tmp/c10lt-if100}
 SMOKE=${SMOKE:-0}
 LIMIT=${LIMIT:-560}  # seconds a training phase may take before its runs are stopped (they keep their checkpoints)
+PARTS=${PARTS:-tests stacked jobs}  # what the speed phase measures
 mkdir -p "$WORK" "$OUT"
 
 TAR=data/c10lt-if100-png.tar.gz  # gzip: plain tar pads each of the 22,780 small files to 1 KB or more (65 MiB)
@@ -95,12 +98,45 @@ train() {  # $1: recipe name; CE and Balanced Softmax, selected on val/ and on t
   done
 }
 
-speed() {  # the CUDA-only tests, then N concurrent main.py runs of a few epochs each, for N = 1, 4, 8
-  "$PYTHON" -m pytest -q -rs -k "cuda or gpu or sync" tests/ > "$WORK/cuda_tests.log" 2>&1
-  tail -n 5 "$WORK/cuda_tests.log"
+stacked() {  # $1: compile false|true. K = 1, 2, 4, 8 ResNet-32s stacked in one module (models.stacked), timed by
+             # bench.py beside one model (ours), batch 512 a model; its JSON line becomes rows of throughput.md
+  local mode=no sizes=(--batch-size 512 --images 50000 --seconds 4 --num-workers 12) stack=1,2,4,8
+  [ "$1" = true ] && mode=reduce-overhead
+  [ "$SMOKE" = 1 ] && sizes=(--batch-size 8 --images 256 --steps 2 --num-workers 0) stack=1,2
+  # compiling takes most of it: ours's train and eval steps and each K's step, each its own graph
+  timeout "$([ "$1" = true ] && echo 420 || echo 200)" "$PYTHON" bench.py --model resnet32 --compile "$mode" --stack "$stack" "${sizes[@]}" \
+    > "$WORK/stacked-$1.log" 2>&1
+  tail -n 8 "$WORK/stacked-$1.log"
+  "$PYTHON" - "$WORK/stacked-$1.log" "$mode" <<'PY' | tee -a "$WORK/throughput.md"
+import json, sys
+log, mode = sys.argv[1:]
+try:
+    report = json.loads(open(log).read().strip().splitlines()[-1])
+except (ValueError, IndexError):
+    sys.exit(print(f"| {mode}, stacked in 1 process | 1, 2, 4, 8 | 0 (see {log}) | | |"))
+mode = "eager" if mode == "no" else mode
+one = f"batch {report['batch_size']} a model, {report['precision']}"
+print(f"| {mode}, 1 model in 1 process (bench.py, {one}) | 1 | 1 of 1 | {report['ours_img_s']:,.0f} | "
+      f"{report['ours_img_s']:,.0f} |")
+for row in report["stacked"]:
+    k = row["models"]
+    print(f"| {mode}, stacked in 1 process (bench.py, {one}; {row['over_one_model']:.2f}x 1 model) | {k} | "
+          f"{k} of {k} | {row['img_s']:,.0f} | {row['img_s'] / k:,.0f} |")
+PY
+  cp "$WORK"/throughput.md "$WORK/stacked-$1.log" "$OUT"/ 2>/dev/null  # a phase stopped later keeps these
+}
+
+speed() {  # the CUDA-only tests, then for eager and CUDA graphs: K stacked models in one process, K = 1, 2, 4, 8,
+           # and N concurrent main.py runs of a few epochs each, N = 1, 4, 8
+  if [[ " $PARTS " = *" tests "* ]]; then
+    "$PYTHON" -m pytest -q -rs -k "cuda or gpu or sync" tests/ > "$WORK/cuda_tests.log" 2>&1
+    tail -n 5 "$WORK/cuda_tests.log"
+  fi
   local epochs=4
   [ "$SMOKE" = 1 ] && epochs=2
   for compile in false true; do
+    [[ " $PARTS " = *" stacked "* ]] && stacked "$compile"
+    [[ " $PARTS " = *" jobs "* ]] || continue
     for n in 1 4 8; do
       for i in $(seq "$n"); do
         timeout 240 "$PYTHON" main.py --config configs.yaml --config recipes/ldam_200ep.yaml DATASET.name ImageFolderLT \
