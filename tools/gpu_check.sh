@@ -62,12 +62,14 @@ fi
 
 "$PYTHON" -c "import omegaconf" 2>/dev/null ||
   "$PYTHON" -m pip install -q --no-index --find-links data/wheels omegaconf || exit 1
-if [ ! -d "$DATA/train" ]; then
+needs_data=1
+[ "$phase" = speed ] && [[ " $PARTS " != *" jobs "* ]] && needs_data=0  # bench.py generates its images
+if [ "$needs_data" = 1 ] && [ ! -d "$DATA/train" ]; then
   mkdir -p "$DATA" && tar -xzf "$TAR" -C "$DATA" || exit 1
 fi
 FACTOR=100
 short=()
-if [ "$SMOKE" = 1 ]; then  # 30 training images a class at IF 2, 2 epochs
+if [ "$SMOKE" = 1 ] && [ "$needs_data" = 1 ]; then  # 30 training images a class at IF 2, 2 epochs
   for split in train:30 val:5 test:10; do
     for folder in "$DATA/${split%:*}"/*/; do
       mkdir -p "$DATA-smoke/${split%:*}/$(basename "$folder")"
