@@ -391,7 +391,8 @@ def print_table(args, results: dict, report: dict) -> None:
         print(f"  {pipeline:<10} data {1000 * s['data_s_per_step']:9.1f} ms  compute "
               f"{1000 * s['compute_s_per_step']:9.1f} ms  per step  ({100 * s['data_fraction']:.1f}% data)")
     if args.stack:
-        print(f"\nK ResNet-32s stacked in one module, {args.batch_size} images a model a step, against ours (one model):")
+        print(f"\nK ResNet-32s stacked in one module, {args.batch_size} images a model a step, against ours "
+              "(one model):")
         for figures in report["stacked"]:
             print(f"  K = {figures['models']:<3} {figures['img_s']:10.1f} images/s  {figures['over_one_model']:.2f}x")
     print(f"\nreference: fp32 NCHW, {args.num_workers} DataLoader workers; ours: precision {report['precision']}, "

@@ -106,8 +106,8 @@ stacked() {  # $1: compile false|true. K = 1, 2, 4, 8 ResNet-32s stacked in one 
   [ "$1" = true ] && mode=reduce-overhead
   [ "$SMOKE" = 1 ] && sizes=(--batch-size 8 --images 256 --steps 2 --num-workers 0) stack=1,2
   # compiling takes most of it: ours's train and eval steps and each K's step, each its own graph
-  timeout "$([ "$1" = true ] && echo 420 || echo 200)" "$PYTHON" bench.py --model resnet32 --compile "$mode" --stack "$stack" "${sizes[@]}" \
-    > "$WORK/stacked-$1.log" 2>&1
+  timeout "$([ "$1" = true ] && echo 420 || echo 200)" "$PYTHON" bench.py --model resnet32 --compile "$mode" \
+    --stack "$stack" "${sizes[@]}" > "$WORK/stacked-$1.log" 2>&1
   tail -n 8 "$WORK/stacked-$1.log"
   "$PYTHON" - "$WORK/stacked-$1.log" "$mode" <<'PY' | tee -a "$WORK/throughput.md"
 import json, sys
