@@ -22,8 +22,6 @@ from fake_lists import LIST_RUN, LONG_TAIL, make_lists
 from metrics import class_groups
 
 
-
-
 @pytest.fixture(scope="module")
 def imagenet_lt(tmp_path_factory) -> Path:
     """ImageNet-LT's format: 8 classes, 2 many-shot, 3 medium and 3 few-shot, val 5 and test 10 per class."""

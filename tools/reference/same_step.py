@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from datasets.augment import batch_augmentations  # noqa: E402
 from datasets.loaders import TensorLoader  # noqa: E402
+from datasets.long_tail import read_subset  # noqa: E402
 from losses import build_loss  # noqa: E402
 from models import build_model  # noqa: E402
 from optim import build_optimizer  # noqa: E402
@@ -80,7 +81,7 @@ def main() -> None:
                for i in range(1, 6)]
     images = np.concatenate([b["data"] for b in batches]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     labels = np.array([label for b in batches for label in b["labels"]])
-    subset = [int(line) for line in args.subset.read_text().split("\n") if line.strip() and not line.startswith("#")]
+    subset = read_subset(str(args.subset), len(labels))
     loader = TensorLoader(images[subset], labels[subset], 512, MEAN, STD, device="cpu", train=True, crop=True,
                           flip=True, augmentations=batch_augmentations(["AutoAugment", "Cutout"], 32, "cpu", 128))
     model.train(), feature.train(), head.train()
