@@ -211,7 +211,8 @@ class MetaSampledLoader(DataLoaderStateMixin):
         within = (torch.rand(self.meta_batch, device=device, generator=generator) * self.class_counts[classes]).long()
         return self.by_class[self.class_starts[classes] + within]
 
-    def meta_step(self, drawn: Draw, images: torch.Tensor, meta_images: torch.Tensor, meta_labels: torch.Tensor) -> None:
+    def meta_step(self, drawn: Draw, images: torch.Tensor, meta_images: torch.Tensor,
+                  meta_labels: torch.Tensor) -> None:
         with torch.no_grad(), self.accelerator.autocast():
             features, meta_features = (features_of(self.model, x).float() for x in (images, meta_images))
         classifier = self.model.get_classifier()

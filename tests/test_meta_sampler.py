@@ -148,7 +148,8 @@ def test_inner_step_equals_torch_sgd(momentum, dampening, nesterov, weight_decay
         optimizer.zero_grad()
     named = dict(layer.named_parameters())
     settings = inner_sgd(optimizer, named)
-    assert isinstance(settings, InnerSGD) and (settings.buffers["weight"] is not None) == (stepped_before and momentum > 0)
+    has_buffer = settings.buffers["weight"] is not None
+    assert isinstance(settings, InnerSGD) and has_buffer == (stepped_before and momentum > 0)
     params = {name: p.detach().clone() for name, p in named.items()}
     F.cross_entropy(layer(x), y).backward()
     ours = sgd_step(params, {name: p.grad for name, p in named.items()}, settings)

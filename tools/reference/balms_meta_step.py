@@ -29,7 +29,7 @@ from torch import nn
 CLASSES, FEATURES = 10, 16
 COUNTS = [30, 20, 14, 10, 7, 5, 4, 3, 2, 2]  # 97 training images, long-tailed
 BATCH, META_BATCH, STEPS = 12, 10, 3
-LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 5e-4  # BALMS's CIFAR-10 classifier optimizer (config/CIFAR10_LT/balms_imba200.yaml)
+LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 5e-4  # its classifier's SGD in config/CIFAR10_LT/balms_imba200.yaml
 SAMPLER_LR = 0.01  # its sampler's Adam (run_networks.py: training_opt['sampler'].get('lr', 0.01))
 INIT_POW = 0.5  # theirs is 0 (all weights 0); 0.5 starts the classes apart, so the check covers the weights' effect
 GUMBEL_SEED = 100
