@@ -15,6 +15,7 @@ from errors import ConfigError
 from losses import BalancedSoftmax
 from meta_sampler import (InnerSGD, MetaBatch, draw, initial_weights, inner_sgd, sampler_gradient, selection,
                           sgd_step)
+from reporting.runs import stage2_method
 from test_main import check_error
 
 _spec = importlib.util.spec_from_file_location("balms_meta_step", ROOT / "tools/reference/balms_meta_step.py")
@@ -222,3 +223,9 @@ def test_stage2_with_the_meta_sampler_trains_the_classifier_only(cifar_root, tmp
 def test_stage2_with_the_meta_sampler_needs_stage1(cifar_root, tmp_path):
     line = check_error(run_main(cifar_root, tmp_path, "DATASET.sampler", "meta", "LOSS.name", "BalancedSoftmax"))
     assert "without TRAIN.stage2_from" in line
+
+
+def test_the_report_names_a_meta_sampler_run_for_balms():
+    config = {"TRAIN": {"stage2_classifier": "retrain"}, "DATASET": {"sampler": "meta"},
+              "LOSS": {"name": "BalancedSoftmax"}}
+    assert stage2_method(config) == "BALMS meta sampler"
