@@ -229,3 +229,58 @@ def test_the_report_names_a_meta_sampler_run_for_balms():
     config = {"TRAIN": {"stage2_classifier": "retrain"}, "DATASET": {"sampler": "meta"},
               "LOSS": {"name": "BalancedSoftmax"}}
     assert stage2_method(config) == "BALMS meta sampler"
+
+
+class _Tiny(nn.Module):
+    """A frozen feature map and a linear head, the interface of stage2.Stage2Model that the loader reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 6)).requires_grad_(False)
+        self.fc = nn.Linear(6, 4)
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def forward(self, x):
+        return self.fc(self.features(x))
+
+
+def test_the_loader_gives_the_base_loaders_batches_and_leaves_the_classifier_to_the_step(fresh_accelerate):
+    """As many batches as the TensorLoader, of its sizes, whose labels are the drawn images'; the meta step moves
+    the sampler's weights and neither the classifier nor its optimizer's state."""
+    from accelerate import Accelerator
+
+    from datasets import TensorLoader
+    from meta_sampler import MetaSampledLoader
+
+    accelerator = Accelerator(cpu=True, mixed_precision="no")
+    counts = [20, 10, 4, 2]
+    targets = torch.repeat_interleave(torch.arange(4), torch.tensor(counts))
+    images = torch.randint(0, 256, (len(targets), 8, 8, 3), dtype=torch.uint8)
+    base = TensorLoader(images, targets, 8, [0.5] * 3, [0.25] * 3, device="cpu", train=True, crop=True, flip=True)
+    torch.manual_seed(0)
+    model = _Tiny()
+    optimizer = torch.optim.SGD(model.fc.parameters(), lr=0.1, momentum=0.9)
+    criterion = BalancedSoftmax(counts)
+    loader = MetaSampledLoader(base, model, optimizer, criterion, accelerator, counts, lr=0.1, meta_batch=8,
+                               init_pow=0.0, seed=0)
+    loader.set_epoch(1)
+    start = loader.weight.detach().clone()
+    sizes, before = [], None
+
+    def snapshot():  # the classifier and its momentum buffers
+        return [p.detach().clone() for p in model.fc.parameters()] + \
+            [optimizer.state[p]["momentum_buffer"].clone() for p in model.fc.parameters() if p in optimizer.state]
+
+    for x, y in loader:  # the meta step has run on this batch
+        if before is not None:
+            assert all(torch.equal(a, b) for a, b in zip(snapshot(), before, strict=True))
+        assert set(y.tolist()) <= set(range(4)) and x.shape[1:] == (3, 8, 8)
+        sizes.append(len(y))
+        optimizer.zero_grad()
+        criterion(model(x), y).backward()
+        optimizer.step()
+        before = snapshot()
+    assert sizes == [len(batch) for _, batch in base] == [8, 8, 8, 8, 4]
+    assert not torch.equal(loader.weight.detach(), start)
