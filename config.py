@@ -271,7 +271,7 @@ def check(cfg: DictConfig) -> None:
     one_of("TRAIN.stage2_classifier", train.stage2_classifier, STAGE2_CLASSIFIERS)
     if train.stage2_from is not None and not isinstance(train.stage2_from, str):
         raise ConfigError(f"TRAIN.stage2_from must be a path or null, got {train.stage2_from!r}")
-    check_meta_sampler(cfg, LIST_BENCHMARKS)
+    check_meta_sampler(cfg)
     augmentations, fast = ((LIST_AUGMENTATIONS, FAST_LIST_AUGMENTATIONS) if _listed(cfg) else
                            (AUGMENTATIONS, FAST_AUGMENTATIONS))
     for name in data.aug_info:

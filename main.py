@@ -81,7 +81,8 @@ def run(cfg) -> None:
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, loaders["train"])
     unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
     # DATASET.sampler meta: each batch drawn by BALMS's meta sampler, which learns on it before the step below
-    train_loader = with_meta_sampler(cfg, train_loader, unwrapped, optimizer, criterion, accelerator, num_per_cls)
+    train_loader = with_meta_sampler(cfg, loaders, train_loader, unwrapped, optimizer, criterion, accelerator,
+                                     num_per_cls)
 
     start, best, best_epoch, best_results = 0, None, 0, None
     if state:

@@ -9,13 +9,16 @@ one SGD step of the classifier on its batch lowers the cross-entropy on a class-
    sample's derivative in gradient;
 3. takes a differentiable copy of the run's SGD step of the classifier on that loss (its lr, momentum buffer,
    dampening, Nesterov and weight decay as they stand), with torch.func;
-4. scores the stepped classifier by cross-entropy on a class-balanced meta batch;
+4. scores the stepped classifier by cross-entropy on a class-balanced meta batch, drawn as BALMS draws its meta set:
+   from the training split (CIFAR, and here ImageFolderLT), from the val list on ImageNet-LT and Places-LT (so there
+   the sampler learns on validation images);
 5. moves w by that score's gradient with Adam (META_SAMPLER.lr);
 6. hands the batch on to the ordinary training step.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -25,6 +28,7 @@ from accelerate.state import GradientState
 from torch import nn
 from torch.func import functional_call, grad
 
+from datasets.list_loaders import CachedLoader
 from errors import ConfigError
 
 META = "meta"  # the DATASET.sampler value
@@ -143,27 +147,56 @@ def features_of(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return captured[0]
 
 
+class Images(NamedTuple):
+    """What the meta sampler reads of a loader: its split's labels, on the training device, the shape of its training
+    batches, and how it makes a batch of given images."""
+    targets: torch.Tensor
+    batch_size: int  # of one process
+    rank: int
+    world_size: int
+    make: Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def images_of(loader) -> Images:
+    """A TensorLoader's images augmented on the device as its batches are (CIFAR, ImageFolderLT); a CachedLoader's
+    (the list benchmarks) cropped from its uint8 cache as its workers crop them, but in this process."""
+    if isinstance(loader, CachedLoader):
+        crops = loader.crops
+
+        def make(idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+            seed = int(torch.randint(2**62, (1,), device=generator.device, generator=generator))
+            return loader.normalise(crops.crops_of(idx.cpu(), torch.Generator().manual_seed(seed)))
+        return Images(crops.targets.to(loader.device), crops.batch_size, crops.rank, crops.world_size, make)
+    offsets = torch.arange(loader.size, device=loader.device)
+    return Images(loader.targets, loader.batch_size, loader.rank, loader.world_size,
+                  lambda idx, generator: loader.augment(idx, generator, offsets))
+
+
 class MetaSampledLoader(DataLoaderStateMixin):
-    """Training batches drawn by the meta sampler from a TensorLoader's split and augmented by it; before it hands
-    a batch on, it takes the meta step on it (see the module's docstring). As many batches an epoch, of the same
-    sizes, as the TensorLoader gives. The meta batches: META_SAMPLER.batch_size draws from the training split, each
-    a class uniformly and then one of its images (with replacement), with the same augmentation.
+    """Training batches drawn by the meta sampler from a loader's split and made by that loader (a TensorLoader, or a
+    list benchmark's CachedLoader); before it hands a batch on, it takes the meta step on it (see the module's
+    docstring). As many batches an epoch, of the same sizes, as the loader gives. The meta batches:
+    META_SAMPLER.batch_size draws from `meta_loader`'s split, each a class uniformly and then one of its images (with
+    replacement), made as that loader makes its batches (a training loader augments them, an evaluation one does not).
 
     Under several processes each draws its own share of the batch, and the sampler's gradient is averaged over
     them before its step, so that every process keeps the same weights."""
 
-    def __init__(self, base, model: nn.Module, optimizer, criterion, accelerator, num_per_cls, *, lr: float,
-                 meta_batch: int, init_pow: float, seed: int) -> None:
-        self.base, self.model, self.optimizer, self.accelerator = base, model, optimizer, accelerator
+    def __init__(self, loader, meta_loader, model: nn.Module, optimizer, criterion, accelerator, num_per_cls, *,
+                 lr: float, meta_batch: int, init_pow: float, seed: int) -> None:
+        self.base, self.model, self.optimizer, self.accelerator = loader, model, optimizer, accelerator
+        self.train_images, self.meta_images = images_of(loader), images_of(meta_loader)
         self.log_prior = criterion.log_prior.float()
-        self.weight = nn.Parameter(initial_weights(num_per_cls, init_pow).to(base.device))
+        self.device = self.train_images.targets.device
+        self.weight = nn.Parameter(initial_weights(num_per_cls, init_pow).to(self.device))
         self.sampler_optimizer = torch.optim.Adam([self.weight], lr=lr)  # BALMS's optimizer_meta
         self.meta_batch = meta_batch // accelerator.num_processes
         self.seed, self.epoch = seed, 0
-        targets = base.targets
-        self.by_class = targets.argsort(stable=True)  # the split's indices, class by class
-        counts = torch.bincount(targets, minlength=len(num_per_cls))
-        self.class_counts, self.class_starts = counts, counts.cumsum(0) - counts
+        meta_targets = self.meta_images.targets
+        self.by_class = meta_targets.argsort(stable=True)  # the meta split's indices, class by class
+        counts = torch.bincount(meta_targets, minlength=len(num_per_cls))
+        self.meta_counts, self.meta_starts = counts, counts.cumsum(0) - counts
+        self.class_counts = torch.bincount(self.train_images.targets, minlength=len(num_per_cls))
         self.gradient_state = GradientState()
 
     def set_epoch(self, epoch: int) -> None:
@@ -174,9 +207,10 @@ class MetaSampledLoader(DataLoaderStateMixin):
         return len(self.base)
 
     def batch_sizes(self) -> list[int]:
-        """The TensorLoader's: full batches of its shard, and the last, partial one unless it would hold one image."""
-        shard = len(self.base.targets) // self.base.world_size
-        return [min(self.base.batch_size, shard - i * self.base.batch_size) for i in range(len(self))]
+        """The loader's: full batches of its shard, and the last, partial one unless it would hold one image."""
+        train = self.train_images
+        shard = len(train.targets) // train.world_size
+        return [min(train.batch_size, shard - i * train.batch_size) for i in range(len(self))]
 
     def probabilities(self) -> torch.Tensor:
         """The chance that a draw picks each class, as the sampler stands."""
@@ -184,20 +218,19 @@ class MetaSampledLoader(DataLoaderStateMixin):
         return mass / mass.sum()
 
     def __iter__(self):
-        device, base = self.base.device, self.base
-        generator = torch.Generator(device).manual_seed(
-            ((self.seed * 100_003 + self.epoch) * 1_009 + base.rank) * 3 + 1)  # a stream apart from the base's
-        offsets = torch.arange(base.size, device=device)
+        train = self.train_images
+        generator = torch.Generator(self.device).manual_seed(
+            ((self.seed * 100_003 + self.epoch) * 1_009 + train.rank) * 3 + 1)  # a stream apart from the loader's
         sizes = self.batch_sizes()
         self.begin()
         try:
             for i, size in enumerate(sizes):
-                drawn = draw(self.weight, base.targets, size, generator)
-                images = base.augment(drawn.indices, generator, offsets)
+                drawn = draw(self.weight, train.targets, size, generator)
+                images = train.make(drawn.indices, generator)
                 meta = self.meta_indices(generator)
-                self.meta_step(drawn, images, base.augment(meta, generator, offsets), base.targets[meta])
+                self.meta_step(drawn, images, self.meta_images.make(meta, generator), self.meta_images.targets[meta])
                 self.end_of_dataloader = i == len(sizes) - 1
-                yield images, base.targets[drawn.indices]
+                yield images, train.targets[drawn.indices]
             shares = ", ".join(f"{p:.3f}" for p in self.probabilities().tolist())  # a host sync, once an epoch
             self.accelerator.print(f"meta sampler, epoch {self.epoch + 1}: a draw picks class 0, 1, ... with "
                                    f"probability {shares}")
@@ -205,11 +238,10 @@ class MetaSampledLoader(DataLoaderStateMixin):
             self.end()
 
     def meta_indices(self, generator: torch.Generator) -> torch.Tensor:
-        """Class-balanced draws: a class uniformly, then one of its images uniformly."""
-        device = self.by_class.device
-        classes = torch.randint(len(self.class_counts), (self.meta_batch,), device=device, generator=generator)
-        within = (torch.rand(self.meta_batch, device=device, generator=generator) * self.class_counts[classes]).long()
-        return self.by_class[self.class_starts[classes] + within]
+        """Class-balanced draws from the meta split: a class uniformly, then one of its images uniformly."""
+        classes = torch.randint(len(self.meta_counts), (self.meta_batch,), device=self.device, generator=generator)
+        within = (torch.rand(self.meta_batch, device=self.device, generator=generator) * self.meta_counts[classes])
+        return self.by_class[self.meta_starts[classes] + within.long()]
 
     def meta_step(self, drawn: Draw, images: torch.Tensor, meta_images: torch.Tensor,
                   meta_labels: torch.Tensor) -> None:
@@ -217,25 +249,33 @@ class MetaSampledLoader(DataLoaderStateMixin):
             features, meta_features = (features_of(self.model, x).float() for x in (images, meta_images))
         classifier = self.model.get_classifier()
         named = {name: p for name, p in classifier.named_parameters() if p.requires_grad}
+        targets = self.train_images.targets
         batch = MetaBatch(classifier, {name: p.detach() for name, p in named.items()},
-                          inner_sgd(self.optimizer, named), self.log_prior, self.base.targets, drawn, features,
-                          self.base.targets[drawn.indices], meta_features, meta_labels)
+                          inner_sgd(self.optimizer, named), self.log_prior, targets, drawn, features,
+                          targets[drawn.indices], meta_features, meta_labels)
         self.weight.grad = self.accelerator.reduce(sampler_gradient(self.weight, batch), "mean")
         self.sampler_optimizer.step()
 
 
-def with_meta_sampler(cfg, loader, model: nn.Module, optimizer, criterion, accelerator, num_per_cls):
-    """`loader` as it is, or with DATASET.sampler meta, a MetaSampledLoader over it. `model` is the unwrapped
-    stage-2 model, `optimizer` the prepared one."""
+# BALMS's meta set: the training split on CIFAR (and here on ImageFolderLT), the val list on these
+META_FROM_VAL = ("ImageNetLT", "PlacesLT")
+
+
+def with_meta_sampler(cfg, loaders: dict, train_loader, model: nn.Module, optimizer, criterion, accelerator,
+                      num_per_cls):
+    """`train_loader` as it is, or with DATASET.sampler meta, a MetaSampledLoader over it whose meta batches come
+    from `loaders["val"]` on META_FROM_VAL, else from the training split. `model` is the unwrapped stage-2 model,
+    `optimizer` the prepared one."""
     if cfg.DATASET.sampler != META:
-        return loader
+        return train_loader
     meta = cfg.META_SAMPLER
-    return MetaSampledLoader(loader, model, optimizer, criterion, accelerator, num_per_cls, lr=meta.lr,
-                             meta_batch=meta.batch_size or cfg.DATASET.batch_size, init_pow=meta.init_pow,
-                             seed=cfg.DEFAULT.seed)
+    meta_loader = loaders["val"] if cfg.DATASET.name in META_FROM_VAL else train_loader
+    return MetaSampledLoader(train_loader, meta_loader, model, optimizer, criterion, accelerator, num_per_cls,
+                             lr=meta.lr, meta_batch=meta.batch_size or cfg.DATASET.batch_size,
+                             init_pow=meta.init_pow, seed=cfg.DEFAULT.seed)
 
 
-def check_meta_sampler(cfg, list_benchmarks) -> None:
+def check_meta_sampler(cfg) -> None:
     """Refuse a meta-sampler config that would not run as BALMS's does, naming the fix."""
     if cfg.DATASET.sampler != META:
         return
@@ -247,10 +287,10 @@ def check_meta_sampler(cfg, list_benchmarks) -> None:
          "Softmax; set LOSS.name BalancedSoftmax"),
         (cfg.OPTIMIZER.name != "SGD", f"with OPTIMIZER.name {cfg.OPTIMIZER.name}: it differentiates an SGD step; "
          "set OPTIMIZER.name SGD"),
-        (data.name in list_benchmarks, f"on {data.name} yet: it draws its batches through the fast loader of CIFAR "
-         "and ImageFolderLT"),
-        (data.loader != "fast", f"with DATASET.loader {data.loader}: it draws its batches through the fast loader; "
-         "set DATASET.loader fast"),
+        (data.name == "iNat2018", "on iNat2018: BALMS's meta set there would be the val list, which is also "
+         "iNat2018's test set"),
+        (data.loader != "fast", f"with DATASET.loader {data.loader}: it makes the batches it draws with the fast "
+         "loader; set DATASET.loader fast"),
         (cfg.TRAIN.grad_accum_steps != 1, f"with TRAIN.grad_accum_steps {cfg.TRAIN.grad_accum_steps}: it takes its "
          "step once a forward pass; set TRAIN.grad_accum_steps 1"),
     ]

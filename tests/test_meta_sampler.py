@@ -165,8 +165,10 @@ def _config(*overrides: str):
                                                "LOSS.name", "BalancedSoftmax", *overrides])
 
 
-def test_meta_sampler_settings_pass_check():
-    check(_config("META_SAMPLER.lr", "0.05", "META_SAMPLER.batch_size", "256", "META_SAMPLER.init_pow", "1"))
+@pytest.mark.parametrize("data", [[], ["DATASET.name", "PlacesLT", "DATASET.img_size", "224", "DATASET.aug_info",
+                                      "[RandomResizedCrop]"]])
+def test_meta_sampler_settings_pass_check(data):
+    check(_config(*data, "META_SAMPLER.lr", "0.05", "META_SAMPLER.batch_size", "256", "META_SAMPLER.init_pow", "1"))
 
 
 @pytest.mark.parametrize("overrides, named", [
@@ -174,8 +176,8 @@ def test_meta_sampler_settings_pass_check():
     (["LOSS.name", "CrossEntropyLoss"], "LOSS.name CrossEntropyLoss"),
     (["OPTIMIZER.name", "AdamW", "OPTIMIZER.params", "{}"], "OPTIMIZER.name AdamW"),
     (["DATASET.loader", "classic"], "DATASET.loader classic"),
-    (["DATASET.name", "ImageNetLT", "DATASET.img_size", "224", "DATASET.aug_info", "[RandomResizedCrop]"],
-     "on ImageNetLT"),
+    (["DATASET.name", "iNat2018", "DATASET.img_size", "224", "DATASET.aug_info", "[RandomResizedCrop]"],
+     "on iNat2018"),
     (["TRAIN.grad_accum_steps", "2"], "TRAIN.grad_accum_steps 2"),
     (["META_SAMPLER.lr", "0"], "META_SAMPLER.lr"),
     (["META_SAMPLER.batch_size", "0"], "META_SAMPLER.batch_size"),
@@ -234,10 +236,10 @@ def test_the_report_names_a_meta_sampler_run_for_balms():
 class _Tiny(nn.Module):
     """A frozen feature map and a linear head, the interface of stage2.Stage2Model that the loader reads."""
 
-    def __init__(self) -> None:
+    def __init__(self, side: int = 8, classes: int = 4) -> None:
         super().__init__()
-        self.features = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 6)).requires_grad_(False)
-        self.fc = nn.Linear(6, 4)
+        self.features = nn.Sequential(nn.Flatten(), nn.Linear(3 * side * side, 6)).requires_grad_(False)
+        self.fc = nn.Linear(6, classes)
 
     def get_classifier(self) -> nn.Module:
         return self.fc
@@ -263,7 +265,7 @@ def test_the_loader_gives_the_base_loaders_batches_and_leaves_the_classifier_to_
     model = _Tiny()
     optimizer = torch.optim.SGD(model.fc.parameters(), lr=0.1, momentum=0.9)
     criterion = BalancedSoftmax(counts)
-    loader = MetaSampledLoader(base, model, optimizer, criterion, accelerator, counts, lr=0.1, meta_batch=8,
+    loader = MetaSampledLoader(base, base, model, optimizer, criterion, accelerator, counts, lr=0.1, meta_batch=8,
                                init_pow=0.0, seed=0)
     loader.set_epoch(1)
     start = loader.weight.detach().clone()
@@ -283,4 +285,34 @@ def test_the_loader_gives_the_base_loaders_batches_and_leaves_the_classifier_to_
         optimizer.step()
         before = snapshot()
     assert sizes == [len(batch) for _, batch in base] == [8, 8, 8, 8, 4]
+    assert not torch.equal(loader.weight.detach(), start)
+
+
+@pytest.mark.filterwarnings("ignore:.*published:UserWarning")  # the generated lists are not ImageNet-LT's size
+def test_on_imagenet_lt_the_meta_batches_come_from_the_val_list(tmp_path, fresh_accelerate):
+    """As BALMS does there: the meta set is the val list (validation images), centre-cropped as evaluation crops
+    them; the training batches are drawn from the train list and cropped as the fast loader's workers crop them."""
+    from accelerate import Accelerator
+
+    from datasets import build_loaders, build_splits
+    from fake_lists import LIST_RUN, LONG_TAIL, make_lists
+    from meta_sampler import with_meta_sampler
+
+    make_lists(tmp_path / "data")
+    cfg = _config("DATASET.datadir", str(tmp_path / "data"), *LIST_RUN[:8], "DATASET.num_workers", "0",
+                  "DATASET.cache_dir", str(tmp_path / "cache"), "DATASET.batch_size", "64",
+                  "META_SAMPLER.batch_size", "16")
+    check(cfg)
+    accelerator = Accelerator(cpu=True, mixed_precision="no")
+    splits = build_splits(cfg.DATASET, 0)
+    loaders = build_loaders(cfg.DATASET, splits, 0, accelerator)
+    model = _Tiny(side=32, classes=8)
+    optimizer = torch.optim.SGD(model.fc.parameters(), lr=0.1, momentum=0.9)
+    loader = with_meta_sampler(cfg, loaders, loaders["train"], model, optimizer, BalancedSoftmax(LONG_TAIL),
+                               accelerator, LONG_TAIL)
+    assert torch.equal(loader.meta_images.targets, torch.as_tensor(splits["val"].targets))
+    assert torch.equal(loader.train_images.targets, torch.as_tensor(splits["train"].targets))
+    start = loader.weight.detach().clone()
+    sizes = [len(y) for x, y in loader if x.shape[1:] == (3, 32, 32)]
+    assert sizes == [64] * 5 + [56]  # the fast loader's: 376 images in batches of 64
     assert not torch.equal(loader.weight.detach(), start)

@@ -49,8 +49,8 @@ def main() -> None:
         loader = TensorLoader(images, targets, 512, MEAN, STD, device=device, train=True, crop=True, flip=True,
                               augmentations=batch_augmentations(["AutoAugment", "Cutout"], 32, device, 128))
         if sampler == "meta":
-            loader = MetaSampledLoader(loader, accelerator.unwrap_model(model), optimizer, criterion, accelerator,
-                                       counts, lr=0.01, meta_batch=512, init_pow=0.0, seed=0)
+            loader = MetaSampledLoader(loader, loader, accelerator.unwrap_model(model), optimizer, criterion,
+                                       accelerator, counts, lr=0.01, meta_batch=512, init_pow=0.0, seed=0)
         model.train()
         batches, seconds = iter(loader), []
         for _ in range(args.steps + 1):
