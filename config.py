@@ -72,6 +72,9 @@ NO_EFFECT = {
     "TRAIN.stage2_classifier": Ignored(lambda c: c.TRAIN.stage2_from is None,
                                        "while TRAIN.stage2_from is null (stage 1 trains the whole model)",
                                        "set TRAIN.stage2_from to a stage-1 checkpoint"),
+    **{f"META_SAMPLER.{key}": Ignored(lambda c: c.DATASET.sampler != "meta",
+                                      "while DATASET.sampler is {c.DATASET.sampler}", "set DATASET.sampler meta")
+       for key in ("lr", "batch_size", "init_pow")},
 }
 
 
@@ -243,6 +246,7 @@ def check(cfg: DictConfig) -> None:
     from datasets import (AUGMENTATIONS, DATASETS, FAST_AUGMENTATIONS, FAST_LIST_AUGMENTATIONS, IMBALANCE_TYPES,
                           LIST_AUGMENTATIONS, SAMPLERS)
     from losses import LOSSES
+    from meta_sampler import META, check_meta_sampler
     from optim import INTERVALS, OPTIMIZERS, SCHEDULERS
     from stage2 import STAGE2_CLASSIFIERS
     from train import CHECKPOINT_METRICS
@@ -255,7 +259,7 @@ def check(cfg: DictConfig) -> None:
     one_of("DATASET.name", data.name, DATASETS)
     one_of("DATASET.imbalance_type", data.imbalance_type, IMBALANCE_TYPES)
     one_of("DATASET.loader", data.loader, ("fast", "classic"))
-    one_of("DATASET.sampler", data.sampler, SAMPLERS)
+    one_of("DATASET.sampler", data.sampler, (*SAMPLERS, META))
     one_of("LOSS.name", cfg.LOSS.name, LOSSES)
     one_of("OPTIMIZER.name", cfg.OPTIMIZER.name, OPTIMIZERS)
     one_of("SCHEDULER.sched_name", cfg.SCHEDULER.sched_name, SCHEDULERS)
@@ -267,6 +271,7 @@ def check(cfg: DictConfig) -> None:
     one_of("TRAIN.stage2_classifier", train.stage2_classifier, STAGE2_CLASSIFIERS)
     if train.stage2_from is not None and not isinstance(train.stage2_from, str):
         raise ConfigError(f"TRAIN.stage2_from must be a path or null, got {train.stage2_from!r}")
+    check_meta_sampler(cfg)
     augmentations, fast = ((LIST_AUGMENTATIONS, FAST_LIST_AUGMENTATIONS) if _listed(cfg) else
                            (AUGMENTATIONS, FAST_AUGMENTATIONS))
     for name in data.aug_info:

@@ -17,6 +17,7 @@ from config import check, data_seed, load_config
 from datasets import build_loaders, build_splits, image_side, normalization
 from errors import ConfigError, DatasetNotFoundError, NonFiniteLossError
 from losses import build_loss
+from meta_sampler import with_meta_sampler
 from metrics import per_class_report, summarize
 from models import build_model
 from optim import build_optimizer, build_scheduler, fuse_on, run_length
@@ -79,6 +80,9 @@ def run(cfg) -> None:
     per_step = scheduler if cfg.SCHEDULER.interval == "step" else None  # else stepped once per epoch
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, loaders["train"])
     unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
+    # DATASET.sampler meta: each batch drawn by BALMS's meta sampler, which learns on it before the step below
+    train_loader = with_meta_sampler(cfg, loaders, train_loader, unwrapped, optimizer, criterion, accelerator,
+                                     num_per_cls)
 
     start, best, best_epoch, best_results = 0, None, 0, None
     if state:

@@ -183,14 +183,20 @@ class _Crops(Dataset):
         if self.data is None:
             self.data = np.load(self.path, mmap_mode="r")
         idx = self.indices(epoch)[i * self.batch_size:(i + 1) * self.batch_size]
+        generator = torch.Generator().manual_seed(((self.seed * 100_003 + epoch) * 1_009 + self.rank) * 1_000_003 + i)
+        return self.crops_of(idx, generator, self.data), self.targets[idx]
+
+    def crops_of(self, idx: torch.Tensor, generator: torch.Generator, data: np.ndarray | None = None) -> torch.Tensor:
+        """The uint8 crops of images `idx` (boxes and flips drawn from `generator` in training); `data` is the
+        memory-mapped cache, opened here when not given."""
+        data = np.load(self.path, mmap_mode="r") if data is None else data
         order = idx.argsort()  # ascending offsets read the file forwards
-        rows = np.empty((len(idx), *self.data.shape[1:]), dtype=np.uint8)
-        rows[order.numpy()] = self.data[idx[order].numpy()]
+        rows = np.empty((len(idx), *data.shape[1:]), dtype=np.uint8)
+        rows[order.numpy()] = data[idx[order].numpy()]
         side, size = rows.shape[1], self.size
         top = (side - size) // 2
         if not self.train:
-            return torch.from_numpy(rows[:, top:top + size, top:top + size].copy()), self.targets[idx]
-        generator = torch.Generator().manual_seed(((self.seed * 100_003 + epoch) * 1_009 + self.rank) * 1_000_003 + i)
+            return torch.from_numpy(rows[:, top:top + size, top:top + size].copy())
         boxes = random_boxes(len(idx), side, generator).tolist() if self.crop else None
         flips = (torch.rand(len(idx), generator=generator) < 0.5).tolist() if self.flip else [False] * len(idx)
         crops = np.empty((len(idx), size, size, 3), dtype=np.uint8)
@@ -201,7 +207,7 @@ class _Crops(Dataset):
             else:
                 image = image.crop((top, top, top + size, top + size))
             crops[k] = np.asarray(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if flips[k] else image)
-        return torch.from_numpy(crops), self.targets[idx]
+        return torch.from_numpy(crops)
 
 
 class _EpochBatches(Sampler):

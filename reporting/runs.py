@@ -98,7 +98,8 @@ POST_HOC_NAMES = {"logit_adjust": "logit adjustment", "tau_norm": "tau-norm"}
 # The stage-2 methods of the literature: (TRAIN.stage2_classifier, DATASET.sampler, LOSS.name) -> name
 STAGE2_METHODS = {("retrain", "class_balanced", "CrossEntropyLoss"): "cRT",
                   ("retrain", "instance", "BalancedSoftmax"): "BS re-training",
-                  ("lws", "class_balanced", "CrossEntropyLoss"): "LWS"}
+                  ("lws", "class_balanced", "CrossEntropyLoss"): "LWS",
+                  ("retrain", "meta", "BalancedSoftmax"): "BALMS meta sampler"}
 
 
 def stage2_method(config: dict) -> str:

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from config import LIST_BENCHMARKS, check, load_config
@@ -30,6 +31,7 @@ EXPECTED = {
     "crt": {0: 0.2, 5: 0.1, 9: 0.1 * (1 + math.cos(math.pi * 9 / 10))},
     "lws": {0: 0.2, 4: 0.1 * (1 + math.cos(math.pi * 4 / 5))},
     "bs_retrain": {0: 0.1, 40: 0.05, 79: 0.05 * (1 + math.cos(math.pi * 79 / 80))},
+    "balms_meta": {0: 0.1, 40: 0.05, 79: 0.05 * (1 + math.cos(math.pi * 79 / 80))},  # BALMS's meta stage, the same
     # the list benchmarks (epochs): BALMS's and the decoupling code's cosine from 0.2 to 0 over 90 epochs
     "imagenet_lt_resnet10": {0: 0.2, 45: 0.1, 89: 0.1 * (1 + np.cos(np.pi * 89 / 90))},
     "inat2018_resnet50": {0: 0.2, 45: 0.1, 89: 0.1 * (1 + np.cos(np.pi * 89 / 90))},
@@ -39,7 +41,9 @@ EXPECTED = {
 # where the classifier has its own (OPTIMIZER.classifier_lr): OLTR's Places-LT classifier starts at 0.1
 EXPECTED_HEAD = {"places_lt_stage1": {0: 0.1, 9: 0.1, 10: 0.01, 20: 1e-3, 29: 1e-3}}
 # Stage-2 recipes, merged after a stage-1 recipe, with the stage-1 run they start from
-STAGE2 = ("crt", "lws", "bs_retrain")
+STAGE2 = ("crt", "lws", "bs_retrain", "balms_meta")
+# the stage-1 recipe each stage-2 recipe is tested after (the others: ldam_200ep)
+STAGE1_OF = {"balms_meta": "balms"}
 # the list benchmarks' recipes: data set -> (model, epochs, batch)
 LIST_RECIPES = {"imagenet_lt_resnet10": ("ImageNetLT", "resnet10", 90, 512),
                 "inat2018_resnet50": ("iNat2018", "resnet50", 90, 512),
@@ -48,7 +52,8 @@ LIST_RECIPES = {"imagenet_lt_resnet10": ("ImageNetLT", "resnet10", 90, 512),
 
 def recipe(path: Path):
     if path.stem in STAGE2:
-        return load_config([ROOT / "configs.yaml", ROOT / "recipes" / "ldam_200ep.yaml", path],
+        stage1 = ROOT / "recipes" / f"{STAGE1_OF.get(path.stem, 'ldam_200ep')}.yaml"
+        return load_config([ROOT / "configs.yaml", stage1, path],
                            ["TRAIN.stage2_from", "stage1/model_seed0_best.pt"])
     return load_config([ROOT / "configs.yaml", path], [])
 
@@ -128,4 +133,17 @@ def test_stage2_recipes_merge_after_either_stage1_recipe(stage1, stage2):
                       ["TRAIN.stage2_from", "stage1.pt"])
     check(cfg)
     assert cfg.SCHEDULER.warmup == 0 and cfg.DATASET.batch_size == 512
-    assert cfg.DATASET.sampler == ("instance" if stage2 == "bs_retrain" else "class_balanced")
+    assert cfg.DATASET.sampler == {"bs_retrain": "instance", "balms_meta": "meta"}.get(stage2, "class_balanced")
+
+
+def test_balms_meta_names_its_commit_and_differs_from_bs_retrain_in_its_sampler_alone():
+    """BALMS's decoupled configs with and without the meta sampler (balms_imba200.yaml, decouple_balanced_softmax_
+    imba200.yaml) differ only in the sampler: so do ours, after the same stage-1 recipe."""
+    path = ROOT / "recipes" / "balms_meta.yaml"
+    assert re.search(r"commit[\s#]+34a61e432881816c2da14d577d6ed63501288f5f", path.read_text())
+    stage1 = [ROOT / "configs.yaml", ROOT / "recipes" / "balms.yaml"]
+    meta, plain = (OmegaConf.to_container(load_config([*stage1, ROOT / "recipes" / f"{name}.yaml"],
+                                                      ["TRAIN.stage2_from", "stage1.pt"]))
+                   for name in ("balms_meta", "bs_retrain"))
+    assert meta["DATASET"].pop("sampler") == "meta" and plain["DATASET"].pop("sampler") == "instance"
+    assert meta == plain
