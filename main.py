@@ -84,7 +84,7 @@ def run(cfg) -> None:
     train_loader = with_meta_sampler(cfg, loaders, train_loader, unwrapped, optimizer, criterion, accelerator,
                                      num_per_cls)
 
-    start, best, best_epoch, best_results = 0, None, 0, None
+    start, best, best_epoch, best_results, history = 0, None, 0, None, []
     if state:
         unwrapped.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -93,6 +93,7 @@ def run(cfg) -> None:
         set_rng_state(state["rng"], accelerator.process_index)
         start, best, best_epoch = state["epoch"], state["best"], state["best_epoch"]
         best_results = state.get("best_results")  # older checkpoints lack it
+        history = state.get("history", [])  # so do these
         accelerator.print(f"resuming {paths['last']} after epoch {start}" + (f"; {scaler_note}" if scaler_note else ""))
     config = OmegaConf.to_container(cfg)
     if accelerator.is_main_process:
@@ -116,6 +117,8 @@ def run(cfg) -> None:
         if is_better(metric, scores[metric], best):
             best, best_epoch = scores[metric], epoch + 1
             best_results = {"epoch": best_epoch, "selected_by": f"{select_on} {metric}", select_on: scores}
+        history.append({"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_scores.items()},
+                        f"{select_on}_bcr": scores["bcr"], f"{select_on}_acc": scores["acc"]})
         if select_on == "test":
             tested = {e: kept for e, kept in tested.items() if e == best_epoch} | {epoch + 1: predictions}
         rng = gather_object([rng_state()])  # every process's own, in process order: each resumes its own stream
@@ -124,8 +127,8 @@ def run(cfg) -> None:
             # restore_best needs to write the best one again
             save_torch({"model": unwrapped.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "epochs": epochs, "best": best,
-                        "best_epoch": best_epoch, "best_results": best_results, "rng": rng, "config": config,
-                        "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None,
+                        "best_epoch": best_epoch, "best_results": best_results, "history": history, "rng": rng,
+                        "config": config, "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None,
                         "device": str(accelerator.device)}, paths["last"])
             if best_epoch == epoch + 1:
                 save_best(paths, unwrapped.state_dict(), best_results, config)
@@ -149,7 +152,7 @@ def run(cfg) -> None:
     if accelerator.is_main_process:
         save_json({"selected_by": f"{select_on} {metric}", "best_epoch": best_epoch, "epochs": epochs,
                    "test": selected, "test_last_epoch": last, "num_per_cls": num_per_cls, "config": config,
-                   "stage1": stage1._asdict() if stage1 else None,
+                   "stage1": stage1._asdict() if stage1 else None, "history": history,
                    "ran_on": {"device": str(accelerator.device), "processes": accelerator.num_processes,
                               "mixed_precision": precision, "torch": torch.__version__}},
                   paths["results"])

@@ -8,7 +8,8 @@ several machines or SLURM array tasks, say), and writes into --out (default: the
   bold), a table of shot-group accuracies per data set, the incomplete or crashed runs, and the figures;
 - report.csv: one row per (run folder, seed), every scalar test metric beside the settings that identify it;
 - report_cells.csv: one row per table cell (mean, std, n of each metric over seeds);
-- bcr_vs_imbalance.png, per_class_<dataset>_IF<k>.png, confusion_<dataset>_IF<k>.png.
+- bcr_vs_imbalance.png, per_class_<dataset>_IF<k>.png, confusion_<dataset>_IF<k>.png, curves_<dataset>_IF<k>.png
+  (the selection split's bcr and the training loss after every epoch).
 
 Runs are pooled over seeds only when everything else in their config is the same (paths, logging and other
 settings that do not change what is trained aside); runs that differ otherwise get rows of their own, labelled

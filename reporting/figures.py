@@ -1,5 +1,5 @@
 """The report's figures (matplotlib, no display needed): test bcr against imbalance factor for every cell, and for
-cells that differ in their loss alone, per-class accuracy and confusion matrices side by side."""
+cells that differ in their loss alone, per-class accuracy, confusion matrices and training curves side by side."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -240,6 +240,34 @@ def plot_confusions(path: Path, comparison: Comparison) -> None:
     save(fig, path)
 
 
+# ---------------------------------------------------------------- training curves, loss against loss
+
+def history(run: Run) -> list[dict]:
+    """The run's per-epoch scores, as main.py writes them into its results (runs from before it have none)."""
+    return run.results.get("history") or []
+
+
+def plot_curves(path: Path, comparison: Comparison) -> None:
+    """Each loss's selection-split bcr and training loss after every epoch, a line per seed."""
+    fig, (bcr_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    split = comparison.cells[0].runs[0].results.get("selected_by", "test bcr").split()[0]  # val or test
+    for place, cell in enumerate(comparison.cells):
+        for k, run in enumerate(cell.runs):
+            rows = history(run)
+            epochs = [row["epoch"] for row in rows]
+            label = short(cell.key.loss) if k == 0 else None
+            bcr_ax.plot(epochs, [100 * row.get(f"{split}_bcr", np.nan) for row in rows], color=f"C{place}",
+                        label=label, linewidth=1)
+            loss_ax.plot(epochs, [row["train_loss"] for row in rows], color=f"C{place}", label=label, linewidth=1)
+    bcr_ax.set(xlabel="epoch", ylabel=f"{split} bcr (%)", title=f"{split} bcr after each epoch")
+    loss_ax.set(xlabel="epoch", ylabel="training loss", title="training loss (each its own loss function)")
+    for ax in (bcr_ax, loss_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, title="loss")
+    fig.suptitle(f"Training curves, {column_label(comparison.column)}, {comparison.model} (a line per seed)")
+    save(fig, path)
+
+
 # ---------------------------------------------------------------- all of them
 
 def make_figures(out: Path, runs: list[Run], factor) -> tuple[list[str], list[str]]:
@@ -269,4 +297,6 @@ def make_figures(out: Path, runs: list[Run], factor) -> tuple[list[str], list[st
         stem = figure_stem(comparison, unique)
         draw(f"per_class_{stem}.png", plot_per_class, comparison)
         draw(f"confusion_{stem}.png", plot_confusions, comparison)
+        if all(history(run) for cell in comparison.cells for run in cell.runs):
+            draw(f"curves_{stem}.png", plot_curves, comparison)
     return written, notes

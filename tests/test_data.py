@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -218,6 +219,21 @@ def test_test_split_is_whole_and_balanced(cifar_root):
     assert set(_rows(test)) == set(labels)
     test100 = CIFAR100LT(str(cifar_root), split="test", **kwargs)
     assert test100.num_per_cls == {c: 4 for c in range(100)}
+
+
+@pytest.mark.parametrize("cls, train_files", [(CIFAR10LT, [f"data_batch_{i}" for i in range(1, 6)]),
+                                              (CIFAR100LT, ["train"])])
+def test_the_test_split_needs_the_test_file_alone(cifar_root, tmp_path, cls, train_files):
+    """A released checkpoint is evaluated where only CIFAR's test file is at hand; the training split still needs
+    its files."""
+    folder = tmp_path / cls.base_folder
+    shutil.copytree(cifar_root / cls.base_folder, folder)
+    for name in train_files:
+        (folder / name).unlink()
+    test = cls(str(tmp_path), split="test", download=False)
+    assert sum(test.num_per_cls.values()) == len(test.data) > 0
+    with pytest.raises(DatasetNotFoundError):
+        cls(str(tmp_path), split="train", download=False)
 
 
 def test_unknown_split_is_refused(cifar_root):

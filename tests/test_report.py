@@ -99,7 +99,8 @@ def test_run_sh_trains_each_cell_and_writes_the_report(sweep):
     assert header == ["loss", "CIFAR10LT IF 10"] and [row[0] for row in rows] == list(LOSSES)
     assert all(row[1].strip("*").endswith("(n=2)") for row in rows)
     assert "## Incomplete or crashed runs\n\nNone" in markdown
-    for name in ("bcr_vs_imbalance.png", "per_class_CIFAR10LT_IF10.png", "confusion_CIFAR10LT_IF10.png"):
+    for name in ("bcr_vs_imbalance.png", "per_class_CIFAR10LT_IF10.png", "confusion_CIFAR10LT_IF10.png",
+                 "curves_CIFAR10LT_IF10.png"):
         assert_png(savedir / name)
 
 
@@ -184,7 +185,8 @@ def test_csv_rows(written):
 
 def test_figures_are_pngs(written):
     root, markdown = written
-    for name in ("bcr_vs_imbalance.png", "per_class_CIFAR10LT_IF10.png", "confusion_CIFAR10LT_IF10.png"):
+    for name in ("bcr_vs_imbalance.png", "per_class_CIFAR10LT_IF10.png", "confusion_CIFAR10LT_IF10.png",
+                 "curves_CIFAR10LT_IF10.png"):
         assert_png(root / name)
         assert f"]({name})" in markdown
 

@@ -85,6 +85,22 @@ def test_a_crash_between_the_last_and_the_best_checkpoint_resumes_consistently(d
             assert torch.equal(best["model"][name], value), name
 
 
+def test_a_resumed_run_keeps_the_history_of_the_epochs_before_its_stop(datadir, tmp_path, monkeypatch):
+    """Stopped before epoch 2's checkpoint and resumed, the run's results list each epoch's scores once, in order,
+    epoch 1's as the first process measured them."""
+    run_until_crash(datadir, tmp_path, monkeypatch, at_write=3)  # epoch 2's last checkpoint
+    folder = tmp_path / "CIFAR10LT" / "resnet32" / "crash"
+    before = torch.load(folder / "model_seed0.pt", map_location="cpu", weights_only=False)["history"]
+    run_main(datadir, tmp_path)
+
+    results = read(folder / "results-seed0.json")
+    history = results["history"]
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert history[0] == before[0]
+    assert set(history[1]) == {"epoch", "train_loss", "train_acc", "train_lr", "test_bcr", "test_acc"}
+    assert history[1]["test_bcr"] == pytest.approx(results["test_last_epoch"]["bcr"])  # selected on the test set
+
+
 class WithGradScaler(Accelerator):
     """An accelerator with a GradScaler, as fp16 on a GPU has; a CPU one, so that it runs here."""
 

@@ -1,0 +1,62 @@
+"""Write a run's selected (or last) weights as one self-contained file to publish:
+`python tools/release.py RUN_FOLDER --out weights/NAME.pt [--seed 0] [--last]`.
+
+The file holds the model's weights and the run's config, and beside them what evaluation needs that a training
+checkpoint leaves to the run folder: the training class counts, the normalisation, the class names, and the test
+scores the run measured. `python evaluate.py weights/NAME.pt DATASET.datadir DIR` then needs the test images alone:
+no training images, no subset file, no run folder. Its sha256 is printed for the README's table.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from checkpoint import output_paths, save_torch  # noqa: E402
+
+
+def release(folder: Path, seed: int, last: bool) -> dict:
+    """The release record of seed `seed` of the finished run in `folder`."""
+    paths = output_paths(folder, seed)
+    for kind in ("results", "class_counts", "last" if last else "best"):
+        if not paths[kind].is_file():
+            sys.exit(f"error: {paths[kind]} is missing: pass the folder of a finished main.py run")
+    state = torch.load(paths["last" if last else "best"], map_location="cpu", weights_only=True)
+    with open(paths["results"]) as f:
+        results = json.load(f)
+    with open(paths["class_counts"]) as f:
+        counts = json.load(f)
+    test = results["test_last_epoch"] if last else results["test"]
+    return {"model": state["model"], "epoch": state["epoch"], "config": state["config"],
+            "num_per_cls": counts["num_per_cls"], "mean": counts["mean"], "std": counts["std"],
+            "classes": counts["classes"],
+            "released": {"selected_by": "last epoch" if last else results["selected_by"], "epochs": results["epochs"],
+                         "test": {key: test[key] for key in ("bcr", "acc") if key in test},
+                         "ran_on": results.get("ran_on")}}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", type=Path, help="a finished run folder written by main.py")
+    parser.add_argument("--out", type=Path, required=True, help="the file to write, e.g. weights/ce.pt")
+    parser.add_argument("--seed", type=int, default=0, help="which seed of the run folder (default 0)")
+    parser.add_argument("--last", action="store_true", help="the last epoch's weights instead of the selected ones")
+    args = parser.parse_args(argv)
+    if args.out.exists():
+        sys.exit(f"error: {args.out} exists: remove it first or pick another --out")
+    record = release(args.folder, args.seed, args.last)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_torch(record, args.out)
+    digest = hashlib.sha256(args.out.read_bytes()).hexdigest()
+    print(f"{args.out}: epoch {record['epoch']} ({record['released']['selected_by']}), test bcr "
+          f"{100 * record['released']['test']['bcr']:.2f}, sha256 {digest}")
+
+
+if __name__ == "__main__":
+    main()
