@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", action="append", help="YAML file of defaults (configs.yaml); repeat it to "
                         "merge overlay files such as recipes/balms.yaml over it, later files winning")
     parser.add_argument("overrides", nargs="*", help="dotted KEY VALUE pairs (or KEY=VALUE), e.g. TRAIN.epochs 3")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # a --config may follow settings, as a stage-2 recipe does
     try:
         cfg = load_config(args.config or ["configs.yaml"], args.overrides)
         check(cfg)

@@ -565,3 +565,14 @@ def test_a_pretrained_file_needs_pretrained_true_and_must_exist(tmp_path):
     check(load("MODEL.pretrained", "true", "MODEL.pretrained_file", str(weights)))
     missing = refused("MODEL.pretrained", "true", "MODEL.pretrained_file", str(tmp_path / "none.pth"))
     assert "none.pth does not exist" in missing
+
+
+def test_main_takes_settings_before_a_later_config(tmp_path, monkeypatch):
+    # docs/usage.md's stage 2: `python main.py $S1 --config recipes/crt.yaml ...`, where $S1 ends in settings
+    import main
+    seen = {}
+    monkeypatch.setattr(main, "run", lambda cfg: seen.setdefault("cfg", cfg))
+    recipe = overlay(tmp_path, "TRAIN: {epochs: 9}\n")
+    main.main(["--config", str(CONFIG), "OPTIMIZER.lr", "0.3", "--config", str(recipe), "MODEL.name", "resnet32"])
+    cfg = seen["cfg"]
+    assert (cfg.TRAIN.epochs, cfg.MODEL.name, cfg.OPTIMIZER.lr) == (9, "resnet32", 0.3)

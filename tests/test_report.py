@@ -436,3 +436,10 @@ def test_post_hoc_and_stage2_rows_sit_beside_their_loss(tmp_path):
     _, groups = table(markdown, "imbalance")
     assert [row[1] for row in groups] == [row[0] for row in rows] and all(row[2] == "2" for row in groups)
     assert "## Re-evaluations" not in markdown
+
+
+def test_out_may_stand_between_the_folders(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(report, "report", lambda roots, factor, out: seen.update(roots=roots, out=out) or [])
+    report.main([str(tmp_path / "a"), "--out", str(tmp_path / "o"), str(tmp_path / "b")])
+    assert seen == {"roots": [tmp_path / "a", tmp_path / "b"], "out": tmp_path / "o"}
