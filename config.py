@@ -34,9 +34,11 @@ class Ignored(NamedTuple):
     fix: str = ""
 
 
-# Keys that the rest of the config can leave with no effect. A value that overlay files or overrides set, different
-# from the first file's, is refused where it has none, as a key nothing reads is: set, it would claim what the run
-# does not do. The first file's own values (the defaults) are never refused.
+# Keys that the rest of the config can leave with no effect. A value that an overlay file or the command line sets,
+# different from the first file's, is refused where it has none once that file (or the command line) is merged, as a
+# key nothing reads is: set, it would claim what the run does not do. A recipe's value that a later file or the
+# command line leaves without effect (`TRAIN.iterations 60` over a recipe's epochs) is superseded, not refused. The
+# first file's own values (the defaults) are never refused.
 NO_EFFECT = {
     "DATASET.img_size": Ignored(lambda c: c.DATASET.name in ("CIFAR10LT", "CIFAR100LT"),
                                 "on {c.DATASET.name}, whose images stay 32x32 (ImageFolderLT and the list benchmarks "
@@ -186,23 +188,35 @@ def file_settings(path: Path, cfg: DictConfig) -> list[Setting]:
 
 def apply_overrides(cfg: DictConfig, overrides: list[str] = (), settings: list[Setting] = ()) -> DictConfig:
     """`cfg` with `settings` (from overlay files), then the dotted overrides, merged in; unknown keys are refused,
-    and so is a value set here that has no effect (NO_EFFECT). A key may be set to null only where `cfg` as given
-    holds null."""
+    and so is a value that has no effect (NO_EFFECT) where it was set: once the file that sets it is merged, or at
+    the end for the command line's. A file's value that a later file or the command line leaves without effect is
+    superseded, not refused. A key may be set to null only where `cfg` as given holds null."""
     OmegaConf.set_struct(cfg, True)
     valid = _leaf_keys(cfg)
     nullable = {key for key in valid if OmegaConf.select(cfg, key) is None}
     defaults = {key: OmegaConf.select(cfg, key) for key in NO_EFFECT}
-    set_in = {}  # key -> where its last setting came from
-    for key, text, source in [*settings, *(Setting(key, text) for key, text in _pairs(list(overrides)))]:
+    merged = [*settings, *(Setting(key, text) for key, text in _pairs(list(overrides)))]
+    set_by = {}  # key -> the index in `merged` of its last setting
+    unread = {}  # key -> the source of a value that had no effect once its source was merged
+    for index, (key, text, source) in enumerate(merged):
         try:
             _set(cfg, key, text, valid, key in nullable)
         except ConfigError as error:
             raise ConfigError(f"{source}: {error}" if source else str(error)) from None
-        set_in[key] = source
-    for key, ignored in NO_EFFECT.items():
-        value = OmegaConf.select(cfg, key)
-        if key in set_in and value != defaults[key] and ignored.when(cfg):
-            where = f"{set_in[key]}: " if set_in[key] else ""
+        set_by[key] = index
+        if index + 1 < len(merged) and merged[index + 1].source == source:
+            continue
+        # `source` is merged: judge the values it set, as the config stands now
+        begins = next(i for i in range(index, -1, -1) if i == 0 or merged[i - 1].source != source)
+        for name, ignored in NO_EFFECT.items():
+            if begins <= set_by.get(name, -1) <= index:
+                unread.pop(name, None)
+                if OmegaConf.select(cfg, name) != defaults[name] and ignored.when(cfg):
+                    unread[name] = source
+    for key, source in unread.items():
+        ignored, value = NO_EFFECT[key], OmegaConf.select(cfg, key)
+        if ignored.when(cfg):  # else a later setting gave it its effect back
+            where = f"{source}: " if source else ""
             fix = f"{ignored.fix}, or " if ignored.fix else ""
             raise ConfigError(f"{where}{key} {value} has no effect {ignored.why.format(c=cfg)}: {fix}set {key} back "
                               f"to {defaults[key]}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from omegaconf import OmegaConf
 
 from config import ConfigError, apply_overrides, check, load_config
@@ -398,14 +399,53 @@ def test_a_setting_with_no_effect_is_refused_naming_the_fix(setting, effect, fix
     check(load("TRAIN.iterations", "13000", *setting, *effect))
 
 
+def recipe_of(tmp_path, *pairs: str, name: str = "recipe.yaml") -> Path:
+    """An overlay file that sets the dotted KEY VALUE `pairs`."""
+    tree = {}
+    for key, value in zip(pairs[::2], pairs[1::2]):
+        section, leaf = key.split(".")
+        tree.setdefault(section, {})[leaf] = yaml.safe_load(value)
+    return overlay(tmp_path, yaml.safe_dump(tree), name)
+
+
 @pytest.mark.parametrize("setting, effect, fix", NO_EFFECT, ids=[case[0][0] for case in NO_EFFECT])
 def test_a_setting_with_no_effect_is_refused_in_a_file_too_naming_it(tmp_path, setting, effect, fix):
-    section, key = setting[0].split(".")
-    recipe = overlay(tmp_path, f"{section}:\n  {key}: {setting[1]}\n")
+    # the file itself leaves its setting without effect: TRAIN.iterations 13000 beside it
+    recipe = recipe_of(tmp_path, "TRAIN.iterations", "13000", *setting)
     with pytest.raises(ConfigError) as info:
-        load_config([CONFIG, recipe], ["TRAIN.iterations", "13000"])
+        load_config([CONFIG, recipe], [])
     assert str(info.value).startswith(f"{recipe}: {setting[0]} {setting[1]} has no effect")
-    check(load_config([CONFIG, recipe], ["TRAIN.iterations", "13000", *effect]))
+    check(load_config([CONFIG, recipe], effect))
+    # so does a later file that adds nothing to it
+    later = recipe_of(tmp_path, "OPTIMIZER.lr", "0.2", name="later.yaml")
+    with pytest.raises(ConfigError) as info:
+        load_config([CONFIG, recipe, later], [])
+    assert str(info.value).startswith(f"{recipe}: {setting[0]} {setting[1]} has no effect")
+
+
+@pytest.mark.parametrize("setting, effect, fix", NO_EFFECT, ids=[case[0][0] for case in NO_EFFECT])
+def test_a_files_setting_that_a_later_setting_leaves_without_effect_is_accepted(tmp_path, setting, effect, fix):
+    # the recipe's value had its effect until the user's own later setting superseded it: not the user's mistake
+    recipe = recipe_of(tmp_path, *setting, *effect)
+    undo = {"DATASET.name": "CIFAR10LT", "DATASET.loader": "fast", "SCHEDULER.warmup": "0", "TRAIN.iterations": "60",
+            "TRAIN.compile": "false"}[effect[0]]
+    cfg = load_config([CONFIG, recipe], [effect[0], undo])
+    check(cfg)
+    assert str(OmegaConf.select(cfg, setting[0])) == setting[1]
+    later = recipe_of(tmp_path, effect[0], undo, name="later.yaml")
+    check(load_config([CONFIG, recipe, later], []))
+    # set by the user where it has no effect, it is refused still
+    with pytest.raises(ConfigError, match=f"^{setting[0]} .* has no effect"):
+        load_config([CONFIG, recipe], [effect[0], undo, *setting])
+
+
+@pytest.mark.parametrize("overrides", [["TRAIN.iterations", "60"], ["SCHEDULER.warmup", "0"],
+                                       ["TRAIN.iterations", "60", "SCHEDULER.warmup", "0"]])
+def test_a_recipes_length_and_warm_up_give_way_to_the_users(overrides):
+    ldam = CONFIG.parent / "recipes" / "ldam_200ep.yaml"
+    cfg = load_config([CONFIG, ldam], overrides)
+    check(cfg)
+    assert cfg.TRAIN.epochs == 200 and cfg.SCHEDULER.warmup_start == 0.2
 
 
 def test_defaults_with_no_effect_are_not_refused(tmp_path):
