@@ -75,7 +75,8 @@ def run(cfg) -> None:
     criterion = build_loss(cfg.LOSS.name, num_per_cls).to(accelerator.device)
     optimizer = build_optimizer(cfg.OPTIMIZER, model, fuse_on(accelerator.device.type, accelerator.mixed_precision))
     # split_batches: a prepared loader has as many batches as this one
-    epochs, length = run_length(cfg, math.ceil(len(loaders["train"]) / cfg.TRAIN.grad_accum_steps))
+    steps_per_epoch = math.ceil(len(loaders["train"]) / cfg.TRAIN.grad_accum_steps)
+    epochs, length, steps = run_length(cfg, steps_per_epoch)
     scheduler = build_scheduler(cfg.SCHEDULER, optimizer, length)
     per_step = scheduler if cfg.SCHEDULER.interval == "step" else None  # else stepped once per epoch
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, loaders["train"])
@@ -108,7 +109,7 @@ def run(cfg) -> None:
     for epoch in range(start, epochs):
         began = time.perf_counter()
         train_scores = train_one_epoch(model, train_loader, criterion, optimizer, accelerator, epoch,
-                                       cfg.TRAIN.log_interval, per_step)
+                                       cfg.TRAIN.log_interval, per_step, steps and steps - epoch * steps_per_epoch)
         if per_step is None:
             scheduler.step()
         predictions = predict(model, loaders[select_on], accelerator)

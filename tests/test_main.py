@@ -141,6 +141,37 @@ def test_short_run_learns_and_writes_every_output(learnt):
     assert expected["OPTIMIZER"]["lr"] == 0.01 and expected["TRAIN"]["epochs"] == 3
 
 
+def test_iterations_stop_inside_an_epoch(small_root, tmp_path):
+    # 200 images in batches of 32: 7 steps an epoch, of which TRAIN.iterations 3 takes 3
+    proc = run_main(small_root, tmp_path, "TRAIN.iterations", "3", "SCHEDULER.interval", "step",
+                    "DEFAULT.exp_name", "short", env=ONE_THREAD)
+    check_ok(proc)
+    last = torch.load(run_folder(tmp_path, "short") / "model_seed0.pt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == last["epochs"] == 1
+    assert last["scheduler"]["last_epoch"] == 3  # the per-step schedule stepped once per optimizer step taken
+
+
+def readme_smoke_command() -> list[str]:
+    """The arguments of the README's quick check: its first main.py command, with TRAIN.iterations."""
+    from test_docs_commands import COMMANDS
+    found = [c for c in COMMANDS if c.doc.name == "README.md" and c.script == "main.py" and "TRAIN.iterations" in c.argv]
+    assert found, "the README gives no quick check (a main.py command with TRAIN.iterations)"
+    return found[0].argv
+
+
+@pytest.mark.slow
+def test_the_readmes_quick_check_writes_every_output_a_run_writes(cifar_root, tmp_path):
+    argv = readme_smoke_command()
+    proc = run_script("main.py", cifar_root, *argv, "DATASET.datadir", str(cifar_root), "DATASET.download", "false",
+                      "DEFAULT.savedir", str(tmp_path), env=ONE_THREAD)
+    check_ok(proc)
+    folders = [p.parent for p in tmp_path.rglob("results-seed0.json")]
+    assert len(folders) == 1
+    assert {p.name for p in folders[0].iterdir()} == OUTPUTS
+    results = read(folders[0] / "results-seed0.json")
+    assert results["config"]["DATASET"]["imbalance_factor"] > 1  # long-tailed
+
+
 # 2. Balanced Softmax on long-tailed data ------------------------------------------------------------------------------
 
 def test_balanced_softmax_records_the_long_tailed_counts(small_root, tmp_path):
