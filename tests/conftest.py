@@ -23,6 +23,26 @@ FAST_RUN = ["TRAIN.wandb.use", "false", "DATASET.download", "false", "MODEL.name
             "DATASET.batch_size", "32", "TRAIN.log_interval", "2"]
 
 
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true",
+                     help="also run the tests marked slow (end to end through main.py, run.sh's real sweep, "
+                          "several processes): the whole suite, as .ci/run runs it")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: trains in fresh processes (end to end or several processes); skipped "
+                                       "unless pytest is given --slow (or -m slow)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--slow") or "slow" in (config.option.markexpr or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def cifar_root(tmp_path_factory) -> Path:
     """CIFAR-10 with 100 training and 20 test images per class, CIFAR-100 with 30 and 4, md5 checks patched."""

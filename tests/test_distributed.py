@@ -16,6 +16,9 @@ import torch
 from conftest import OUTPUTS, ROOT, check_ok, main_args, read, run_main, run_script
 from fake_cifar import make_cifar
 
+# every test here runs two processes under torchrun
+pytestmark = pytest.mark.slow
+
 TEST_IMAGES = 200  # the cifar_root fixture's CIFAR-10 test set: 20 per class
 # The CPU (gloo) path, also on a machine with one GPU, where two processes cannot share it under NCCL
 CPU_ONLY = {"CUDA_VISIBLE_DEVICES": ""}

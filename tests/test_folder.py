@@ -261,6 +261,7 @@ def test_registered_and_accepted_by_config_check(folder, cifar_root):
         load_config(ROOT / "configs.yaml", ["DATASET.img_size", "24"])
 
 
+@pytest.mark.slow
 def test_main_trains_on_an_image_folder(folder, tmp_path):
     savedir = tmp_path / "runs"
     done = run_main(folder, savedir, "DATASET.name", "ImageFolderLT", "DATASET.img_size", "32", "TRAIN.epochs", "1",

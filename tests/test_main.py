@@ -22,6 +22,9 @@ from conftest import OUTPUTS, ROOT, check_ok, main_args, read, run_main, run_scr
 from datasets import TensorLoader
 from fake_cifar import make_cifar
 
+# every test here runs main.py end to end in a fresh process
+pytestmark = pytest.mark.slow
+
 # One thread per process: on a shared 2-core machine more threads oversubscribe it (about 4x slower per step)
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 # Settings that learn the generated data within a few seconds and land clearly above chance for seeds 0-3
@@ -159,7 +162,6 @@ def readme_smoke_command() -> list[str]:
     return found[0].argv
 
 
-@pytest.mark.slow
 def test_the_readmes_quick_check_writes_every_output_a_run_writes(cifar_root, tmp_path):
     argv = readme_smoke_command()
     proc = run_script("main.py", cifar_root, *argv, "DATASET.datadir", str(cifar_root), "DATASET.download", "false",

@@ -89,6 +89,7 @@ def seed_results(folder: Path) -> list[dict]:
             if not path.name.endswith("per_class.json")]
 
 
+@pytest.mark.slow
 def test_run_sh_trains_each_cell_and_writes_the_report(sweep):
     savedir, done, markdown = sweep
     assert done.stdout.count("== dataset: CIFAR10LT") == 4
@@ -103,6 +104,7 @@ def test_run_sh_trains_each_cell_and_writes_the_report(sweep):
         assert_png(savedir / name)
 
 
+@pytest.mark.slow
 def test_a_recipe_sweeps_beside_an_earlier_sweep_into_folders_of_its_own(sweep, tmp_path):
     """run.sh with a RECIPE over a results folder that holds an earlier sweep (folders named <loss>-IF_<k>, as before
     recipes had folders of their own): the recipe's run trains in a folder of its own instead of stopping on the
@@ -127,6 +129,7 @@ def test_a_recipe_sweeps_beside_an_earlier_sweep_into_folders_of_its_own(sweep, 
         ("CrossEntropyLoss [OPTIMIZER.lr=0.1]", "n=2)")]
 
 
+@pytest.mark.slow
 def test_table1_has_a_row_per_loss_and_recomputed_cells(written):
     root, markdown = written
     header, rows = table(markdown, "loss")
@@ -138,6 +141,7 @@ def test_table1_has_a_row_per_loss_and_recomputed_cells(written):
         assert row[1].strip("*") == expected_cell(bcrs)
 
 
+@pytest.mark.slow
 def test_bold_cell_is_the_column_maximum(written):
     _, markdown = written
     _, rows = table(markdown, "loss")
@@ -149,6 +153,7 @@ def test_bold_cell_is_the_column_maximum(written):
         assert bold == [m == max(means) for m in means]
 
 
+@pytest.mark.slow
 def test_selection_groups_and_incomplete_runs(written):
     root, markdown = written
     selected_by = seed_results(root / "CIFAR10LT" / "resnet32" / "BalancedSoftmax-IF_10")[0]["selected_by"]
@@ -163,6 +168,7 @@ def test_selection_groups_and_incomplete_runs(written):
     assert all(row[6] == "1 of 1" for row in incomplete)
 
 
+@pytest.mark.slow
 def test_csv_rows(written):
     root, _ = written
     with open(root / "report.csv", newline="") as f:
@@ -182,6 +188,7 @@ def test_csv_rows(written):
     assert all(row["bcr_n"] == "2" and row["seeds"] == "0 1" for row in cells)
 
 
+@pytest.mark.slow
 def test_figures_are_pngs(written):
     root, markdown = written
     for name in ("bcr_vs_imbalance.png", "per_class_CIFAR10LT_IF10.png", "confusion_CIFAR10LT_IF10.png"):
@@ -189,6 +196,7 @@ def test_figures_are_pngs(written):
         assert f"]({name})" in markdown
 
 
+@pytest.mark.slow
 def test_single_run_folder(written, tmp_path, capsys):
     root, _ = written
     single = tmp_path / "one"
@@ -298,6 +306,7 @@ def test_an_unfinished_run_counts_the_epochs_it_trains(tmp_path, epoch, iteratio
         assert [row["epochs"] for row in csv.DictReader(f)] == [finished.split(" of ")[1].replace("?", "")]
 
 
+@pytest.mark.slow
 def test_a_run_by_iterations_that_stopped_before_its_results_is_reported_so(tmp_path):
     """main.py by TRAIN.iterations, then its results file deleted, as a crash in the final test would leave it: the
     report finds every epoch trained, counted from the last checkpoint."""

@@ -61,6 +61,7 @@ def run_until_crash(datadir: Path, savedir: Path, monkeypatch, at_write: int) ->
     monkeypatch.setattr(checkpoint, "atomic_write", atomic_write)
 
 
+@pytest.mark.slow
 def test_a_crash_between_the_last_and_the_best_checkpoint_resumes_consistently(datadir, tmp_path, monkeypatch):
     """Each epoch is the best so far, and writes both checkpoints; the run crashes between epoch 2's two writes.
     Resumed, epoch 2 (rerun, or not, as the saved state says) is not better than epoch 1, as may happen where
@@ -93,6 +94,7 @@ class WithGradScaler(Accelerator):
         self.scaler = torch.amp.GradScaler("cpu")
 
 
+@pytest.mark.slow
 def test_a_run_begun_without_a_grad_scaler_resumes_with_a_fresh_one(datadir, tmp_path, monkeypatch, capsys):
     """A CPU run (no GradScaler: fp16 runs as bf16 or fp32 there) stopped after epoch 1 and resumed where fp16
     has a GradScaler: it goes on with a fresh scaler, and says so in one line."""
