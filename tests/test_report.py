@@ -410,6 +410,19 @@ def test_a_list_benchmark_is_labelled_by_its_train_lists_imbalance(tmp_path):
     assert "IF 256 (train list)" in text and "balanced (IF 1)" not in text
 
 
+def test_a_train_subset_run_is_labelled_by_its_subsets_imbalance(tmp_path):
+    # DATASET.train_subset trains on a file's images with a null imbalance type: not a balanced run either
+    for loss, bcr in (("CrossEntropyLoss", 0.3), ("BalancedSoftmax", 0.4)):
+        path = fake_result(tmp_path, loss, 0, bcr, folder=f"{loss}-subset")
+        saved = json.loads(path.read_text())
+        saved["config"]["DATASET"].update(imbalance_type=None, imbalance_factor=1, train_subset="subset0.txt")
+        saved["num_per_cls"] = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+        path.write_text(json.dumps(saved))
+    report.main([str(tmp_path)])
+    text = (tmp_path / "report.md").read_text()
+    assert "IF 100 (train subset)" in text and "balanced (IF 1)" not in text
+
+
 def stage2_result(root: Path, stage1_loss: str, classifier: str, sampler: str, loss: str, seed: int, bcr: float,
                   folder: str) -> None:
     """A stage-2 run's results, as main.py writes them: its own schedule, and the stage-1 checkpoint it began from."""
