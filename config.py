@@ -13,6 +13,8 @@ from errors import ConfigError
 
 
 _ABSENT = object()
+# The shipped defaults: the first file given must hold all of their keys (a recipe is an overlay of it)
+SHIPPED = Path(__file__).resolve().parent / "configs.yaml"
 # torch.compile's modes (TRAIN.compile_mode)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # Keys that take any number, whatever the type of their default: a whole number stays an int (`10.0` gives 10)
@@ -155,6 +157,12 @@ def load_config(paths: str | Path | list, overrides: list[str] = ()) -> DictConf
         if not path.is_file():
             raise ConfigError(f"config file {path} not found: pass --config configs.yaml")
     cfg = OmegaConf.load(paths[0])
+    missing = [key for key in _leaf_keys(OmegaConf.load(SHIPPED)) if OmegaConf.select(cfg, key, default=_ABSENT) is
+               _ABSENT] if isinstance(cfg, DictConfig) else ["every key"]
+    if missing:
+        raise ConfigError(f"{paths[0]} is an overlay, not a whole config (it lacks {', '.join(missing[:3])}"
+                          f"{', ...' if len(missing) > 3 else ''}): the first --config must be configs.yaml, e.g. "
+                          f"--config configs.yaml {' '.join(f'--config {path}' for path in paths)}")
     settings = [setting for path in paths[1:] for setting in file_settings(path, cfg)]
     return apply_overrides(cfg, overrides, settings)
 

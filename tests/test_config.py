@@ -616,3 +616,13 @@ def test_main_takes_settings_before_a_later_config(tmp_path, monkeypatch):
     main.main(["--config", str(CONFIG), "OPTIMIZER.lr", "0.3", "--config", str(recipe), "MODEL.name", "resnet32"])
     cfg = seen["cfg"]
     assert (cfg.TRAIN.epochs, cfg.MODEL.name, cfg.OPTIMIZER.lr) == (9, "resnet32", 0.3)
+
+
+@pytest.mark.parametrize("overrides", [[], ["DATASET.datadir", "/data"]])
+def test_a_recipe_as_the_first_file_is_refused_naming_configs_yaml(overrides):
+    balms = CONFIG.parent / "recipes" / "balms.yaml"
+    with pytest.raises(ConfigError) as info:
+        load_config([balms], overrides)
+    message = str(info.value)
+    assert message.startswith(f"{balms} is an overlay") and "the first --config must be configs.yaml" in message
+    assert f"--config configs.yaml --config {balms}" in message and "\n" not in message
