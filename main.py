@@ -18,7 +18,7 @@ from datasets import build_loaders, build_splits, image_side, normalization
 from errors import ConfigError, DatasetNotFoundError, NonFiniteLossError
 from losses import build_loss
 from meta_sampler import with_meta_sampler
-from metrics import per_class_report, summarize
+from metrics import per_class_report, percent, summarize
 from models import build_model
 from optim import build_optimizer, build_scheduler, fuse_on, run_length
 from runtime import cpu_only, mixed_precision
@@ -44,8 +44,10 @@ def run(cfg) -> None:
         raise ConfigError(f"DATASET.batch_size {cfg.DATASET.batch_size} must divide evenly over "
                           f"{accelerator.num_processes} process(es) x TRAIN.grad_accum_steps "
                           f"{cfg.TRAIN.grad_accum_steps}: make it a multiple of {passes}")
-    accelerator.print(f"{accelerator.distributed_type.value}: {accelerator.num_processes} process(es) on "
-                      f"{accelerator.device}, mixed precision {precision}{why}")
+    how = ("not distributed" if accelerator.num_processes == 1 else
+           f"distributed ({accelerator.distributed_type.value})")  # accelerate's label; its single-process one is NO
+    accelerator.print(f"training on {accelerator.device}: {accelerator.num_processes} process(es), {how}; precision "
+                      f"{'fp32' if precision == 'no' else precision}{why}")
     set_seed(seed, device_specific=True)  # every process draws its own dropout; DDP syncs the initial weights
     paths = output_paths(run_dir(cfg), seed)
     state = resume_state(cfg, paths)
@@ -132,9 +134,9 @@ def run(cfg) -> None:
                 save_best(paths, unwrapped.state_dict(), best_results, config)
         accelerator.log({**{f"train/{k}": v for k, v in train_scores.items()},
                          **{f"{select_on}/{k}": v for k, v in scores.items() if v is not None}}, step=epoch + 1)
-        accelerator.print(f"epoch {epoch + 1}/{epochs} | train loss {train_scores['loss']:.4f} "
-                          f"acc {train_scores['acc']:.4f} | {select_on} bcr {scores['bcr']:.4f} acc {scores['acc']:.4f} "
-                          f"| lr {train_scores['lr']:.2e} | {time.perf_counter() - began:.1f} s")
+        accelerator.print(f"epoch {epoch + 1}/{epochs} | train loss {train_scores['loss']:.4f} acc "
+                          f"{percent(train_scores['acc'])} | {select_on} bcr {percent(scores['bcr'])} acc "
+                          f"{percent(scores['acc'])} | lr {train_scores['lr']:.2e} | {time.perf_counter() - began:.1f} s")
 
     # The final epoch's weights, then the selected checkpoint's, on the test set: a pass of this run's epochs is
     # reused, as the weights are the same; otherwise one pass each (one if they are one)
@@ -157,8 +159,9 @@ def run(cfg) -> None:
         save_json(per_class_report(logits, targets, num_per_cls), paths["per_class"])
     accelerator.log({**{f"test/{k}": v for k, v in selected.items() if v is not None},
                      **{f"test_last_epoch/{k}": v for k, v in last.items() if v is not None}})
-    accelerator.print(f"test (epoch {best_epoch}, by {select_on} {metric}): bcr {selected['bcr']:.4f} "
-                      f"acc {selected['acc']:.4f} | last epoch: bcr {last['bcr']:.4f} | results in {paths['results']}")
+    accelerator.print(f"test (epoch {best_epoch}, by {select_on} {metric}): bcr {percent(selected['bcr'])} "
+                      f"acc {percent(selected['acc'])} | last epoch: bcr {percent(last['bcr'])} | results in "
+                      f"{paths['results']}")
     accelerator.end_training()
 
 

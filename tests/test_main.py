@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -101,6 +102,11 @@ def test_short_run_learns_and_writes_every_output(learnt):
     proc, folder, overrides = learnt
     check_ok(proc)
     assert "200 training images" in proc.stdout
+    # the first line says in words where and how it trains; scores print as percentages, as the docs give them
+    assert proc.stdout.splitlines()[0].startswith("training on cpu: 1 process(es), not distributed; precision ")
+    epoch_line = next(line for line in proc.stdout.splitlines() if line.startswith("epoch 3/3"))
+    assert re.search(r"\| test bcr \d+\.\d\d % acc \d+\.\d\d % \|", epoch_line), epoch_line
+    assert re.search(r"^test \(epoch \d, by test bcr\): bcr \d+\.\d\d % acc", proc.stdout, re.M), proc.stdout
     assert {p.name for p in folder.iterdir()} == OUTPUTS  # and no temporary or stray files
 
     results = read(folder / "results-seed0.json")
