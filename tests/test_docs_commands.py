@@ -128,3 +128,33 @@ def test_a_documented_command_parses_and_resolves_its_config(command, monkeypatc
         monkeypatch.setattr(report, "report", lambda roots, factor, out: seen.setdefault("roots", roots) and [])
         report.main(command.argv)
         assert seen["roots"]
+
+
+def readme_python_block(containing: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    found = [block for block in blocks if containing in block]
+    assert len(found) == 1, f"the README has {len(found)} python blocks with {containing!r}"
+    return found[0]
+
+
+def test_the_readmes_prediction_example_predicts_with_a_saved_checkpoint(tmp_path, monkeypatch, capsys):
+    # a run folder as main.py leaves it: the best checkpoint with its config, and the class counts file
+    from omegaconf import OmegaConf
+
+    from checkpoint import output_paths, save_best, save_json
+    from models import build_model
+    monkeypatch.chdir(ROOT)
+    paths = output_paths(tmp_path, 0)
+    model, _ = build_model("resnet32", 10, False, 32)
+    config = load_config(ROOT / "configs.yaml", ["MODEL.name", "resnet32"])
+    save_best(paths, model.state_dict(), {"epoch": 1}, OmegaConf.to_container(config))
+    classes = [f"class{c}" for c in range(10)]
+    save_json({"num_per_cls": [10] * 10, "classes": classes, "mean": [0.5] * 3, "std": [0.25] * 3},
+              paths["class_counts"])
+    code = readme_python_block("model_seed0_best.pt")
+    code, replaced = re.subn(r'^run = ".*"$', f"run = {str(tmp_path)!r}", code, flags=re.M)
+    assert replaced == 1
+    exec(compile(code, "README.md", "exec"), {})
+    printed = eval(capsys.readouterr().out)
+    assert len(printed) == 4 and set(printed) <= set(classes)
