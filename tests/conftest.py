@@ -16,8 +16,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from fake_cifar import accept_files_in, make_cifar  # noqa: E402
 
 # The files a finished main.py run of seed 0 leaves in its run folder
-OUTPUTS = {"configs-seed0.yaml", "model_seed0.pt", "model_seed0_best.pt", "results_seed0_best.json",
-           "results-seed0.json", "results-seed0-per_class.json", "class_counts-seed0.json"}
+OUTPUTS = {"configs-seed0.yaml", "model-seed0.pt", "model-seed0-best.pt", "results-seed0-best.json",
+           "results-seed0.json", "results-seed0-per-class.json", "class-counts-seed0.json"}
 # Settings that make a main.py run small and offline; tests add their own overrides after these
 FAST_RUN = ["TRAIN.wandb.use", "false", "DATASET.download", "false", "MODEL.name", "resnet32",
             "DATASET.batch_size", "32", "TRAIN.log_interval", "2"]

@@ -72,5 +72,5 @@ def test_two_processes_train_one_job_and_count_each_test_image_once(small_lt, tm
     results = read(folder / "results-seed0.json")
     assert results["ran_on"]["processes"] == 2 and results["num_per_cls"] == COUNTS
     assert results["selected_by"] == "val bcr"
-    matrix = read(folder / "results-seed0-per_class.json")["confusion_matrix"]
+    matrix = read(folder / "results-seed0-per-class.json")["confusion_matrix"]
     assert [sum(row) for row in matrix] == [5] * 8  # every test image once, over both processes

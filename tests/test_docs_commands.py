@@ -152,7 +152,7 @@ def test_the_readmes_prediction_example_predicts_with_a_saved_checkpoint(tmp_pat
     classes = [f"class{c}" for c in range(10)]
     save_json({"num_per_cls": [10] * 10, "classes": classes, "mean": [0.5] * 3, "std": [0.25] * 3},
               paths["class_counts"])
-    code = readme_python_block("model_seed0_best.pt")
+    code = readme_python_block("model-seed0-best.pt")
     code, replaced = re.subn(r'^run = ".*"$', f"run = {str(tmp_path)!r}", code, flags=re.M)
     assert replaced == 1
     exec(compile(code, "README.md", "exec"), {})

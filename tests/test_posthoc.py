@@ -82,8 +82,8 @@ def test_tau_is_chosen_on_validation_and_written_down(runs, cifar_root):
     assert normed["post_hoc"]["tau"] == 0.0
     for key in ("bcr", "acc", "many_acc", "medium_acc", "few_acc", "worst_class_acc"):
         assert normed["test"][key] == plain["test"][key], key
-    assert read(out / "tau_norm" / "results-seed0-per_class.json")["confusion_matrix"] == \
-        read(out / "results-seed0-per_class.json")["confusion_matrix"]
+    assert read(out / "tau_norm" / "results-seed0-per-class.json")["confusion_matrix"] == \
+        read(out / "results-seed0-per-class.json")["confusion_matrix"]
 
 
 @pytest.mark.slow

@@ -54,7 +54,7 @@ def recipe(path: Path):
     if path.stem in STAGE2:
         stage1 = ROOT / "recipes" / f"{STAGE1_OF.get(path.stem, 'ldam_200ep')}.yaml"
         return load_config([ROOT / "configs.yaml", stage1, path],
-                           ["TRAIN.stage2_from", "stage1/model_seed0_best.pt"])
+                           ["TRAIN.stage2_from", "stage1/model-seed0-best.pt"])
     return load_config([ROOT / "configs.yaml", path], [])
 
 

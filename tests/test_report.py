@@ -86,7 +86,7 @@ def written(results) -> tuple[Path, str]:
 
 def seed_results(folder: Path) -> list[dict]:
     return [json.loads(path.read_text()) for path in sorted(folder.glob("results-seed[0-9]*.json"))
-            if not path.name.endswith("per_class.json")]
+            if not path.name.endswith("per-class.json")]
 
 
 @pytest.mark.slow
@@ -284,7 +284,7 @@ def stopped_run(root: Path, epoch: int, iterations: int | None, epochs: int | No
     folder = root / "CIFAR10LT" / "resnet32" / "BalancedSoftmax-IF_200"
     folder.mkdir(parents=True)
     state = {"epoch": epoch, "config": fake_config(root, "BalancedSoftmax", 0, 200, iterations=iterations)}
-    torch.save(state if epochs is None else {**state, "epochs": epochs}, folder / "model_seed0.pt")
+    torch.save(state if epochs is None else {**state, "epochs": epochs}, folder / "model-seed0.pt")
 
 
 @pytest.mark.parametrize("epoch, iterations, epochs, finished, note", [
@@ -318,7 +318,7 @@ def test_a_run_by_iterations_that_stopped_before_its_results_is_reported_so(tmp_
     folder = tmp_path / "runs" / "CIFAR10LT" / "resnet32" / "CE-IF_1"
     results = json.loads((folder / "results-seed0.json").read_text())
     assert results["epochs"] == 2
-    assert torch.load(folder / "model_seed0.pt", map_location="cpu", weights_only=False)["epochs"] == 2
+    assert torch.load(folder / "model-seed0.pt", map_location="cpu", weights_only=False)["epochs"] == 2
     (folder / "results-seed0.json").unlink()
     report.main([str(tmp_path / "runs")])
     section = (tmp_path / "runs" / "report.md").read_text().split("## Incomplete or crashed runs")[1]
@@ -359,7 +359,7 @@ def test_reevaluations_and_repeated_seeds_are_not_silently_pooled(tmp_path):
     fake_result(tmp_path, "CrossEntropyLoss", 0, 0.60, folder="rerun")
     evaluation = fake_result(tmp_path, "CrossEntropyLoss", 1, 0.99, folder="CrossEntropyLoss-IF_10/evaluation")
     data = json.loads(evaluation.read_text())
-    evaluation.write_text(json.dumps({"checkpoint": "/x/model_seed1_best.pt", "epoch": 2, "test": data["test"],
+    evaluation.write_text(json.dumps({"checkpoint": "/x/model-seed1-best.pt", "epoch": 2, "test": data["test"],
                                       "config": data["config"]}))
     report.main([str(tmp_path)])
     markdown = (tmp_path / "report.md").read_text()
@@ -430,7 +430,7 @@ def stage2_result(root: Path, stage1_loss: str, classifier: str, sampler: str, l
     data = json.loads(path.read_text())
     data["config"]["TRAIN"].update(stage2_from=f"/runs/{stage1_loss}", stage2_classifier=classifier, epochs=10)
     data["config"]["DATASET"]["sampler"] = sampler
-    data["stage1"] = {"checkpoint": f"/runs/{stage1_loss}/model_seed{seed}_best.pt", "loss": stage1_loss, "epoch": 3}
+    data["stage1"] = {"checkpoint": f"/runs/{stage1_loss}/model-seed{seed}-best.pt", "loss": stage1_loss, "epoch": 3}
     path.write_text(json.dumps(data))
 
 
@@ -440,7 +440,7 @@ def test_post_hoc_and_stage2_rows_sit_beside_their_loss(tmp_path):
         fake_result(tmp_path, "BalancedSoftmax", seed, 0.50 + seed / 100)
         adjusted = fake_result(tmp_path, "CrossEntropyLoss", seed, 0.48, folder="CrossEntropyLoss-IF_10/evaluation/logit_adjust")
         data = json.loads(adjusted.read_text())
-        adjusted.write_text(json.dumps({"checkpoint": f"/x/model_seed{seed}_best.pt", "selected_by": "val bcr",
+        adjusted.write_text(json.dumps({"checkpoint": f"/x/model-seed{seed}-best.pt", "selected_by": "val bcr",
                                         "test": data["test"], "config": data["config"], "stage1": None,
                                         "post_hoc": {"method": "logit_adjust", "tau": 1.0 + seed, "chosen_on": "val bcr"}}))
         stage2_result(tmp_path, "CrossEntropyLoss", "retrain", "class_balanced", "CrossEntropyLoss", seed, 0.46, "CE-cRT")
