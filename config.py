@@ -157,8 +157,10 @@ def load_config(paths: str | Path | list, overrides: list[str] = ()) -> DictConf
         if not path.is_file():
             raise ConfigError(f"config file {path} not found: pass --config configs.yaml")
     cfg = OmegaConf.load(paths[0])
-    missing = [key for key in _leaf_keys(OmegaConf.load(SHIPPED)) if OmegaConf.select(cfg, key, default=_ABSENT) is
-               _ABSENT] if isinstance(cfg, DictConfig) else ["every key"]
+    keys = [key for key in _leaf_keys(OmegaConf.load(SHIPPED)) if not any(key.startswith(f"{whole}.") for whole in
+                                                                          DICT_VALUES)] + list(DICT_VALUES)
+    missing = [key for key in keys if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT] if isinstance(
+        cfg, DictConfig) else ["every key"]
     if missing:
         raise ConfigError(f"{paths[0]} is an overlay, not a whole config (it lacks {', '.join(missing[:3])}"
                           f"{', ...' if len(missing) > 3 else ''}): the first --config must be configs.yaml, e.g. "

@@ -626,3 +626,12 @@ def test_a_recipe_as_the_first_file_is_refused_naming_configs_yaml(overrides):
     message = str(info.value)
     assert message.startswith(f"{balms} is an overlay") and "the first --config must be configs.yaml" in message
     assert f"--config configs.yaml --config {balms}" in message and "\n" not in message
+
+
+def test_a_whole_config_with_other_params_dicts_is_a_first_file(tmp_path):
+    # a run's saved config of the LDAM recipe: its scheduler params are multistep's, not configs.yaml's eta_min
+    saved = load_config([CONFIG, CONFIG.parent / "recipes" / "ldam_200ep.yaml"])
+    path = tmp_path / "configs-seed0.yaml"
+    OmegaConf.save(saved, path)
+    cfg = load_config(path, ["TRAIN.epochs", "3"])
+    assert dict(cfg.SCHEDULER.params) == {"milestones": [160, 180], "gamma": 0.01}
