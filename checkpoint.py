@@ -22,24 +22,32 @@ def run_dir(cfg) -> Path:
     return Path(cfg.DEFAULT.savedir) / cfg.DATASET.name / cfg.MODEL.name / cfg.DEFAULT.exp_name
 
 
-# The files one seed of a run writes into its run folder, named as in the seed repository. Seeds share a folder side
-# by side, each with its own config (the seed's one configs.yaml went to whichever seed started last).
+# The files one seed of a run writes into its run folder. Seeds share a folder side by side, each with its own config
+# (TooTouch/BalancedSoftmax's one configs.yaml went to whichever seed started last).
 OUTPUT_NAMES = {
     "config": "configs-seed{seed}.yaml",
-    "last": "model_seed{seed}.pt",
-    "best": "model_seed{seed}_best.pt",
-    "best_results": "results_seed{seed}_best.json",
+    "last": "model-seed{seed}.pt",
+    "best": "model-seed{seed}-best.pt",
+    "best_results": "results-seed{seed}-best.json",
     "results": "results-seed{seed}.json",
-    "per_class": "results-seed{seed}-per_class.json",
-    "class_counts": "class_counts-seed{seed}.json",
+    "per_class": "results-seed{seed}-per-class.json",
+    "class_counts": "class-counts-seed{seed}.json",
 }
+# The names of earlier versions, which mixed hyphens and underscores: a seed whose files a folder holds under them is
+# read, evaluated and resumed under them, so that one seed's files never mix the two
+OLD_OUTPUT_NAMES = {**OUTPUT_NAMES, "last": "model_seed{seed}.pt", "best": "model_seed{seed}_best.pt",
+                    "best_results": "results_seed{seed}_best.json", "per_class": "results-seed{seed}-per_class.json",
+                    "class_counts": "class_counts-seed{seed}.json"}
 # The one config that runs from before per-seed configs left for all the seeds of their folder; report.py reads it
 SHARED_CONFIG = "configs.yaml"
 
 
 def output_paths(folder: Path, seed: int) -> dict[str, Path]:
-    """The files that seed `seed` of a run writes into `folder`, by kind (the keys of OUTPUT_NAMES)."""
-    return {kind: folder / name.format(seed=seed) for kind, name in OUTPUT_NAMES.items()}
+    """The files that seed `seed` of a run writes into `folder`, by kind (the keys of OUTPUT_NAMES): under
+    OLD_OUTPUT_NAMES where the folder holds that seed's files under them."""
+    old = any((folder / name.format(seed=seed)).exists() for kind, name in OLD_OUTPUT_NAMES.items()
+              if name != OUTPUT_NAMES[kind])
+    return {kind: folder / name.format(seed=seed) for kind, name in (OLD_OUTPUT_NAMES if old else OUTPUT_NAMES).items()}
 
 
 def output_glob(kind: str) -> str:
@@ -49,14 +57,14 @@ def output_glob(kind: str) -> str:
 
 def output_seeds(folder: Path, *kinds: str) -> list[int]:
     """The seeds, in numeric order, that have a file of one of `kinds` (default: any kind) in `folder`."""
-    templates = [OUTPUT_NAMES[kind] for kind in kinds or OUTPUT_NAMES]
+    templates = [names[kind] for names in (OUTPUT_NAMES, OLD_OUTPUT_NAMES) for kind in kinds or OUTPUT_NAMES]
     return sorted({seed for name in os.listdir(folder) for template in templates
                    if (seed := _seed_in(name, template)) is not None})
 
 
 def _seed_in(name: str, template: str) -> int | None:
     """The seed of a file name that `template` gives, else None. The name must come back from the seed as it is,
-    so what output_paths never writes (`model_seed07.pt`) is no seed's file."""
+    so what output_paths never writes (`model-seed07.pt`) is no seed's file."""
     before, _, after = template.partition("{seed}")
     match = re.fullmatch(re.escape(before) + "([0-9]+)" + re.escape(after), name)
     if match is None or template.format(seed=int(match[1])) != name:

@@ -13,6 +13,8 @@ from errors import ConfigError
 
 
 _ABSENT = object()
+# The shipped defaults: the first file given must hold all of their keys (a recipe is an overlay of it)
+SHIPPED = Path(__file__).resolve().parent / "configs.yaml"
 # torch.compile's modes (TRAIN.compile_mode)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # Keys that take any number, whatever the type of their default: a whole number stays an int (`10.0` gives 10)
@@ -34,9 +36,11 @@ class Ignored(NamedTuple):
     fix: str = ""
 
 
-# Keys that the rest of the config can leave with no effect. A value that overlay files or overrides set, different
-# from the first file's, is refused where it has none, as a key nothing reads is: set, it would claim what the run
-# does not do. The first file's own values (the defaults) are never refused.
+# Keys that the rest of the config can leave with no effect. A value that an overlay file or the command line sets,
+# different from the first file's, is refused where it has none once that file (or the command line) is merged, as a
+# key nothing reads is: set, it would claim what the run does not do. A recipe's value that a later file or the
+# command line leaves without effect (`TRAIN.iterations 60` over a recipe's epochs) is superseded, not refused. The
+# first file's own values (the defaults) are never refused.
 NO_EFFECT = {
     "DATASET.img_size": Ignored(lambda c: c.DATASET.name in ("CIFAR10LT", "CIFAR100LT"),
                                 "on {c.DATASET.name}, whose images stay 32x32 (ImageFolderLT and the list benchmarks "
@@ -153,6 +157,14 @@ def load_config(paths: str | Path | list, overrides: list[str] = ()) -> DictConf
         if not path.is_file():
             raise ConfigError(f"config file {path} not found: pass --config configs.yaml")
     cfg = OmegaConf.load(paths[0])
+    keys = [key for key in _leaf_keys(OmegaConf.load(SHIPPED)) if not any(key.startswith(f"{whole}.") for whole in
+                                                                          DICT_VALUES)] + list(DICT_VALUES)
+    missing = [key for key in keys if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT] if isinstance(
+        cfg, DictConfig) else ["every key"]
+    if missing:
+        raise ConfigError(f"{paths[0]} is an overlay, not a whole config (it lacks {', '.join(missing[:3])}"
+                          f"{', ...' if len(missing) > 3 else ''}): the first --config must be configs.yaml, e.g. "
+                          f"--config configs.yaml {' '.join(f'--config {path}' for path in paths)}")
     settings = [setting for path in paths[1:] for setting in file_settings(path, cfg)]
     return apply_overrides(cfg, overrides, settings)
 
@@ -186,23 +198,35 @@ def file_settings(path: Path, cfg: DictConfig) -> list[Setting]:
 
 def apply_overrides(cfg: DictConfig, overrides: list[str] = (), settings: list[Setting] = ()) -> DictConfig:
     """`cfg` with `settings` (from overlay files), then the dotted overrides, merged in; unknown keys are refused,
-    and so is a value set here that has no effect (NO_EFFECT). A key may be set to null only where `cfg` as given
-    holds null."""
+    and so is a value that has no effect (NO_EFFECT) where it was set: once the file that sets it is merged, or at
+    the end for the command line's. A file's value that a later file or the command line leaves without effect is
+    superseded, not refused. A key may be set to null only where `cfg` as given holds null."""
     OmegaConf.set_struct(cfg, True)
     valid = _leaf_keys(cfg)
     nullable = {key for key in valid if OmegaConf.select(cfg, key) is None}
     defaults = {key: OmegaConf.select(cfg, key) for key in NO_EFFECT}
-    set_in = {}  # key -> where its last setting came from
-    for key, text, source in [*settings, *(Setting(key, text) for key, text in _pairs(list(overrides)))]:
+    merged = [*settings, *(Setting(key, text) for key, text in _pairs(list(overrides)))]
+    set_by = {}  # key -> the index in `merged` of its last setting
+    unread = {}  # key -> the source of a value that had no effect once its source was merged
+    for index, (key, text, source) in enumerate(merged):
         try:
             _set(cfg, key, text, valid, key in nullable)
         except ConfigError as error:
             raise ConfigError(f"{source}: {error}" if source else str(error)) from None
-        set_in[key] = source
-    for key, ignored in NO_EFFECT.items():
-        value = OmegaConf.select(cfg, key)
-        if key in set_in and value != defaults[key] and ignored.when(cfg):
-            where = f"{set_in[key]}: " if set_in[key] else ""
+        set_by[key] = index
+        if index + 1 < len(merged) and merged[index + 1].source == source:
+            continue
+        # `source` is merged: judge the values it set, as the config stands now
+        begins = next(i for i in range(index, -1, -1) if i == 0 or merged[i - 1].source != source)
+        for name, ignored in NO_EFFECT.items():
+            if begins <= set_by.get(name, -1) <= index:
+                unread.pop(name, None)
+                if OmegaConf.select(cfg, name) != defaults[name] and ignored.when(cfg):
+                    unread[name] = source
+    for key, source in unread.items():
+        ignored, value = NO_EFFECT[key], OmegaConf.select(cfg, key)
+        if ignored.when(cfg):  # else a later setting gave it its effect back
+            where = f"{source}: " if source else ""
             fix = f"{ignored.fix}, or " if ignored.fix else ""
             raise ConfigError(f"{where}{key} {value} has no effect {ignored.why.format(c=cfg)}: {fix}set {key} back "
                               f"to {defaults[key]}")

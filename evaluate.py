@@ -29,7 +29,7 @@ from checkpoint import output_glob, output_paths, output_seeds, save_json
 from config import apply_overrides, check, data_seed, with_defaults
 from datasets import build_splits, eval_loader, image_side, normalization
 from errors import ConfigError, DatasetNotFoundError
-from metrics import per_class_report, summarize
+from metrics import per_class_report, percent, summarize
 from models import build_model, classifier_name
 from posthoc import POST_HOC, adjusted_logits, parse_taus
 from runtime import cpu_only, mixed_precision
@@ -89,7 +89,7 @@ def evaluate_checkpoint(path: Path, out: Path, overrides: list[str], post_hoc: d
     if accelerator.is_main_process:
         write_results(out, seed, {**record, "test": scores}, Predictions(logits, targets))
     accelerator.print(f"{path.name} (epoch {state.get('epoch')}, {accelerator.num_processes} process(es), "
-                      f"precision {precision}{why}): test bcr {scores['bcr']:.4f} acc {scores['acc']:.4f} "
+                      f"precision {precision}{why}): test bcr {percent(scores['bcr'])} acc {percent(scores['acc'])} "
                       f"| results in {output_paths(out, seed)['results']}")
     if not post_hoc:
         return
@@ -117,7 +117,7 @@ def evaluate_checkpoint(path: Path, out: Path, overrides: list[str], post_hoc: d
                 write_results(folder, seed, {**record, "post_hoc": {"method": method, "tau": tau, **how},
                                              "test": scores}, found)
             accelerator.print(f"  {POST_HOC[method]} tau {tau:g}" + (f" (chosen on {how['chosen_on']})" if
-                              how["chosen_on"] else "") + f": test bcr {scores['bcr']:.4f} | results in {folder}")
+                              how["chosen_on"] else "") + f": test bcr {percent(scores['bcr'])} | results in {folder}")
 
 
 def write_results(folder: Path, seed: int, results: dict, found: Predictions) -> None:

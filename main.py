@@ -18,7 +18,7 @@ from datasets import build_loaders, build_splits, image_side, normalization
 from errors import ConfigError, DatasetNotFoundError, NonFiniteLossError
 from losses import build_loss
 from meta_sampler import with_meta_sampler
-from metrics import per_class_report, summarize
+from metrics import per_class_report, percent, summarize
 from models import build_model
 from optim import build_optimizer, build_scheduler, fuse_on, run_length
 from runtime import cpu_only, mixed_precision
@@ -44,8 +44,10 @@ def run(cfg) -> None:
         raise ConfigError(f"DATASET.batch_size {cfg.DATASET.batch_size} must divide evenly over "
                           f"{accelerator.num_processes} process(es) x TRAIN.grad_accum_steps "
                           f"{cfg.TRAIN.grad_accum_steps}: make it a multiple of {passes}")
-    accelerator.print(f"{accelerator.distributed_type.value}: {accelerator.num_processes} process(es) on "
-                      f"{accelerator.device}, mixed precision {precision}{why}")
+    how = ("not distributed" if accelerator.num_processes == 1 else
+           f"distributed ({accelerator.distributed_type.value})")  # accelerate's label; its single-process one is NO
+    accelerator.print(f"training on {accelerator.device}: {accelerator.num_processes} process(es), {how}; precision "
+                      f"{'fp32' if precision == 'no' else precision}{why}")
     set_seed(seed, device_specific=True)  # every process draws its own dropout; DDP syncs the initial weights
     paths = output_paths(run_dir(cfg), seed)
     state = resume_state(cfg, paths)
@@ -75,7 +77,8 @@ def run(cfg) -> None:
     criterion = build_loss(cfg.LOSS.name, num_per_cls).to(accelerator.device)
     optimizer = build_optimizer(cfg.OPTIMIZER, model, fuse_on(accelerator.device.type, accelerator.mixed_precision))
     # split_batches: a prepared loader has as many batches as this one
-    epochs, length = run_length(cfg, math.ceil(len(loaders["train"]) / cfg.TRAIN.grad_accum_steps))
+    steps_per_epoch = math.ceil(len(loaders["train"]) / cfg.TRAIN.grad_accum_steps)
+    epochs, length, steps = run_length(cfg, steps_per_epoch)
     scheduler = build_scheduler(cfg.SCHEDULER, optimizer, length)
     per_step = scheduler if cfg.SCHEDULER.interval == "step" else None  # else stepped once per epoch
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, loaders["train"])
@@ -109,7 +112,7 @@ def run(cfg) -> None:
     for epoch in range(start, epochs):
         began = time.perf_counter()
         train_scores = train_one_epoch(model, train_loader, criterion, optimizer, accelerator, epoch,
-                                       cfg.TRAIN.log_interval, per_step)
+                                       cfg.TRAIN.log_interval, per_step, steps and steps - epoch * steps_per_epoch)
         if per_step is None:
             scheduler.step()
         predictions = predict(model, loaders[select_on], accelerator)
@@ -134,9 +137,9 @@ def run(cfg) -> None:
                 save_best(paths, unwrapped.state_dict(), best_results, config)
         accelerator.log({**{f"train/{k}": v for k, v in train_scores.items()},
                          **{f"{select_on}/{k}": v for k, v in scores.items() if v is not None}}, step=epoch + 1)
-        accelerator.print(f"epoch {epoch + 1}/{epochs} | train loss {train_scores['loss']:.4f} "
-                          f"acc {train_scores['acc']:.4f} | {select_on} bcr {scores['bcr']:.4f} acc {scores['acc']:.4f} "
-                          f"| lr {train_scores['lr']:.2e} | {time.perf_counter() - began:.1f} s")
+        accelerator.print(f"epoch {epoch + 1}/{epochs} | train loss {train_scores['loss']:.4f} acc "
+                          f"{percent(train_scores['acc'])} | {select_on} bcr {percent(scores['bcr'])} acc "
+                          f"{percent(scores['acc'])} | lr {train_scores['lr']:.2e} | {time.perf_counter() - began:.1f} s")
 
     # The final epoch's weights, then the selected checkpoint's, on the test set: a pass of this run's epochs is
     # reused, as the weights are the same; otherwise one pass each (one if they are one)
@@ -159,8 +162,9 @@ def run(cfg) -> None:
         save_json(per_class_report(logits, targets, num_per_cls), paths["per_class"])
     accelerator.log({**{f"test/{k}": v for k, v in selected.items() if v is not None},
                      **{f"test_last_epoch/{k}": v for k, v in last.items() if v is not None}})
-    accelerator.print(f"test (epoch {best_epoch}, by {select_on} {metric}): bcr {selected['bcr']:.4f} "
-                      f"acc {selected['acc']:.4f} | last epoch: bcr {last['bcr']:.4f} | results in {paths['results']}")
+    accelerator.print(f"test (epoch {best_epoch}, by {select_on} {metric}): bcr {percent(selected['bcr'])} "
+                      f"acc {percent(selected['acc'])} | last epoch: bcr {percent(last['bcr'])} | results in "
+                      f"{paths['results']}")
     accelerator.end_training()
 
 
@@ -169,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", action="append", help="YAML file of defaults (configs.yaml); repeat it to "
                         "merge overlay files such as recipes/balms.yaml over it, later files winning")
     parser.add_argument("overrides", nargs="*", help="dotted KEY VALUE pairs (or KEY=VALUE), e.g. TRAIN.epochs 3")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # a --config may follow settings, as a stage-2 recipe does
     try:
         cfg = load_config(args.config or ["configs.yaml"], args.overrides)
         check(cfg)

@@ -88,3 +88,8 @@ def per_class_report(logits: torch.Tensor, targets: torch.Tensor, num_per_cls: l
     scores = {name: values.tolist() for name, values in per_class_scores(confusion).items()}
     return {"num_per_cls": list(num_per_cls), "confusion_matrix": confusion.tolist(), **scores,
             "acc": scores["recall"], "groups": class_groups(num_per_cls)}
+
+
+def percent(fraction: float) -> str:
+    """A score as the prints and docs give it: `0.4321` -> `43.21 %` (the results files keep fractions of 1)."""
+    return f"{100 * fraction:.2f} %"

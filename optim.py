@@ -35,20 +35,21 @@ INTERVALS = ("epoch", "step")
 
 
 class RunLength(NamedTuple):
-    """How long a run trains, and how long its schedule is in the schedule's own unit (SCHEDULER.interval)."""
+    """How long a run trains, how long its schedule is in the schedule's own unit (SCHEDULER.interval), and its
+    optimizer steps where TRAIN.iterations counts them (None: every step of every epoch)."""
     epochs: int
     schedule: int
+    steps: int | None = None
 
 
 def run_length(cfg, steps_per_epoch: int) -> RunLength:
     """`cfg` is the whole config. TRAIN.iterations, when set, fixes the number of optimizer steps whatever the
-    data set's size: the run lasts the whole epochs that cover them (as BALMS does), and a per-step schedule
-    spans exactly those steps."""
+    data set's size: the run's last epoch stops when they are taken, and a per-step schedule spans exactly them."""
     iterations = cfg.TRAIN.iterations
     epochs = math.ceil(iterations / steps_per_epoch) if iterations else cfg.TRAIN.epochs
     if cfg.SCHEDULER.interval == "epoch":
-        return RunLength(epochs, epochs)
-    return RunLength(epochs, iterations or epochs * steps_per_epoch)
+        return RunLength(epochs, epochs, iterations)
+    return RunLength(epochs, iterations or epochs * steps_per_epoch, iterations)
 
 
 def fuse_on(device_type: str, mixed_precision: str) -> bool:

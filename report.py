@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--imbalance-factor", type=float, default=None,
                         help="imbalance factor of the per-class and confusion figures (default: the largest one "
                              "where two losses were run)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # options may sit between the folders
     factor = args.imbalance_factor
     if factor is not None and factor.is_integer():
         factor = int(factor)

@@ -90,7 +90,7 @@ def stage1_path(cfg) -> Path:
                               "stage 1 with this seed first, or pass a checkpoint file")
         return best
     if not path.is_file():
-        raise ConfigError(f"TRAIN.stage2_from {path} does not exist: pass a stage-1 checkpoint (model_seed*_best.pt) "
+        raise ConfigError(f"TRAIN.stage2_from {path} does not exist: pass a stage-1 checkpoint (model-seed*-best.pt) "
                           "or the run folder that holds it")
     return path
 

@@ -37,16 +37,19 @@ def train_step(model, images, targets, criterion, optimizer, accelerator) -> tor
 
 
 def train_one_epoch(model, loader, criterion, optimizer, accelerator, epoch: int, log_interval: int,
-                    scheduler=None) -> dict[str, float]:
+                    scheduler=None, steps: int | None = None) -> dict[str, float]:
     """`scheduler`, if given, steps after every optimizer step taken (SCHEDULER.interval step); "lr" is the last
-    step's. `optimizer` is prepared by accelerate."""
+    step's. `steps`, if given, ends the epoch after that many optimizer steps (TRAIN.iterations ending inside it).
+    `optimizer` is prepared by accelerate."""
     model.train()
     loader.set_epoch(epoch)
     totals = torch.zeros(2, device=accelerator.device)  # loss sum and correct, kept on the device
     window = torch.zeros(1, device=accelerator.device)  # loss sum since the last report
     # image counts are known on the host: a count built on the device each step would be a host-to-device copy
     seen = window_seen = 0
-    progress = tqdm(loader, desc=f"epoch {epoch + 1}", disable=not accelerator.is_main_process, leave=False)
+    batches = len(loader) if steps is None else min(len(loader), steps * accelerator.gradient_accumulation_steps)
+    progress = tqdm(loader, desc=f"epoch {epoch + 1}", total=batches, disable=not accelerator.is_main_process,
+                    leave=False)
     for step, (images, targets) in enumerate(progress, 1):
         sums = train_step(model, images, targets, criterion, optimizer, accelerator)
         lr = optimizer.param_groups[0]["lr"]
@@ -62,6 +65,9 @@ def train_one_epoch(model, loader, criterion, optimizer, accelerator, epoch: int
             progress.set_postfix(loss=f"{loss_sum / images_seen:.4f}")
             window.zero_()
             window_seen = 0
+        if step == batches:
+            break
+    progress.close()
     loss_sum, correct, seen = _reduce(accelerator, totals, seen)
     _raise_if_not_finite(loss_sum, epoch, step)
     return {"loss": loss_sum / seen, "acc": correct / seen, "lr": lr}

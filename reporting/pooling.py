@@ -88,11 +88,12 @@ def column_label(column: Column) -> str:
 
 
 def imbalance_label(column: Column) -> str:
-    """"IF 10" for the exponential profile, "IF 10 (step)", "balanced (IF 1)", or "IF 256 (train list)"."""
+    """"IF 10" for the exponential profile, "IF 10 (step)", "balanced (IF 1)", "IF 256 (train list)" or "IF 100
+    (train subset)"."""
     if column.kind == "balanced":
         return "balanced (IF 1)"
-    if column.kind == "train list":
-        return f"IF {number(round(column.factor, 1))} (train list)"
+    if column.kind in ("train list", "train subset"):
+        return f"IF {number(round(column.factor, 1))} ({column.kind})"
     return f"IF {number(column.factor)}" + (f" ({column.kind})" if column.kind != "exp" else "")
 
 

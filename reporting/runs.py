@@ -69,12 +69,15 @@ class Run:
     @property
     def column(self) -> Column:
         """The data set and imbalance this run is a column of; a null imbalance type or a factor of 1 is balanced. A
-        list benchmark's imbalance is its train list's, largest class over smallest (kind "train list")."""
+        list benchmark's imbalance is its train list's, largest class over smallest (kind "train list"), and a
+        DATASET.train_subset run's its subset's (kind "train subset")."""
         if lookup(self.config, "DATASET") is None:
             return Column(self.dataset, "?", 0)
-        if lookup(self.config, "DATASET.name") in LIST_BENCHMARKS:  # one imbalance, the train list's own
+        fixed = ("train list" if lookup(self.config, "DATASET.name") in LIST_BENCHMARKS else
+                 "train subset" if lookup(self.config, "DATASET.train_subset") is not None else None)
+        if fixed:  # one imbalance, the file's own
             counts = self.results.get("num_per_cls") or [1]
-            return Column(self.dataset, "train list", max(counts) / min(counts))
+            return Column(self.dataset, fixed, max(counts) / min(counts))
         kind, factor = lookup(self.config, "DATASET.imbalance_type"), lookup(self.config, "DATASET.imbalance_factor")
         if kind is None or factor in (None, 1):
             return Column(self.dataset, "balanced", 1)

@@ -16,11 +16,31 @@ sys.path.insert(0, str(ROOT / "tests"))
 from fake_cifar import accept_files_in, make_cifar  # noqa: E402
 
 # The files a finished main.py run of seed 0 leaves in its run folder
-OUTPUTS = {"configs-seed0.yaml", "model_seed0.pt", "model_seed0_best.pt", "results_seed0_best.json",
-           "results-seed0.json", "results-seed0-per_class.json", "class_counts-seed0.json"}
+OUTPUTS = {"configs-seed0.yaml", "model-seed0.pt", "model-seed0-best.pt", "results-seed0-best.json",
+           "results-seed0.json", "results-seed0-per-class.json", "class-counts-seed0.json"}
 # Settings that make a main.py run small and offline; tests add their own overrides after these
 FAST_RUN = ["TRAIN.wandb.use", "false", "DATASET.download", "false", "MODEL.name", "resnet32",
             "DATASET.batch_size", "32", "TRAIN.log_interval", "2"]
+
+
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true",
+                     help="also run the tests marked slow (end to end through main.py, run.sh's real sweep, "
+                          "several processes): the whole suite, as .ci/run runs it")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: trains in fresh processes (end to end or several processes); skipped "
+                                       "unless pytest is given --slow (or -m slow)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--slow") or "slow" in (config.option.markexpr or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ RATIOS = ("speedup", "data_speedup", "eval_speedup")
 MEASUREMENTS = ("ref_train", "ref_data", "ref_eval", "ours_train", "ours_data", "ours_eval")
 
 
+@pytest.mark.slow
 def test_bench_runs_and_reports_json():
     # both pipelines also run the paper's augmentations, so that --aug is covered too
     done = subprocess.run([sys.executable, str(ROOT / "bench.py"), *TINY, "--num-workers", "1", "--aug", "AutoAugment,Cutout"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from omegaconf import OmegaConf
 
 from config import ConfigError, apply_overrides, check, load_config
@@ -398,14 +399,53 @@ def test_a_setting_with_no_effect_is_refused_naming_the_fix(setting, effect, fix
     check(load("TRAIN.iterations", "13000", *setting, *effect))
 
 
+def recipe_of(tmp_path, *pairs: str, name: str = "recipe.yaml") -> Path:
+    """An overlay file that sets the dotted KEY VALUE `pairs`."""
+    tree = {}
+    for key, value in zip(pairs[::2], pairs[1::2]):
+        section, leaf = key.split(".")
+        tree.setdefault(section, {})[leaf] = yaml.safe_load(value)
+    return overlay(tmp_path, yaml.safe_dump(tree), name)
+
+
 @pytest.mark.parametrize("setting, effect, fix", NO_EFFECT, ids=[case[0][0] for case in NO_EFFECT])
 def test_a_setting_with_no_effect_is_refused_in_a_file_too_naming_it(tmp_path, setting, effect, fix):
-    section, key = setting[0].split(".")
-    recipe = overlay(tmp_path, f"{section}:\n  {key}: {setting[1]}\n")
+    # the file itself leaves its setting without effect: TRAIN.iterations 13000 beside it
+    recipe = recipe_of(tmp_path, "TRAIN.iterations", "13000", *setting)
     with pytest.raises(ConfigError) as info:
-        load_config([CONFIG, recipe], ["TRAIN.iterations", "13000"])
+        load_config([CONFIG, recipe], [])
     assert str(info.value).startswith(f"{recipe}: {setting[0]} {setting[1]} has no effect")
-    check(load_config([CONFIG, recipe], ["TRAIN.iterations", "13000", *effect]))
+    check(load_config([CONFIG, recipe], effect))
+    # so does a later file that adds nothing to it
+    later = recipe_of(tmp_path, "OPTIMIZER.lr", "0.2", name="later.yaml")
+    with pytest.raises(ConfigError) as info:
+        load_config([CONFIG, recipe, later], [])
+    assert str(info.value).startswith(f"{recipe}: {setting[0]} {setting[1]} has no effect")
+
+
+@pytest.mark.parametrize("setting, effect, fix", NO_EFFECT, ids=[case[0][0] for case in NO_EFFECT])
+def test_a_files_setting_that_a_later_setting_leaves_without_effect_is_accepted(tmp_path, setting, effect, fix):
+    # the recipe's value had its effect until the user's own later setting superseded it: not the user's mistake
+    recipe = recipe_of(tmp_path, *setting, *effect)
+    undo = {"DATASET.name": "CIFAR10LT", "DATASET.loader": "fast", "SCHEDULER.warmup": "0", "TRAIN.iterations": "60",
+            "TRAIN.compile": "false"}[effect[0]]
+    cfg = load_config([CONFIG, recipe], [effect[0], undo])
+    check(cfg)
+    assert str(OmegaConf.select(cfg, setting[0])) == setting[1]
+    later = recipe_of(tmp_path, effect[0], undo, name="later.yaml")
+    check(load_config([CONFIG, recipe, later], []))
+    # set by the user where it has no effect, it is refused still
+    with pytest.raises(ConfigError, match=f"^{setting[0]} .* has no effect"):
+        load_config([CONFIG, recipe], [effect[0], undo, *setting])
+
+
+@pytest.mark.parametrize("overrides", [["TRAIN.iterations", "60"], ["SCHEDULER.warmup", "0"],
+                                       ["TRAIN.iterations", "60", "SCHEDULER.warmup", "0"]])
+def test_a_recipes_length_and_warm_up_give_way_to_the_users(overrides):
+    ldam = CONFIG.parent / "recipes" / "ldam_200ep.yaml"
+    cfg = load_config([CONFIG, ldam], overrides)
+    check(cfg)
+    assert cfg.TRAIN.epochs == 200 and cfg.SCHEDULER.warmup_start == 0.2
 
 
 def test_defaults_with_no_effect_are_not_refused(tmp_path):
@@ -565,3 +605,33 @@ def test_a_pretrained_file_needs_pretrained_true_and_must_exist(tmp_path):
     check(load("MODEL.pretrained", "true", "MODEL.pretrained_file", str(weights)))
     missing = refused("MODEL.pretrained", "true", "MODEL.pretrained_file", str(tmp_path / "none.pth"))
     assert "none.pth does not exist" in missing
+
+
+def test_main_takes_settings_before_a_later_config(tmp_path, monkeypatch):
+    # docs/usage.md's stage 2: `python main.py $S1 --config recipes/crt.yaml ...`, where $S1 ends in settings
+    import main
+    seen = {}
+    monkeypatch.setattr(main, "run", lambda cfg: seen.setdefault("cfg", cfg))
+    recipe = overlay(tmp_path, "TRAIN: {epochs: 9}\n")
+    main.main(["--config", str(CONFIG), "OPTIMIZER.lr", "0.3", "--config", str(recipe), "MODEL.name", "resnet32"])
+    cfg = seen["cfg"]
+    assert (cfg.TRAIN.epochs, cfg.MODEL.name, cfg.OPTIMIZER.lr) == (9, "resnet32", 0.3)
+
+
+@pytest.mark.parametrize("overrides", [[], ["DATASET.datadir", "/data"]])
+def test_a_recipe_as_the_first_file_is_refused_naming_configs_yaml(overrides):
+    balms = CONFIG.parent / "recipes" / "balms.yaml"
+    with pytest.raises(ConfigError) as info:
+        load_config([balms], overrides)
+    message = str(info.value)
+    assert message.startswith(f"{balms} is an overlay") and "the first --config must be configs.yaml" in message
+    assert f"--config configs.yaml --config {balms}" in message and "\n" not in message
+
+
+def test_a_whole_config_with_other_params_dicts_is_a_first_file(tmp_path):
+    # a run's saved config of the LDAM recipe: its scheduler params are multistep's, not configs.yaml's eta_min
+    saved = load_config([CONFIG, CONFIG.parent / "recipes" / "ldam_200ep.yaml"])
+    path = tmp_path / "configs-seed0.yaml"
+    OmegaConf.save(saved, path)
+    cfg = load_config(path, ["TRAIN.epochs", "3"])
+    assert dict(cfg.SCHEDULER.params) == {"milestones": [160, 180], "gamma": 0.01}

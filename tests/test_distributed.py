@@ -16,6 +16,9 @@ import torch
 from conftest import OUTPUTS, ROOT, check_ok, main_args, read, run_main, run_script
 from fake_cifar import make_cifar
 
+# every test here runs two processes under torchrun
+pytestmark = pytest.mark.slow
+
 TEST_IMAGES = 200  # the cifar_root fixture's CIFAR-10 test set: 20 per class
 # The CPU (gloo) path, also on a machine with one GPU, where two processes cannot share it under NCCL
 CPU_ONLY = {"CUDA_VISIBLE_DEVICES": ""}
@@ -51,7 +54,7 @@ def test_two_processes_train_one_job_and_count_each_test_image_once(two_process_
     assert {p.name for p in folder.iterdir()} == OUTPUTS
 
     results = read(folder / "results-seed0.json")
-    per_class = read(folder / "results-seed0-per_class.json")
+    per_class = read(folder / "results-seed0-per-class.json")
     matrix = per_class["confusion_matrix"]
     assert sum(map(sum, matrix)) == TEST_IMAGES
     assert [sum(row) for row in matrix] == [TEST_IMAGES // 10] * 10
@@ -80,7 +83,7 @@ def test_two_process_evaluation_matches_one_process(two_process_run, cifar_root,
     one, two = (read(outs[n] / "results-seed0.json") for n in (1, 2))
     assert one["epoch"] == two["epoch"] == 1
     check_same_scores(two["test"], one["test"])
-    one_cls, two_cls = (read(outs[n] / "results-seed0-per_class.json") for n in (1, 2))
+    one_cls, two_cls = (read(outs[n] / "results-seed0-per-class.json") for n in (1, 2))
     assert one_cls == two_cls
     assert sum(map(sum, one_cls["confusion_matrix"])) == TEST_IMAGES
     # and both equal the test scores the 2-process training run wrote for the same (best) weights
@@ -107,7 +110,7 @@ def test_two_processes_train_with_the_classic_loader(tmp_path, hf_datasets):
                     "TRAIN.epochs", "1", nproc=2, timeout=600, env=env)
     check_ok(proc)
     assert "2 process(es)" in proc.stdout and proc.stdout.count("epoch 1/1 |") == 1, proc.stdout
-    per_class = read(tmp_path / "runs" / "CIFAR10LT" / "resnet32" / "CE-IF_1" / "results-seed0-per_class.json")
+    per_class = read(tmp_path / "runs" / "CIFAR10LT" / "resnet32" / "CE-IF_1" / "results-seed0-per-class.json")
     assert sum(map(sum, per_class["confusion_matrix"])) == 40  # every test image once, over both processes
 
 
@@ -121,7 +124,7 @@ def test_two_process_resume_restores_each_process_random_state(tmp_path):
     savedir = tmp_path / "runs"
     overrides = ["DATASET.loader", "classic", "DATASET.num_workers", "0", "DATASET.batch_size", "16",
                  "OPTIMIZER.lr", "0.01", "TRAIN.epochs", "2", "DEFAULT.exp_name", "rng"]
-    last = savedir / "CIFAR10LT" / "resnet32" / "rng" / "model_seed0.pt"
+    last = savedir / "CIFAR10LT" / "resnet32" / "rng" / "model-seed0.pt"
 
     # The uninterrupted run; its checkpoint after epoch 1 is kept as it stood, as a run stopped then would leave it
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -230,8 +233,8 @@ def test_two_process_stage2_trains_the_classifier_alone(two_process_run, cifar_r
                     "DEFAULT.exp_name", "lws", nproc=2, timeout=600, env=CPU_ONLY)
     check_ok(proc)
     assert "2 process(es)" in proc.stdout and "stage 2 from" in proc.stdout, proc.stdout
-    before = torch.load(stage1 / "model_seed0_best.pt", map_location="cpu", weights_only=False)["model"]
-    after = torch.load(tmp_path / "CIFAR10LT" / "resnet32" / "lws" / "model_seed0.pt", map_location="cpu",
+    before = torch.load(stage1 / "model-seed0-best.pt", map_location="cpu", weights_only=False)["model"]
+    after = torch.load(tmp_path / "CIFAR10LT" / "resnet32" / "lws" / "model-seed0.pt", map_location="cpu",
                        weights_only=False)["model"]
     for name, value in before.items():
         moved = name.replace("fc.", "fc.linear.") if name.startswith("fc.") else name

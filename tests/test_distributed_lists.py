@@ -29,6 +29,7 @@ def with_cache(loader: str, folder: Path) -> list[str]:
     return ["DATASET.loader", loader, *(["DATASET.cache_dir", str(folder / "cache")] if loader == "fast" else [])]
 
 
+@pytest.mark.slow
 def test_two_processes_score_the_test_set_as_one_does(small_lt, tmp_path):
     out = tmp_path / "scores"
     out.mkdir()
@@ -46,6 +47,7 @@ def test_two_processes_score_the_test_set_as_one_does(small_lt, tmp_path):
         assert one["test"]["acc"] not in (0.0, 1.0)  # the weights tell the images apart, but not all correctly
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loader", ["classic", "fast"])
 def test_each_epoch_the_shards_of_two_processes_cover_the_training_set(small_lt, tmp_path, loader):
     seen = epoch_shards(small_lt, tmp_path, TRAIN_IMAGES, *LIST_RUN, *with_cache(loader, tmp_path))
@@ -59,6 +61,7 @@ def test_each_epoch_the_shards_of_two_processes_cover_the_training_set(small_lt,
         assert set(seen) == set(range(TRAIN_IMAGES)) and set(seen.values()) == {1}
 
 
+@pytest.mark.slow
 def test_two_processes_train_one_job_and_count_each_test_image_once(small_lt, tmp_path):
     proc = run_main(small_lt, tmp_path, *LIST_RUN, *with_cache("fast", tmp_path), "DATASET.batch_size", "16",
                     "TRAIN.epochs", "1", nproc=2, timeout=600, env=CPU_ONLY)
@@ -69,5 +72,5 @@ def test_two_processes_train_one_job_and_count_each_test_image_once(small_lt, tm
     results = read(folder / "results-seed0.json")
     assert results["ran_on"]["processes"] == 2 and results["num_per_cls"] == COUNTS
     assert results["selected_by"] == "val bcr"
-    matrix = read(folder / "results-seed0-per_class.json")["confusion_matrix"]
+    matrix = read(folder / "results-seed0-per-class.json")["confusion_matrix"]
     assert [sum(row) for row in matrix] == [5] * 8  # every test image once, over both processes

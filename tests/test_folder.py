@@ -261,6 +261,7 @@ def test_registered_and_accepted_by_config_check(folder, cifar_root):
         load_config(ROOT / "configs.yaml", ["DATASET.img_size", "24"])
 
 
+@pytest.mark.slow
 def test_main_trains_on_an_image_folder(folder, tmp_path):
     savedir = tmp_path / "runs"
     done = run_main(folder, savedir, "DATASET.name", "ImageFolderLT", "DATASET.img_size", "32", "TRAIN.epochs", "1",
@@ -269,7 +270,7 @@ def test_main_trains_on_an_image_folder(folder, tmp_path):
     run = savedir / "ImageFolderLT" / "resnet32" / "CE-IF_1"
     results = json.loads((run / "results-seed0.json").read_text())
     assert results["num_per_cls"] == [30, 13, 6] and 0 <= results["test"]["bcr"] <= 1
-    counts = json.loads((run / "class_counts-seed0.json").read_text())
+    counts = json.loads((run / "class-counts-seed0.json").read_text())
     train = ImageFolderLT(folder, imb_type="exp", imbalance_factor=5, seed=0)
     assert counts["classes"] == ["a_cat", "b_dog", "c_fox"] and counts["test_per_class"] == [4, 4, 4]
     assert np.allclose(counts["mean"], train.mean) and np.allclose(counts["std"], train.std)

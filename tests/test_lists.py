@@ -268,6 +268,7 @@ def test_cached_training_shards_of_two_processes_cover_the_split_once(imagenet_l
 
 
 # ------------------------------------------------------------------------------------------------- end to end
+@pytest.mark.slow
 @pytest.mark.parametrize("loader", ["classic", "fast"])
 def test_main_trains_a_generated_imagenet_lt_end_to_end(imagenet_lt, tmp_path, loader):
     cache = ["DATASET.cache_dir", str(tmp_path / "cache")] if loader == "fast" else []
@@ -281,9 +282,9 @@ def test_main_trains_a_generated_imagenet_lt_end_to_end(imagenet_lt, tmp_path, l
     assert results["selected_by"] == "val bcr" and results["num_per_cls"] == LONG_TAIL
     for key in ("many_acc", "medium_acc", "few_acc"):
         assert results["test"][key] is not None
-    per_class = read(folder / "results-seed0-per_class.json")
+    per_class = read(folder / "results-seed0-per-class.json")
     assert sum(map(sum, per_class["confusion_matrix"])) == 80  # every test image once
-    assert read(folder / "class_counts-seed0.json")["classes"] == [f"class{c:03d}" for c in range(8)]
+    assert read(folder / "class-counts-seed0.json")["classes"] == [f"class{c:03d}" for c in range(8)]
 
 
 def test_cached_batches_do_not_depend_on_the_number_of_workers(imagenet_lt, tmp_path):
@@ -303,6 +304,7 @@ def test_cached_batches_do_not_depend_on_the_number_of_workers(imagenet_lt, tmp_
     assert not torch.equal(epochs[0][0][0][0], epochs[0][1][0][0])  # a new epoch draws anew
 
 
+@pytest.mark.slow
 def test_the_data_benchmark_runs_and_reports_json():
     import os
     import subprocess

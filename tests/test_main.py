@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,6 +22,9 @@ from config import load_config
 from conftest import OUTPUTS, ROOT, check_ok, main_args, read, run_main, run_script
 from datasets import TensorLoader
 from fake_cifar import make_cifar
+
+# every test here runs main.py end to end in a fresh process
+pytestmark = pytest.mark.slow
 
 # One thread per process: on a shared 2-core machine more threads oversubscribe it (about 4x slower per step)
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
@@ -98,6 +102,11 @@ def test_short_run_learns_and_writes_every_output(learnt):
     proc, folder, overrides = learnt
     check_ok(proc)
     assert "200 training images" in proc.stdout
+    # the first line says in words where and how it trains; scores print as percentages, as the docs give them
+    assert proc.stdout.splitlines()[0].startswith("training on cpu: 1 process(es), not distributed; precision ")
+    epoch_line = next(line for line in proc.stdout.splitlines() if line.startswith("epoch 3/3"))
+    assert re.search(r"\| test bcr \d+\.\d\d % acc \d+\.\d\d % \|", epoch_line), epoch_line
+    assert re.search(r"^test \(epoch \d, by test bcr\): bcr \d+\.\d\d % acc", proc.stdout, re.M), proc.stdout
     assert {p.name for p in folder.iterdir()} == OUTPUTS  # and no temporary or stray files
 
     results = read(folder / "results-seed0.json")
@@ -115,21 +124,21 @@ def test_short_run_learns_and_writes_every_output(learnt):
     assert results["ran_on"]["processes"] == 1
 
     # the per-class report is of the same predictions
-    per_class = read(folder / "results-seed0-per_class.json")
+    per_class = read(folder / "results-seed0-per-class.json")
     matrix = check_confusion(per_class, 10, TEST_PER_CLASS)
     assert sum(matrix[c][c] for c in range(10)) / 100 == pytest.approx(test["acc"])
     assert sum(per_class["acc"]) / 10 == pytest.approx(test["bcr"])
     assert min(per_class["acc"]) == pytest.approx(test["worst_class_acc"])
 
     # the selected checkpoint is the best epoch's, and re-testing it reproduces the score it was selected by
-    best = read(folder / "results_seed0_best.json")
+    best = read(folder / "results-seed0-best.json")
     assert best["epoch"] == results["best_epoch"] and best["selected_by"] == "test bcr"
     assert best["test"]["bcr"] == pytest.approx(test["bcr"]) and best["test"]["acc"] == pytest.approx(test["acc"])
     assert best["test"]["bcr"] >= results["test_last_epoch"]["bcr"]
-    assert torch.load(folder / "model_seed0_best.pt", map_location="cpu", weights_only=False)["epoch"] == best["epoch"]
-    assert torch.load(folder / "model_seed0.pt", map_location="cpu", weights_only=False)["epoch"] == 3
+    assert torch.load(folder / "model-seed0-best.pt", map_location="cpu", weights_only=False)["epoch"] == best["epoch"]
+    assert torch.load(folder / "model-seed0.pt", map_location="cpu", weights_only=False)["epoch"] == 3
 
-    counts = read(folder / "class_counts-seed0.json")
+    counts = read(folder / "class-counts-seed0.json")
     assert counts["num_per_cls"] == [TRAIN_PER_CLASS] * 10 and counts["test_per_class"] == [TEST_PER_CLASS] * 10
     assert counts["val_per_class"] == 0 and counts["classes"] == [f"class{c}" for c in range(10)]
     assert len(counts["mean"]) == len(counts["std"]) == 3
@@ -139,6 +148,36 @@ def test_short_run_learns_and_writes_every_output(learnt):
     assert OmegaConf.to_container(load_config(folder / "configs-seed0.yaml")) == expected
     assert results["config"] == expected
     assert expected["OPTIMIZER"]["lr"] == 0.01 and expected["TRAIN"]["epochs"] == 3
+
+
+def test_iterations_stop_inside_an_epoch(small_root, tmp_path):
+    # 200 images in batches of 32: 7 steps an epoch, of which TRAIN.iterations 3 takes 3
+    proc = run_main(small_root, tmp_path, "TRAIN.iterations", "3", "SCHEDULER.interval", "step",
+                    "DEFAULT.exp_name", "short", env=ONE_THREAD)
+    check_ok(proc)
+    last = torch.load(run_folder(tmp_path, "short") / "model-seed0.pt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == last["epochs"] == 1
+    assert last["scheduler"]["last_epoch"] == 3  # the per-step schedule stepped once per optimizer step taken
+
+
+def readme_smoke_command() -> list[str]:
+    """The arguments of the README's quick check: its first main.py command, with TRAIN.iterations."""
+    from test_docs_commands import COMMANDS
+    found = [c for c in COMMANDS if c.doc.name == "README.md" and c.script == "main.py" and "TRAIN.iterations" in c.argv]
+    assert found, "the README gives no quick check (a main.py command with TRAIN.iterations)"
+    return found[0].argv
+
+
+def test_the_readmes_quick_check_writes_every_output_a_run_writes(cifar_root, tmp_path):
+    argv = readme_smoke_command()
+    proc = run_script("main.py", cifar_root, *argv, "DATASET.datadir", str(cifar_root), "DATASET.download", "false",
+                      "DEFAULT.savedir", str(tmp_path), env=ONE_THREAD)
+    check_ok(proc)
+    folders = [p.parent for p in tmp_path.rglob("results-seed0.json")]
+    assert len(folders) == 1
+    assert {p.name for p in folders[0].iterdir()} == OUTPUTS
+    results = read(folders[0] / "results-seed0.json")
+    assert results["config"]["DATASET"]["imbalance_factor"] > 1  # long-tailed
 
 
 # 2. Balanced Softmax on long-tailed data ------------------------------------------------------------------------------
@@ -155,9 +194,9 @@ def test_balanced_softmax_records_the_long_tailed_counts(small_root, tmp_path):
     assert expected[0] == 20 and expected[-1] == 2
     assert f"{sum(expected)} training images, classes from 20 to 2 images" in proc.stdout
 
-    counts = read(folder / "class_counts-seed0.json")
+    counts = read(folder / "class-counts-seed0.json")
     results = read(folder / "results-seed0.json")
-    per_class = read(folder / "results-seed0-per_class.json")
+    per_class = read(folder / "results-seed0-per-class.json")
     assert counts["num_per_cls"] == results["num_per_cls"] == per_class["num_per_cls"] == expected
     assert counts["test_per_class"] == [TEST_PER_CLASS] * 10  # the test set stays balanced
     check_confusion(per_class, 10, TEST_PER_CLASS)
@@ -185,12 +224,12 @@ def test_validation_split_selects_on_val_and_tests_at_the_end(small_root, tmp_pa
     results = read(folder / "results-seed0.json")
     assert results["selected_by"] == "val bcr" and results["best_epoch"] == 1
     assert results["num_per_cls"] == [TRAIN_PER_CLASS - 5] * 10
-    best = read(folder / "results_seed0_best.json")
+    best = read(folder / "results-seed0-best.json")
     assert best["selected_by"] == "val bcr" and "val" in best and "test" not in best
-    counts = read(folder / "class_counts-seed0.json")
+    counts = read(folder / "class-counts-seed0.json")
     assert counts["val_per_class"] == 5 and counts["num_per_cls"] == [TRAIN_PER_CLASS - 5] * 10
     # the final scores are on the whole test set (100 images), not on the 50 validation images
-    per_class = read(folder / "results-seed0-per_class.json")
+    per_class = read(folder / "results-seed0-per-class.json")
     check_confusion(per_class, 10, TEST_PER_CLASS)
     assert results["test"]["bcr"] == pytest.approx(sum(per_class["acc"]) / 10)
 
@@ -263,8 +302,8 @@ def test_output_seeds_finds_the_seeds_of_a_run_folder_by_its_file_names(two_seed
     """checkpoint.output_seeds reads back the names output_paths gives, and no look-alike."""
     _, _, folder = two_seeds
     assert output_seeds(folder) == output_seeds(folder, "best") == [0, 1]
-    for name in ("model_seed07.pt", ".model_seed6.pt.tmp", "results-seed4.json.bak", "notes-seed5.txt",
-                 "model_seed12_best.pt"):
+    for name in ("model-seed07.pt", ".model-seed6.pt.tmp", "results-seed4.json.bak", "notes-seed5.txt",
+                 "model-seed12-best.pt"):
         (tmp_path / name).touch()
     assert output_seeds(tmp_path) == output_seeds(tmp_path, "best") == [12]
     assert output_seeds(tmp_path, "last") == []
@@ -283,7 +322,7 @@ def test_a_datadir_in_the_seed_layout_is_read_and_named(two_seeds):
 def test_interrupted_run_resumes_and_finished_run_is_left_alone(learnt, small_root, tmp_path):
     overrides = [*LEARN, "DEFAULT.exp_name", "learn"]  # the reference run's settings, in another savedir
     folder = run_folder(tmp_path, "learn")
-    last = folder / "model_seed0.pt"
+    last = folder / "model-seed0.pt"
 
     # Ctrl-C once the first epoch's checkpoint is on disk
     environment = {**os.environ, "WANDB_SILENT": "true", **ONE_THREAD}
@@ -316,7 +355,7 @@ def test_interrupted_run_resumes_and_finished_run_is_left_alone(learnt, small_ro
     assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 3
     reference_proc, reference, _ = learnt
     check_ok(reference_proc)
-    expected = torch.load(reference / "model_seed0.pt", map_location="cpu", weights_only=False)["model"]
+    expected = torch.load(reference / "model-seed0.pt", map_location="cpu", weights_only=False)["model"]
     got = torch.load(last, map_location="cpu", weights_only=False)["model"]
     assert expected.keys() == got.keys()
     # weights, BatchNorm statistics, optimizer state and the seeded augmentation all resume exactly: bitwise on a
@@ -360,10 +399,10 @@ def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
     assert "OPTIMIZER.lr" in line  # says what to change
     assert "epoch 1/2 |" in proc.stdout and "epoch 2/2 |" not in proc.stdout
     folder = run_folder(tmp_path, "nan")
-    state = torch.load(folder / "model_seed0.pt", map_location="cpu", weights_only=False)
+    state = torch.load(folder / "model-seed0.pt", map_location="cpu", weights_only=False)
     assert state["epoch"] == 1
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
-    assert (folder / "model_seed0_best.pt").exists()
+    assert (folder / "model-seed0-best.pt").exists()
     assert not (folder / "results-seed0.json").exists()
     assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
 
@@ -436,7 +475,7 @@ def test_final_test_reuses_the_epochs_test_passes(small_root, tmp_path, monkeypa
     assert results["best_epoch"] == best_epoch and results["selected_by"] == "test bcr"
     assert passes == [10 * TEST_PER_CLASS] * 2, f"{len(passes)} passes over the test set in 2 epochs"
     # the reused predictions are the selected epoch's: its scores as recorded when it was selected
-    best = read(run_folder(tmp_path, "once") / "results_seed0_best.json")
+    best = read(run_folder(tmp_path, "once") / "results-seed0-best.json")
     assert best["epoch"] == best_epoch and results["test"] == best["test"]
 
 
@@ -453,7 +492,7 @@ def test_a_run_starts_from_the_weights_of_a_pretrained_file(small_root, tmp_path
                     "MODEL.pretrained", "true", "MODEL.pretrained_file", str(tmp_path / "w.pth"), env=ONE_THREAD)
     check_ok(proc)
     assert f"weights from {tmp_path / 'w.pth'}" in proc.stdout + proc.stderr
-    trained = torch.load(run_folder(tmp_path / "out", "CE-IF_1") / "model_seed0.pt", map_location="cpu",
+    trained = torch.load(run_folder(tmp_path / "out", "CE-IF_1") / "model-seed0.pt", map_location="cpu",
                          weights_only=False)["model"]
     convs = [key for key in source if key.endswith("conv1.weight")]
     assert convs and all(torch.allclose(trained[key], source[key], atol=1e-6) for key in convs)

@@ -201,6 +201,7 @@ def test_meta_sampler_keys_without_the_meta_sampler_are_refused(key, value):
 STAGE1_DATA = ["DATASET.imbalance_type", "exp", "DATASET.imbalance_factor", "10", "DATASET.val_per_class", "10"]
 
 
+@pytest.mark.slow
 def test_stage2_with_the_meta_sampler_trains_the_classifier_only(cifar_root, tmp_path):
     check_ok(run_main(cifar_root, tmp_path, *STAGE1_DATA, "TRAIN.epochs", "1", "LOSS.name", "BalancedSoftmax",
                       "DEFAULT.exp_name", "BS"))
@@ -214,14 +215,15 @@ def test_stage2_with_the_meta_sampler_trains_the_classifier_only(cifar_root, tmp
     shares = [float(share) for share in line.split("probability ")[1].split(", ")]
     assert len(shares) == 10 and sum(shares) == pytest.approx(1, abs=0.01)
     folder = tmp_path / "CIFAR10LT" / "resnet32" / "meta"
-    before = torch.load(stage1 / "model_seed0_best.pt", map_location="cpu", weights_only=False)["model"]
-    after = torch.load(folder / "model_seed0.pt", map_location="cpu", weights_only=False)["model"]
+    before = torch.load(stage1 / "model-seed0-best.pt", map_location="cpu", weights_only=False)["model"]
+    after = torch.load(folder / "model-seed0.pt", map_location="cpu", weights_only=False)["model"]
     for name, value in before.items():  # the backbone's weights and BatchNorm statistics
         if not name.startswith("fc."):
             assert torch.equal(after[f"model.{name}"], value), name
     assert read(folder / "results-seed0.json")["stage1"]["loss"] == "BalancedSoftmax"
 
 
+@pytest.mark.slow
 def test_stage2_with_the_meta_sampler_needs_stage1(cifar_root, tmp_path):
     line = check_error(run_main(cifar_root, tmp_path, "DATASET.sampler", "meta", "LOSS.name", "BalancedSoftmax"))
     assert "without TRAIN.stage2_from" in line

@@ -228,8 +228,11 @@ def test_a_warmup_as_long_as_the_run_is_refused():
     ([], 7, RunLength(epochs=50, schedule=50)),
     (["SCHEDULER.interval", "step"], 7, RunLength(epochs=50, schedule=350)),
     # BALMS: 13,000 steps whatever the data set's size, in the whole epochs that cover them
-    (["TRAIN.iterations", "13000", "SCHEDULER.interval", "step"], 23, RunLength(epochs=566, schedule=13000)),
-    (["TRAIN.iterations", "13000"], 25, RunLength(epochs=520, schedule=520)),
+    (["TRAIN.iterations", "13000", "SCHEDULER.interval", "step"], 23, RunLength(epochs=566, schedule=13000,
+                                                                              steps=13000)),
+    (["TRAIN.iterations", "13000"], 25, RunLength(epochs=520, schedule=520, steps=13000)),
+    # a run shorter than an epoch stops inside it
+    (["TRAIN.iterations", "20", "SCHEDULER.interval", "step"], 97, RunLength(epochs=1, schedule=20, steps=20)),
 ])
 def test_run_length_in_epochs_and_in_the_schedules_unit(overrides, steps_per_epoch, expected):
     assert run_length(_cfg(*overrides), steps_per_epoch) == expected

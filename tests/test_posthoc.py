@@ -61,6 +61,7 @@ def runs(cifar_root, tmp_path_factory):
     return savedir, folders
 
 
+@pytest.mark.slow
 def test_tau_is_chosen_on_validation_and_written_down(runs, cifar_root):
     _, folders = runs
     out = folders["val"] / "evaluation"
@@ -81,10 +82,11 @@ def test_tau_is_chosen_on_validation_and_written_down(runs, cifar_root):
     assert normed["post_hoc"]["tau"] == 0.0
     for key in ("bcr", "acc", "many_acc", "medium_acc", "few_acc", "worst_class_acc"):
         assert normed["test"][key] == plain["test"][key], key
-    assert read(out / "tau_norm" / "results-seed0-per_class.json")["confusion_matrix"] == \
-        read(out / "results-seed0-per_class.json")["confusion_matrix"]
+    assert read(out / "tau_norm" / "results-seed0-per-class.json")["confusion_matrix"] == \
+        read(out / "results-seed0-per-class.json")["confusion_matrix"]
 
 
+@pytest.mark.slow
 def test_without_validation_every_tau_gets_its_own_results(runs, cifar_root, tmp_path):
     _, folders = runs
     proc = run_script("evaluate.py", cifar_root, str(folders["test"]), "--out", str(tmp_path), "--logit-adjust", "0,1",
@@ -97,6 +99,7 @@ def test_without_validation_every_tau_gets_its_own_results(runs, cifar_root, tmp
     assert not (tmp_path / "logit_adjust").exists()
 
 
+@pytest.mark.slow
 def test_a_bad_tau_list_is_one_line(runs, cifar_root):
     _, folders = runs
     proc = run_script("evaluate.py", cifar_root, str(folders["val"]), "--tau-norm", "0.5,x")
@@ -104,6 +107,7 @@ def test_a_bad_tau_list_is_one_line(runs, cifar_root):
     assert "is not a comma-separated list of numbers" in proc.stderr
 
 
+@pytest.mark.slow
 def test_report_shows_post_hoc_rows_beside_the_plain_one(runs, cifar_root, tmp_path):
     _, folders = runs
     check_ok(run_script("evaluate.py", cifar_root, str(folders["val"]), "--logit-adjust", "--tau-norm", "0,1"))

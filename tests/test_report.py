@@ -86,9 +86,10 @@ def written(results) -> tuple[Path, str]:
 
 def seed_results(folder: Path) -> list[dict]:
     return [json.loads(path.read_text()) for path in sorted(folder.glob("results-seed[0-9]*.json"))
-            if not path.name.endswith("per_class.json")]
+            if not path.name.endswith("per-class.json")]
 
 
+@pytest.mark.slow
 def test_run_sh_trains_each_cell_and_writes_the_report(sweep):
     savedir, done, markdown = sweep
     assert done.stdout.count("== dataset: CIFAR10LT") == 4
@@ -104,6 +105,7 @@ def test_run_sh_trains_each_cell_and_writes_the_report(sweep):
         assert_png(savedir / name)
 
 
+@pytest.mark.slow
 def test_a_recipe_sweeps_beside_an_earlier_sweep_into_folders_of_its_own(sweep, tmp_path):
     """run.sh with a RECIPE over a results folder that holds an earlier sweep (folders named <loss>-IF_<k>, as before
     recipes had folders of their own): the recipe's run trains in a folder of its own instead of stopping on the
@@ -128,6 +130,7 @@ def test_a_recipe_sweeps_beside_an_earlier_sweep_into_folders_of_its_own(sweep, 
         ("CrossEntropyLoss [OPTIMIZER.lr=0.1]", "n=2)")]
 
 
+@pytest.mark.slow
 def test_table1_has_a_row_per_loss_and_recomputed_cells(written):
     root, markdown = written
     header, rows = table(markdown, "loss")
@@ -139,6 +142,7 @@ def test_table1_has_a_row_per_loss_and_recomputed_cells(written):
         assert row[1].strip("*") == expected_cell(bcrs)
 
 
+@pytest.mark.slow
 def test_bold_cell_is_the_column_maximum(written):
     _, markdown = written
     _, rows = table(markdown, "loss")
@@ -150,6 +154,7 @@ def test_bold_cell_is_the_column_maximum(written):
         assert bold == [m == max(means) for m in means]
 
 
+@pytest.mark.slow
 def test_selection_groups_and_incomplete_runs(written):
     root, markdown = written
     selected_by = seed_results(root / "CIFAR10LT" / "resnet32" / "BalancedSoftmax-IF_10")[0]["selected_by"]
@@ -164,6 +169,7 @@ def test_selection_groups_and_incomplete_runs(written):
     assert all(row[6] == "1 of 1" for row in incomplete)
 
 
+@pytest.mark.slow
 def test_csv_rows(written):
     root, _ = written
     with open(root / "report.csv", newline="") as f:
@@ -183,6 +189,7 @@ def test_csv_rows(written):
     assert all(row["bcr_n"] == "2" and row["seeds"] == "0 1" for row in cells)
 
 
+@pytest.mark.slow
 def test_figures_are_pngs(written):
     root, markdown = written
     for name in ("bcr_vs_imbalance.png", "per_class_CIFAR10LT_IF10.png", "confusion_CIFAR10LT_IF10.png",
@@ -191,6 +198,7 @@ def test_figures_are_pngs(written):
         assert f"]({name})" in markdown
 
 
+@pytest.mark.slow
 def test_single_run_folder(written, tmp_path, capsys):
     root, _ = written
     single = tmp_path / "one"
@@ -278,7 +286,7 @@ def stopped_run(root: Path, epoch: int, iterations: int | None, epochs: int | No
     folder = root / "CIFAR10LT" / "resnet32" / "BalancedSoftmax-IF_200"
     folder.mkdir(parents=True)
     state = {"epoch": epoch, "config": fake_config(root, "BalancedSoftmax", 0, 200, iterations=iterations)}
-    torch.save(state if epochs is None else {**state, "epochs": epochs}, folder / "model_seed0.pt")
+    torch.save(state if epochs is None else {**state, "epochs": epochs}, folder / "model-seed0.pt")
 
 
 @pytest.mark.parametrize("epoch, iterations, epochs, finished, note", [
@@ -300,6 +308,7 @@ def test_an_unfinished_run_counts_the_epochs_it_trains(tmp_path, epoch, iteratio
         assert [row["epochs"] for row in csv.DictReader(f)] == [finished.split(" of ")[1].replace("?", "")]
 
 
+@pytest.mark.slow
 def test_a_run_by_iterations_that_stopped_before_its_results_is_reported_so(tmp_path):
     """main.py by TRAIN.iterations, then its results file deleted, as a crash in the final test would leave it: the
     report finds every epoch trained, counted from the last checkpoint."""
@@ -311,7 +320,7 @@ def test_a_run_by_iterations_that_stopped_before_its_results_is_reported_so(tmp_
     folder = tmp_path / "runs" / "CIFAR10LT" / "resnet32" / "CE-IF_1"
     results = json.loads((folder / "results-seed0.json").read_text())
     assert results["epochs"] == 2
-    assert torch.load(folder / "model_seed0.pt", map_location="cpu", weights_only=False)["epochs"] == 2
+    assert torch.load(folder / "model-seed0.pt", map_location="cpu", weights_only=False)["epochs"] == 2
     (folder / "results-seed0.json").unlink()
     report.main([str(tmp_path / "runs")])
     section = (tmp_path / "runs" / "report.md").read_text().split("## Incomplete or crashed runs")[1]
@@ -352,7 +361,7 @@ def test_reevaluations_and_repeated_seeds_are_not_silently_pooled(tmp_path):
     fake_result(tmp_path, "CrossEntropyLoss", 0, 0.60, folder="rerun")
     evaluation = fake_result(tmp_path, "CrossEntropyLoss", 1, 0.99, folder="CrossEntropyLoss-IF_10/evaluation")
     data = json.loads(evaluation.read_text())
-    evaluation.write_text(json.dumps({"checkpoint": "/x/model_seed1_best.pt", "epoch": 2, "test": data["test"],
+    evaluation.write_text(json.dumps({"checkpoint": "/x/model-seed1-best.pt", "epoch": 2, "test": data["test"],
                                       "config": data["config"]}))
     report.main([str(tmp_path)])
     markdown = (tmp_path / "report.md").read_text()
@@ -403,6 +412,19 @@ def test_a_list_benchmark_is_labelled_by_its_train_lists_imbalance(tmp_path):
     assert "IF 256 (train list)" in text and "balanced (IF 1)" not in text
 
 
+def test_a_train_subset_run_is_labelled_by_its_subsets_imbalance(tmp_path):
+    # DATASET.train_subset trains on a file's images with a null imbalance type: not a balanced run either
+    for loss, bcr in (("CrossEntropyLoss", 0.3), ("BalancedSoftmax", 0.4)):
+        path = fake_result(tmp_path, loss, 0, bcr, folder=f"{loss}-subset")
+        saved = json.loads(path.read_text())
+        saved["config"]["DATASET"].update(imbalance_type=None, imbalance_factor=1, train_subset="subset0.txt")
+        saved["num_per_cls"] = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+        path.write_text(json.dumps(saved))
+    report.main([str(tmp_path)])
+    text = (tmp_path / "report.md").read_text()
+    assert "IF 100 (train subset)" in text and "balanced (IF 1)" not in text
+
+
 def stage2_result(root: Path, stage1_loss: str, classifier: str, sampler: str, loss: str, seed: int, bcr: float,
                   folder: str) -> None:
     """A stage-2 run's results, as main.py writes them: its own schedule, and the stage-1 checkpoint it began from."""
@@ -410,7 +432,7 @@ def stage2_result(root: Path, stage1_loss: str, classifier: str, sampler: str, l
     data = json.loads(path.read_text())
     data["config"]["TRAIN"].update(stage2_from=f"/runs/{stage1_loss}", stage2_classifier=classifier, epochs=10)
     data["config"]["DATASET"]["sampler"] = sampler
-    data["stage1"] = {"checkpoint": f"/runs/{stage1_loss}/model_seed{seed}_best.pt", "loss": stage1_loss, "epoch": 3}
+    data["stage1"] = {"checkpoint": f"/runs/{stage1_loss}/model-seed{seed}-best.pt", "loss": stage1_loss, "epoch": 3}
     path.write_text(json.dumps(data))
 
 
@@ -420,7 +442,7 @@ def test_post_hoc_and_stage2_rows_sit_beside_their_loss(tmp_path):
         fake_result(tmp_path, "BalancedSoftmax", seed, 0.50 + seed / 100)
         adjusted = fake_result(tmp_path, "CrossEntropyLoss", seed, 0.48, folder="CrossEntropyLoss-IF_10/evaluation/logit_adjust")
         data = json.loads(adjusted.read_text())
-        adjusted.write_text(json.dumps({"checkpoint": f"/x/model_seed{seed}_best.pt", "selected_by": "val bcr",
+        adjusted.write_text(json.dumps({"checkpoint": f"/x/model-seed{seed}-best.pt", "selected_by": "val bcr",
                                         "test": data["test"], "config": data["config"], "stage1": None,
                                         "post_hoc": {"method": "logit_adjust", "tau": 1.0 + seed, "chosen_on": "val bcr"}}))
         stage2_result(tmp_path, "CrossEntropyLoss", "retrain", "class_balanced", "CrossEntropyLoss", seed, 0.46, "CE-cRT")
@@ -438,3 +460,10 @@ def test_post_hoc_and_stage2_rows_sit_beside_their_loss(tmp_path):
     _, groups = table(markdown, "imbalance")
     assert [row[1] for row in groups] == [row[0] for row in rows] and all(row[2] == "2" for row in groups)
     assert "## Re-evaluations" not in markdown
+
+
+def test_out_may_stand_between_the_folders(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(report, "report", lambda roots, factor, out: seen.update(roots=roots, out=out) or [])
+    report.main([str(tmp_path / "a"), "--out", str(tmp_path / "o"), str(tmp_path / "b")])
+    assert seen == {"roots": [tmp_path / "a", tmp_path / "b"], "out": tmp_path / "o"}

@@ -61,6 +61,7 @@ def run_until_crash(datadir: Path, savedir: Path, monkeypatch, at_write: int) ->
     monkeypatch.setattr(checkpoint, "atomic_write", atomic_write)
 
 
+@pytest.mark.slow
 def test_a_crash_between_the_last_and_the_best_checkpoint_resumes_consistently(datadir, tmp_path, monkeypatch):
     """Each epoch is the best so far, and writes both checkpoints; the run crashes between epoch 2's two writes.
     Resumed, epoch 2 (rerun, or not, as the saved state says) is not better than epoch 1, as may happen where
@@ -74,9 +75,9 @@ def test_a_crash_between_the_last_and_the_best_checkpoint_resumes_consistently(d
     run_main(datadir, tmp_path)
 
     folder = tmp_path / "CIFAR10LT" / "resnet32" / "crash"
-    results, best_results = read(folder / "results-seed0.json"), read(folder / "results_seed0_best.json")
-    best = torch.load(folder / "model_seed0_best.pt", map_location="cpu")
-    last = torch.load(folder / "model_seed0.pt", map_location="cpu", weights_only=False)
+    results, best_results = read(folder / "results-seed0.json"), read(folder / "results-seed0-best.json")
+    best = torch.load(folder / "model-seed0-best.pt", map_location="cpu")
+    last = torch.load(folder / "model-seed0.pt", map_location="cpu", weights_only=False)
     assert last["epoch"] == 2 and results["epochs"] == 2
     assert best["epoch"] == best_results["epoch"] == last["best_epoch"] == results["best_epoch"]
     assert results["test"] == best_results["test"]  # the final test tested the selected epoch's weights
@@ -109,13 +110,14 @@ class WithGradScaler(Accelerator):
         self.scaler = torch.amp.GradScaler("cpu")
 
 
+@pytest.mark.slow
 def test_a_run_begun_without_a_grad_scaler_resumes_with_a_fresh_one(datadir, tmp_path, monkeypatch, capsys):
     """A CPU run (no GradScaler: fp16 runs as bf16 or fp32 there) stopped after epoch 1 and resumed where fp16
     has a GradScaler: it goes on with a fresh scaler, and says so in one line."""
     import main
 
     run_until_crash(datadir, tmp_path, monkeypatch, at_write=3)  # epoch 2's first write: epoch 1 is saved
-    last = tmp_path / "CIFAR10LT" / "resnet32" / "crash" / "model_seed0.pt"
+    last = tmp_path / "CIFAR10LT" / "resnet32" / "crash" / "model-seed0.pt"
     assert torch.load(last, map_location="cpu", weights_only=False)["scaler"] is None
     monkeypatch.setattr(main, "Accelerator", WithGradScaler)
     capsys.readouterr()
@@ -145,7 +147,30 @@ def test_a_best_checkpoint_that_no_crash_explains_is_refused(tmp_path):
     state = {"epoch": 2, "best_epoch": 1, "best_results": {"epoch": 1}, "model": {}, "config": {}}
     with pytest.raises(ConfigError) as error:
         checkpoint.restore_best(paths, state, write=True)
-    assert str(error.value) == ("model_seed0_best.pt is not of epoch 1, which model_seed0.pt (after epoch 2) "
+    assert str(error.value) == ("model-seed0-best.pt is not of epoch 1, which model-seed0.pt (after epoch 2) "
                                 "selected: put back the pair of files written together, or pick a new "
                                 "DEFAULT.exp_name")
     assert read(paths["best_results"])["epoch"] == 3  # left as it was
+
+
+def test_a_run_writes_its_files_under_one_naming_scheme(tmp_path):
+    names = {kind: path.name for kind, path in checkpoint.output_paths(tmp_path, 3).items()}
+    assert names == {"config": "configs-seed3.yaml", "last": "model-seed3.pt", "best": "model-seed3-best.pt",
+                     "best_results": "results-seed3-best.json", "results": "results-seed3.json",
+                     "per_class": "results-seed3-per-class.json", "class_counts": "class-counts-seed3.json"}
+    assert all("_" not in name for name in names.values())
+
+
+OLD_NAMES = {"config": "configs-seed0.yaml", "last": "model_seed0.pt", "best": "model_seed0_best.pt",
+             "best_results": "results_seed0_best.json", "results": "results-seed0.json",
+             "per_class": "results-seed0-per_class.json", "class_counts": "class_counts-seed0.json"}
+
+
+@pytest.mark.parametrize("kind", ["last", "best", "best_results", "per_class", "class_counts"])
+def test_a_run_folder_written_under_the_old_names_is_read_and_resumed_under_them(tmp_path, kind):
+    # a folder begun before the names changed keeps them: its files are found, and a resumed run writes the same ones
+    (tmp_path / OLD_NAMES[kind]).write_text("{}")
+    assert {k: p.name for k, p in checkpoint.output_paths(tmp_path, 0).items()} == OLD_NAMES
+    assert checkpoint.output_seeds(tmp_path, kind) == [0]
+    # another seed of the same folder, begun afterwards, gets the new names
+    assert checkpoint.output_paths(tmp_path, 1)["last"].name == "model-seed1.pt"

@@ -56,16 +56,17 @@ def test_in_training_mode_only_the_classifier_trains(classifier):
     assert trained == (["model.fc.weight", "model.fc.bias"] if classifier == "retrain" else ["model.fc.scales"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("classifier", ["retrain", "lws"])
 def test_a_frozen_backbone_does_not_change_in_stage2(stage1, cifar_root, tmp_path, classifier):
     proc = run_main(cifar_root, tmp_path, *STAGE1_DATA, "TRAIN.epochs", "2", "TRAIN.stage2_from", str(stage1),
                     "TRAIN.stage2_classifier", classifier, "DATASET.sampler", "class_balanced",
                     "DEFAULT.exp_name", "s2")
     check_ok(proc)
-    assert f"stage 2 from {stage1 / 'model_seed0_best.pt'} (CrossEntropyLoss, epoch 1)" in proc.stdout, proc.stdout
+    assert f"stage 2 from {stage1 / 'model-seed0-best.pt'} (CrossEntropyLoss, epoch 1)" in proc.stdout, proc.stdout
     folder = tmp_path / "CIFAR10LT" / "resnet32" / "s2"
-    before = torch.load(stage1 / "model_seed0_best.pt", map_location="cpu", weights_only=False)["model"]
-    after = torch.load(folder / "model_seed0.pt", map_location="cpu", weights_only=False)["model"]
+    before = torch.load(stage1 / "model-seed0-best.pt", map_location="cpu", weights_only=False)["model"]
+    after = torch.load(folder / "model-seed0.pt", map_location="cpu", weights_only=False)["model"]
     for name, value in before.items():  # weights and BatchNorm statistics alike
         if not name.startswith("fc."):
             assert torch.equal(after[f"model.{name}"], value), name
@@ -99,11 +100,13 @@ def _refusal(cfg) -> str:
     return message
 
 
+@pytest.mark.slow
 def test_a_missing_stage1_checkpoint_is_refused(stage1, tmp_path):
     assert "does not exist" in _refusal(_stage2_cfg(tmp_path / "nothing.pt"))
-    assert "holds no model_seed5_best.pt for seed 5" in _refusal(_stage2_cfg(stage1, "DEFAULT.seed", "5"))
+    assert "holds no model-seed5-best.pt for seed 5" in _refusal(_stage2_cfg(stage1, "DEFAULT.seed", "5"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides, both_sides", [
     (["DATASET.name", "CIFAR100LT"], "is of another data set: DATASET.name CIFAR10LT there, CIFAR100LT in this run"),
     (["DATASET.imbalance_factor", "20"], "was trained on other images: DATASET.imbalance_factor 10 there, 20 in this run"),
@@ -113,20 +116,23 @@ def test_a_stage1_checkpoint_of_other_data_is_refused_naming_both_sides(stage1, 
     assert both_sides in _refusal(_stage2_cfg(stage1, *overrides))
 
 
+@pytest.mark.slow
 def test_a_stage1_checkpoint_with_another_number_of_classes_is_refused(stage1, tmp_path):
-    state = torch.load(stage1 / "model_seed0_best.pt", map_location="cpu", weights_only=False)
+    state = torch.load(stage1 / "model-seed0-best.pt", map_location="cpu", weights_only=False)
     state["model"]["fc.weight"], state["model"]["fc.bias"] = state["model"]["fc.weight"][:5], state["model"]["fc.bias"][:5]
     torch.save(state, tmp_path / "five.pt")
     assert "has 5 classes, this run's CIFAR10LT has 10" in _refusal(_stage2_cfg(tmp_path / "five.pt"))
 
 
+@pytest.mark.slow
 def test_a_stage2_checkpoint_is_no_stage1(stage1, tmp_path):
-    state = torch.load(stage1 / "model_seed0_best.pt", map_location="cpu", weights_only=False)
+    state = torch.load(stage1 / "model-seed0-best.pt", map_location="cpu", weights_only=False)
     state["config"]["TRAIN"]["stage2_from"] = "elsewhere.pt"
     torch.save(state, tmp_path / "stage2.pt")
     assert "is itself a stage-2 run (from elsewhere.pt)" in _refusal(_stage2_cfg(tmp_path / "stage2.pt"))
 
 
+@pytest.mark.slow
 def test_main_stops_with_one_line_on_a_missing_stage1(cifar_root, tmp_path):
     proc = run_main(cifar_root, tmp_path, *STAGE1_DATA, "TRAIN.stage2_from", str(tmp_path / "nothing.pt"))
     assert "TRAIN.stage2_from" in check_error(proc) and "does not exist" in proc.stderr

@@ -108,6 +108,20 @@ def test_accumulation_without_a_partial_window_is_unchanged(fresh_accelerate):
     assert [steps.count(epoch) for epoch in range(2)] == [2, 2]
 
 
+@pytest.mark.parametrize("accumulation, batches, steps", [(1, 5, 2), (3, 6, 1), (2, 5, 2)])
+def test_an_epoch_stops_after_the_steps_asked_for(fresh_accelerate, accumulation, batches, steps):
+    # TRAIN.iterations may end inside an epoch: the run's last epoch takes the steps left, each a whole window
+    accelerator = Accelerator(cpu=True, gradient_accumulation_steps=accumulation)
+    model, optimizer, criterion = prepared(accelerator)
+    loader = tiny_loader(2 * batches, 2, accelerator.device)
+    taken = []
+    optimizer.optimizer.register_step_post_hook(lambda *_: taken.append(1))
+    scores = train.train_one_epoch(model, loader, criterion, optimizer, accelerator, 0, log_interval=100, steps=steps)
+    assert len(taken) == steps
+    assert all(p.grad is None or not p.grad.any() for p in model.parameters())
+    assert 0 <= scores["acc"] <= 1
+
+
 # 3. No host sync between reports --------------------------------------------------------------------------------------
 
 # Calls that copy between host and device, and so wait for the device: on a CPU they cost nothing, so they are counted

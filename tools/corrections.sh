@@ -35,7 +35,7 @@ stage2() {  # RECIPE2 FROM NAME SEED [KEY VALUE ...]
 }
 
 for seed in $SEEDS; do
-  $LAUNCH evaluate.py "$STAGE1/stage1-CrossEntropyLoss/model_seed${seed}_best.pt" \
+  $LAUNCH evaluate.py "$STAGE1/stage1-CrossEntropyLoss/model-seed${seed}-best.pt" \
     --out "$OUT/posthoc/stage1-CrossEntropyLoss" --logit-adjust "$LA_TAUS" --tau-norm "$NORM_TAUS"
   stage2 crt CrossEntropyLoss CE-cRT "$seed" "$@"
   stage2 lws CrossEntropyLoss CE-LWS "$seed" "$@"
