@@ -86,12 +86,13 @@ def test_a_crash_between_the_last_and_the_best_checkpoint_resumes_consistently(d
             assert torch.equal(best["model"][name], value), name
 
 
+@pytest.mark.slow
 def test_a_resumed_run_keeps_the_history_of_the_epochs_before_its_stop(datadir, tmp_path, monkeypatch):
     """Stopped before epoch 2's checkpoint and resumed, the run's results list each epoch's scores once, in order,
     epoch 1's as the first process measured them."""
     run_until_crash(datadir, tmp_path, monkeypatch, at_write=3)  # epoch 2's last checkpoint
     folder = tmp_path / "CIFAR10LT" / "resnet32" / "crash"
-    before = torch.load(folder / "model_seed0.pt", map_location="cpu", weights_only=False)["history"]
+    before = torch.load(folder / "model-seed0.pt", map_location="cpu", weights_only=False)["history"]
     run_main(datadir, tmp_path)
 
     results = read(folder / "results-seed0.json")
