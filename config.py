@@ -152,7 +152,12 @@ def load_config(paths: str | Path | list, overrides: list[str] = ()) -> DictConf
     for path in paths:
         if not path.is_file():
             raise ConfigError(f"config file {path} not found: pass --config configs.yaml")
-    cfg = OmegaConf.load(paths[0])
+    try:
+        cfg = OmegaConf.load(paths[0])
+    except Exception as error:  # yaml's or OmegaConf's parse errors, of many types
+        raise ConfigError(f"{paths[0]}: not valid YAML ({' '.join(str(error).split())})") from None
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{paths[0]}: must be a mapping of sections; the first --config is configs.yaml")
     settings = [setting for path in paths[1:] for setting in file_settings(path, cfg)]
     return apply_overrides(cfg, overrides, settings)
 
@@ -248,6 +253,7 @@ def check(cfg: DictConfig) -> None:
     from losses import LOSSES
     from meta_sampler import META, check_meta_sampler
     from optim import INTERVALS, OPTIMIZERS, SCHEDULERS
+    from run_folder import check_exp_name
     from stage2 import STAGE2_CLASSIFIERS
     from train import CHECKPOINT_METRICS
 
@@ -324,6 +330,14 @@ def check(cfg: DictConfig) -> None:
                               f"or null; got {shown!r}")
     if data.std is not None and min(data.std) <= 0:
         raise ConfigError(f"DATASET.std divides the pixels: every channel's must be > 0, got {list(data.std)}")
+    for key in ("DEFAULT.seed", "DEFAULT.data_seed"):  # numpy takes seeds from 0 to 2**32 - 1
+        value = OmegaConf.select(cfg, key)
+        if value is not None and not 0 <= value < 2 ** 32:
+            raise ConfigError(f"{key} must be a whole number >= 0 and < 2**32, got {value}")
+    check_exp_name(cfg.DEFAULT.exp_name)
+    lr = cfg.OPTIMIZER.lr
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
+        raise ConfigError(f"OPTIMIZER.lr must be a number > 0 (the peak learning rate), got {lr!r}")
     lr = cfg.OPTIMIZER.classifier_lr
     if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf):
         raise ConfigError(f"OPTIMIZER.classifier_lr must be a number > 0, or null for OPTIMIZER.lr; got {lr!r}")
