@@ -139,7 +139,7 @@ def _saved_epoch(path: Path) -> int | Unreadable | None:
 
 def unreadable(path: Path, error: Exception) -> str:
     """Why `path` could not be read, in a few words: a file of another kind, or a damaged (truncated) one."""
-    if path.suffix == ".pt" or not path.suffix:
+    if path.suffix not in (".json", ".yaml"):  # a checkpoint
         with open(path, "rb") as f:
             head = f.read(2)
         if head != b"PK" and head[:1] != b"\x80":  # torch.save writes a zip archive; older torch, a pickle
