@@ -332,3 +332,134 @@ def test_a_bad_input_ends_in_one_line_and_changes_no_run(bench, name, capsys):
     for fragment in case.expected:
         assert fragment in line, f"{fragment!r} not in {line!r}"
     assert [digest(folder) for folder in watched] == before
+
+
+# Damaged files the rest of the folder can replace, moved run folders, starting over, the run folder's name ---------
+
+def finished_but_unreported(b: Bench) -> Path:
+    """A copy of the finished run as a crash in its final test leaves it: every epoch trained, no results yet."""
+    folder = copy_run(b)
+    for name in ("results-seed0.json", "results-seed0-per_class.json"):
+        (folder / name).unlink()
+    return folder
+
+
+@pytest.mark.parametrize("name", ["model_seed0_best.pt", "results_seed0_best.json"])
+def test_a_damaged_best_file_the_last_checkpoint_holds_is_kept_aside_and_written_again(bench, name, capsys):
+    folder = finished_but_unreported(bench)
+    (folder / name).write_bytes((folder / name).read_bytes()[:50])
+    damaged = (folder / name).read_bytes()
+    code, out, err = call("main", train(bench, "DEFAULT.exp_name", "copy", savedir=bench.tmp / "results"), capsys)
+    assert code == 0 and "Traceback" not in err, err[-2000:]
+    lines = [line for line in out.splitlines() if "cannot be read" in line]
+    assert len(lines) == 1 and lines[0].startswith(f"{name} cannot be read (damaged")
+    assert lines[0].endswith(f"): kept as {name}.damaged; written again from model_seed0.pt")
+    assert (folder / f"{name}.damaged").read_bytes() == damaged  # nothing the user had is lost
+    assert (folder / name).read_bytes() == (bench.folder / name).read_bytes() or name.endswith(".pt")
+    assert torch.load(folder / "model_seed0_best.pt", map_location="cpu")["epoch"] == 1
+    assert read(folder / "results-seed0.json")["test"] == read(bench.folder / "results-seed0.json")["test"]
+
+
+def test_a_damaged_results_file_of_a_finished_run_is_kept_aside_and_written_again(bench, capsys):
+    folder = copy_run(bench)
+    (folder / "results-seed0.json").write_text('{"test": ')
+    code, out, err = call("main", train(bench, "DEFAULT.exp_name", "copy", savedir=bench.tmp / "results"), capsys)
+    assert code == 0 and "Traceback" not in err, err[-2000:]
+    assert "results-seed0.json cannot be read" in out and "kept as results-seed0.json.damaged" in out
+    assert (folder / "results-seed0.json.damaged").read_text() == '{"test": '
+    assert read(folder / "results-seed0.json")["test"] == read(bench.folder / "results-seed0.json")["test"]
+    assert "epoch 1/1 |" not in out  # only the final test ran
+
+
+def test_a_run_folder_copied_to_another_savedir_resumes_there(bench, capsys):
+    folder = copy_run(bench, "done")
+    before = digest(folder)
+    code, out, err = call("main", train(bench, savedir=bench.tmp / "results"), capsys)
+    assert code == 0, err[-2000:]
+    assert "shows this run finished; nothing to do" in out
+    assert digest(folder) == before
+
+
+def test_overwrite_trains_a_seed_again_on_purpose(bench, capsys):
+    folder = copy_run(bench)
+    code, out, err = call("main", train(bench, "DEFAULT.exp_name", "copy", "LOSS.name", "BalancedSoftmax",
+                                        "DEFAULT.overwrite", "true", savedir=bench.tmp / "results"), capsys)
+    assert code == 0, err[-2000:]
+    assert "DEFAULT.overwrite true: removed seed 0's" in out and "epoch 1/1 |" in out
+    assert read(folder / "results-seed0.json")["config"]["LOSS"]["name"] == "BalancedSoftmax"
+    assert not list(folder.glob(".seed0.lock"))
+
+
+def test_a_run_stopped_in_its_first_epoch_starts_again_with_the_same_settings(bench, capsys):
+    folder = bench.tmp / "results" / "CIFAR10LT" / "resnet32" / "copy"
+    folder.mkdir(parents=True)
+    for name in ("configs-seed0.yaml", "class_counts-seed0.json"):
+        shutil.copy(bench.folder / name, folder)
+    code, out, err = call("main", train(bench, "DEFAULT.exp_name", "copy", savedir=bench.tmp / "results"), capsys)
+    assert code == 0, err[-2000:]
+    assert read(folder / "results-seed0.json")["test"] == read(bench.folder / "results-seed0.json")["test"]
+
+
+def test_without_exp_name_ce_and_bs_runs_get_folders_of_their_own(bench, capsys):
+    """The README's CE and Balanced Softmax commands set no DEFAULT.exp_name: each names its own folder from the
+    loss, the imbalance and the recipe, as run.sh does."""
+    savedir = bench.tmp / "results"
+    base = ["--config", CONFIG, *main_args(bench.data, savedir, *RUN)]
+    for overrides in ([], ["LOSS.name", "BalancedSoftmax", "DATASET.imbalance_type", "exp",
+                           "DATASET.imbalance_factor", "5"]):
+        code, out, err = call("main", base + overrides, capsys)
+        assert code == 0, err[-2000:]
+    runs = savedir / "CIFAR10LT" / "resnet32"
+    assert sorted(p.name for p in runs.iterdir()) == ["BalancedSoftmax-IF_5", "CrossEntropyLoss-IF_1"]
+    assert read(runs / "BalancedSoftmax-IF_5" / "results-seed0.json")["config"]["DEFAULT"]["exp_name"] == \
+        "BalancedSoftmax-IF_5"
+
+
+@pytest.mark.parametrize("overrides, configs, name", [
+    ([], [], "CrossEntropyLoss-IF_1"),
+    (["LOSS.name", "BalancedSoftmax", "DATASET.imbalance_type", "exp", "DATASET.imbalance_factor", "100"], [],
+     "BalancedSoftmax-IF_100"),
+    (["DATASET.imbalance_type", "step", "DATASET.imbalance_factor", "12.5"], [], "CrossEntropyLoss-step_IF_12.5"),
+    (["DATASET.imbalance_type", "exp", "DATASET.imbalance_factor", "100"], ["recipes/ldam_200ep.yaml"],
+     "CrossEntropyLoss-IF_100-ldam_200ep"),
+    (["DATASET.name", "ImageNetLT"], ["recipes/imagenet_lt_resnet10.yaml"], "CrossEntropyLoss-imagenet_lt_resnet10"),
+])
+def test_the_default_run_folder_is_named_as_run_sh_names_it(overrides, configs, name):
+    from config import load_config
+    from run_folder import default_exp_name
+
+    cfg = load_config([CONFIG, *(str(ROOT / c) for c in configs)], overrides)
+    assert cfg.DEFAULT.exp_name is None and default_exp_name(cfg, configs) == name
+
+
+def test_report_tells_a_run_training_now_from_one_that_stopped(bench):
+    from reporting.runs import folder_runs
+    from run_folder import RunLock
+
+    folder = copy_run(bench)
+    seed_state(bench, folder, epoch=0, epochs=1)
+    (folder / "results-seed0.json").unlink()
+    assert folder_runs(folder)[0].note == "stopped mid-training: rerun the same command to resume it"
+    with RunLock(folder, 0):
+        note = folder_runs(folder)[0].note
+    assert note.startswith(f"training now (pid {os.getpid()} on ") and note.endswith(")")
+    assert not (folder / ".seed0.lock").exists()
+
+
+def test_a_savedir_that_cannot_be_written_is_refused_before_any_work(bench, capsys, monkeypatch):
+    import run_folder
+
+    monkeypatch.setattr(run_folder.os, "access", lambda path, mode: False)  # as for a user without rights
+    code, _, err = call("main", train(bench, "DEFAULT.exp_name", "x", datadir=nowhere(bench),
+                                      savedir=bench.tmp / "ro" / "results"), capsys)
+    assert code == 1 and "Traceback" not in err
+    assert last_line(err) == f"error: DEFAULT.savedir {bench.tmp / 'ro' / 'results' / 'CIFAR10LT' / 'resnet32' / 'x'}: " \
+                             f"{bench.tmp} is not writable: pick a folder you can write to"
+
+
+def test_a_list_file_with_a_bom_reads_as_without(tmp_path):
+    from datasets.lists import read_list
+
+    path = tmp_path / "ImageNet_LT_train.txt"
+    path.write_text("\ufefftrain/a/1.jpg 0\ntrain/b/2.jpg 1\n", encoding="utf-8")
+    assert read_list(path) == (["train/a/1.jpg", "train/b/2.jpg"], [0, 1])
