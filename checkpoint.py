@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from config import with_defaults
 from errors import ConfigError
 
 # Keys that may change between a run and its resumption without changing what is trained
@@ -278,8 +277,6 @@ def resume_state(cfg, paths: dict[str, Path], write: bool = True) -> dict | None
         saved = read_saved_config(paths["config"])
     else:
         saved = None
-    if saved is not None:  # keys added to the code since the run was saved are at their defaults, as it ran them
-        saved = OmegaConf.to_container(with_defaults(saved, Path(__file__).resolve().parent / "configs.yaml"))
     changed = _changed_keys(saved, OmegaConf.to_container(cfg)) if saved is not None else []
     if changed:
         raise ConfigError(f"{where} holds a run with other settings ({', '.join(changed)}): pick a new "

@@ -253,7 +253,6 @@ def check(cfg: DictConfig) -> None:
     from losses import LOSSES
     from meta_sampler import META, check_meta_sampler
     from optim import INTERVALS, OPTIMIZERS, SCHEDULERS
-    from run_folder import check_exp_name
     from stage2 import STAGE2_CLASSIFIERS
     from train import CHECKPOINT_METRICS
 
@@ -345,6 +344,17 @@ def check(cfg: DictConfig) -> None:
     _check_params("OPTIMIZER.params", OPTIMIZERS[cfg.OPTIMIZER.name], cfg.OPTIMIZER.params,
                   ("params", "lr", "weight_decay", "maximize", "capturable", "differentiable"))
     _check_params("SCHEDULER.params", SCHEDULERS[cfg.SCHEDULER.sched_name], cfg.SCHEDULER.params, ("optimizer", "length"))
+
+
+def check_exp_name(name) -> None:
+    """DEFAULT.exp_name is one folder name inside savedir/DATASET.name/MODEL.name/ (null: main.py names it with
+    run_folder.default_exp_name)."""
+    if name is None:
+        return
+    if not isinstance(name, str) or not name.strip() or name in (".", "..") or "/" in name or "\\" in name:
+        raise ConfigError(f"DEFAULT.exp_name {name!r} must be one folder name (no '/', not empty, '.' or '..'), "
+                          "so that the run lands in DEFAULT.savedir where report.py finds it; or null to name it "
+                          "from the loss, imbalance and recipe")
 
 
 def _three_numbers(values) -> bool:

@@ -53,7 +53,7 @@ def run(cfg) -> None:
     state = resume_state(cfg, paths, accelerator.is_main_process)
     if state and run_finished(paths, state, accelerator.is_main_process):
         accelerator.print(f"{paths['results']} shows this run finished; nothing to do. To train it again, pick "
-                          "a new DEFAULT.exp_name or remove that folder.")
+                          "a new DEFAULT.exp_name, or set DEFAULT.overwrite true to replace it.")
         return
     if state:
         restore_best(paths, state, accelerator.is_main_process)

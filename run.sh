@@ -16,7 +16,8 @@
 #   sbatch --array=0-7 run.sh                     # SLURM: 8 array tasks share the sweep (submit from this folder)
 #
 # Each run's folder (DEFAULT.exp_name) is <loss>-IF_<k>, followed by -<recipe> with a RECIPE (its file name without
-# .yaml), so that the sweeps of two recipes never share a folder; on a list benchmark it is <loss>-<recipe>.
+# .yaml), so that the sweeps of two recipes never share a folder; on a list benchmark it is <loss>-<recipe>. It is
+# the name main.py gives a run without DEFAULT.exp_name. SEEDS, DATASETS, FACTORS and LOSSES are checked first.
 #
 # Environment: SEEDS, DATASETS, FACTORS, LOSSES (space-separated lists), CONFIG (default configs.yaml), RECIPE
 # (an overlay file passed as a second --config; default none), SAVEDIR (default ./results), PYTHON (the

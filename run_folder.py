@@ -8,6 +8,7 @@ import os
 import socket
 from pathlib import Path
 
+from config import LIST_BENCHMARKS
 from errors import ConfigError
 
 # Beside a seed's outputs while a process trains it: "pid host", held with flock, removed at the end
@@ -16,33 +17,23 @@ LOCK_NAME = ".seed{seed}.lock"
 
 def default_exp_name(cfg, overlays: list) -> str:
     """The run folder's name from the settings that tell runs apart, as run.sh names them: the loss, the imbalance
-    (IF_<k>, step_IF_<k>, subset_<file>; nothing on a list benchmark or an image folder kept as it is), and each
-    overlay file's name (the recipe): e.g. BalancedSoftmax-IF_100-ldam_200ep."""
-    from config import LIST_BENCHMARKS
+    and each overlay file's name (the recipe), e.g. BalancedSoftmax-IF_100-ldam_200ep."""
+    parts = [cfg.LOSS.name, _imbalance(cfg.DATASET), *(Path(overlay).stem for overlay in overlays)]
+    return "-".join(part for part in parts if part)
 
-    data = cfg.DATASET
-    parts = [cfg.LOSS.name]
+
+def _imbalance(data) -> str:
+    """IF_<k>, step_IF_<k> or subset_<file>; "" where the data set's own counts are trained (a list benchmark, an
+    image folder kept as it is)."""
     if data.train_subset is not None:
-        parts.append(f"subset_{Path(data.train_subset).stem}")
-    elif data.name in LIST_BENCHMARKS or (data.name == "ImageFolderLT" and data.imbalance_type is None):
-        pass
-    elif data.imbalance_type is None:
-        parts.append("IF_1")
-    else:
-        kind = "" if data.imbalance_type == "exp" else f"{data.imbalance_type}_"
-        parts.append(f"{kind}IF_{data.imbalance_factor:g}")
-    parts += [Path(overlay).stem for overlay in overlays]
-    return "-".join(parts)
-
-
-def check_exp_name(name) -> None:
-    """DEFAULT.exp_name is one folder name inside savedir/DATASET.name/MODEL.name/ (null: default_exp_name)."""
-    if name is None:
-        return
-    if not isinstance(name, str) or not name.strip() or name in (".", "..") or "/" in name or "\\" in name:
-        raise ConfigError(f"DEFAULT.exp_name {name!r} must be one folder name (no '/', not empty, '.' or '..'), "
-                          "so that the run lands in DEFAULT.savedir where report.py finds it; or null to name it "
-                          "from the loss, imbalance and recipe")
+        return f"subset_{Path(data.train_subset).stem}"
+    if data.name in LIST_BENCHMARKS or (data.name == "ImageFolderLT" and data.imbalance_type is None):
+        return ""
+    if data.imbalance_type is None:
+        return "IF_1"
+    factor = data.imbalance_factor
+    kind = "" if data.imbalance_type == "exp" else f"{data.imbalance_type}_"
+    return f"{kind}IF_{int(factor) if float(factor).is_integer() else factor}"
 
 
 def check_writable(folder: Path, key: str) -> None:
