@@ -14,7 +14,8 @@ from omegaconf import OmegaConf
 from errors import ConfigError
 
 # Keys that may change between a run and its resumption without changing what is trained
-RESUMABLE_CHANGES = ("DEFAULT.resume", "DATASET.datadir", "DATASET.download", "DATASET.num_workers",
+# (where the folder lies is one of them: a run folder moved or copied elsewhere resumes there)
+RESUMABLE_CHANGES = ("DEFAULT.resume", "DEFAULT.overwrite", "DEFAULT.savedir", "DEFAULT.exp_name", "DATASET.datadir", "DATASET.download", "DATASET.num_workers",
                      "DATASET.test_batch_size", "TRAIN.log_interval", "TRAIN.compile", "TRAIN.wandb")
 
 
@@ -100,27 +101,70 @@ def save_best(paths: dict[str, Path], model_state: dict, best_results: dict, con
 def restore_best(paths: dict[str, Path], state: dict, write: bool) -> None:
     """Make the best checkpoint and its scores agree with `state`, the last checkpoint, before a run resumes. The last
     checkpoint is written first, so a crash before the best one leaves a last checkpoint that names its own epoch the
-    best, and an older best checkpoint: they are written again from it (by the process that may `write`). A best
-    checkpoint of another epoch than the one `state` names, which no crash leaves, is refused."""
+    best, and an older best checkpoint: they are written again from it (by the process that may `write`). So is a
+    damaged one, which is kept beside under another name. A best checkpoint of another epoch than the one `state`
+    names, which no crash leaves, is refused, and so is a damaged one that `state` cannot replace."""
     best_epoch = state["best_epoch"]
-    if _saved_epoch(paths["best"]) == best_epoch and _saved_epoch(paths["best_results"]) == best_epoch:
+    found = {kind: _saved_epoch(paths[kind]) for kind in ("best", "best_results")}
+    if all(epoch == best_epoch for epoch in found.values()):
         return
     if best_epoch != state["epoch"] or state.get("best_results") is None:
+        damaged = [kind for kind, epoch in found.items() if isinstance(epoch, Unreadable)]
+        if damaged:
+            raise ConfigError(
+                f"{paths[damaged[0]].name} cannot be read ({found[damaged[0]]}), and {paths['last'].name} (after "
+                f"epoch {state['epoch']}) does not hold what epoch {best_epoch}, the one it selected, wrote there: put "
+                "back a good copy, or set DEFAULT.overwrite true to train this seed again, or pick a new "
+                "DEFAULT.exp_name")
         raise ConfigError(
             f"{paths['best'].name} is not of epoch {best_epoch}, which {paths['last'].name} (after epoch "
             f"{state['epoch']}) selected: put back the pair of files written together, or pick a new DEFAULT.exp_name")
     if write:
+        for kind, epoch in found.items():
+            if isinstance(epoch, Unreadable):
+                set_aside(paths[kind], epoch, f"written again from {paths['last'].name}")
         save_best(paths, state["model"], state["best_results"], state["config"])
 
 
-def _saved_epoch(path: Path) -> int | None:
-    """The epoch a best checkpoint (.pt) or its scores (.json) hold, None where the file is missing."""
+class Unreadable(str):
+    """Why a file of a run folder cannot be read (what _saved_epoch returns for a damaged file)."""
+
+
+def _saved_epoch(path: Path) -> int | Unreadable | None:
+    """The epoch a best checkpoint (.pt) or its scores (.json) hold, None where the file is missing, Unreadable where
+    it is damaged."""
     if not path.exists():
         return None
-    if path.suffix == ".json":
-        with open(path) as f:
-            return json.load(f).get("epoch")
-    return torch.load(path, map_location="cpu")["epoch"]
+    try:
+        if path.suffix == ".json":
+            with open(path) as f:
+                return json.load(f).get("epoch")
+        return torch.load(path, map_location="cpu")["epoch"]
+    except Exception as error:  # a truncated or hand-edited file
+        return Unreadable(unreadable(path, error))
+
+
+def unreadable(path: Path, error: Exception) -> str:
+    """Why `path` could not be read, in a few words: a file of another kind, or a damaged (truncated) one."""
+    if path.suffix not in (".json", ".yaml"):  # a checkpoint
+        with open(path, "rb") as f:
+            head = f.read(2)
+        if head != b"PK" and head[:1] != b"\x80":  # torch.save writes a zip archive; older torch, a pickle
+            return "not a checkpoint: torch.save writes no such file"
+        return "damaged, e.g. truncated by a full disk or a copy cut short"
+    return f"damaged: {' '.join(str(error).split())[:120]}"
+
+
+def set_aside(path: Path, why: str, what: str) -> Path:
+    """Rename a damaged file that main.py is about to write again, so that nothing the user may want is lost; says so
+    in one line."""
+    aside, number = path.with_name(f"{path.name}.damaged"), 1
+    while aside.exists():
+        number += 1
+        aside = path.with_name(f"{path.name}.damaged{number}")
+    os.replace(path, aside)
+    print(f"{path.name} cannot be read ({why}): kept as {aside.name}; {what}")
+    return aside
 
 
 def restore_scaler(scaler, state: dict, device) -> str | None:
@@ -172,26 +216,84 @@ def _changed_keys(saved: dict, current: dict, prefix: str = "") -> list[str]:
     return keys
 
 
-def run_finished(paths: dict[str, Path], state: dict) -> bool:
+def run_finished(paths: dict[str, Path], state: dict, write: bool = True) -> bool:
     """Whether the results file was written after the epoch the last checkpoint holds: it is written once, at the
-    end, so a checkpoint of an earlier epoch (put back by hand, say) is a run to resume, whatever results exist."""
+    end, so a checkpoint of an earlier epoch (put back by hand, say) is a run to resume, whatever results exist. A
+    damaged results file is set aside (by the process that may `write`): resuming writes it again from the
+    checkpoints, as the final test does."""
     if not paths["results"].exists():
         return False
-    with open(paths["results"]) as f:
-        return json.load(f).get("epochs") == state["epoch"]
+    try:
+        with open(paths["results"]) as f:
+            return json.load(f).get("epochs") == state["epoch"]
+    except (OSError, ValueError, AttributeError) as error:
+        if write:
+            set_aside(paths["results"], unreadable(paths["results"], error),
+                      f"the final test writes it again from {paths['last'].name} and {paths['best'].name}")
+        return False
 
 
-def resume_state(cfg, paths: dict[str, Path]) -> dict | None:
-    """The last checkpoint to continue from, None for a fresh run; refuses to overwrite or mix runs."""
-    if not paths["last"].exists():
+def read_last(path: Path) -> dict:
+    """The last checkpoint, or a one-line refusal naming it where it is damaged."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # a truncated file: no exact resume is possible
+        state = Unreadable(unreadable(path, error))
+    if not isinstance(state, dict) or "config" not in state or "epoch" not in state:
+        why = state if isinstance(state, Unreadable) else "not a checkpoint main.py wrote"
+        raise ConfigError(f"{path} cannot be read ({why}), and no run resumes exactly without it: put back a good "
+                          "copy, or set DEFAULT.overwrite true to train this seed again (its files are replaced), or "
+                          "pick a new DEFAULT.exp_name")
+    return state
+
+
+def read_saved_config(path: Path) -> dict:
+    """A seed's saved config (configs-seed{s}.yaml), or a one-line refusal naming it where it is damaged."""
+    try:
+        config = OmegaConf.to_container(OmegaConf.load(path))
+    except Exception as error:  # a truncated or hand-edited file
+        config = Unreadable(unreadable(path, error))
+    if not isinstance(config, dict):
+        why = config if isinstance(config, Unreadable) else "not a config"
+        raise ConfigError(f"{path} cannot be read ({why}): it tells which settings this seed ran with; repair it, or "
+                          "set DEFAULT.overwrite true to train this seed again (its files are replaced), or pick a new "
+                          "DEFAULT.exp_name")
+    return config
+
+
+def resume_state(cfg, paths: dict[str, Path], write: bool = True) -> dict | None:
+    """The last checkpoint to continue from, None for a fresh run. A folder that holds any output of this seed is
+    resumed only when what it holds agrees with `cfg`; otherwise it is refused in one line naming what is there and
+    the way out. DEFAULT.overwrite true removes this seed's outputs first (by the process that may `write`)."""
+    present = [path for path in paths.values() if path.exists()]
+    if not present:
         return None
-    where = paths["last"].parent
+    where, seed, names = paths["last"].parent, cfg.DEFAULT.seed, ", ".join(path.name for path in present)
+    if cfg.DEFAULT.overwrite:
+        if write:
+            for path in present:
+                path.unlink()
+            print(f"DEFAULT.overwrite true: removed seed {seed}'s {names} from {where}; training it again")
+        return None
     if not cfg.DEFAULT.resume:
-        raise ConfigError(f"{where} already holds a run of seed {cfg.DEFAULT.seed}: set DEFAULT.resume true to "
-                          "continue it, or pick a new DEFAULT.exp_name")
-    state = torch.load(paths["last"], map_location="cpu", weights_only=False)
-    changed = _changed_keys(state["config"], OmegaConf.to_container(cfg))
+        raise ConfigError(f"{where} already holds a run of seed {seed} ({names}): set DEFAULT.resume true to "
+                          "continue it, DEFAULT.overwrite true to train it again, or pick a new DEFAULT.exp_name")
+    state = read_last(paths["last"]) if paths["last"].exists() else None
+    if state is not None:
+        saved = state["config"]
+    elif paths["config"].exists():
+        saved = read_saved_config(paths["config"])
+    else:
+        saved = None
+    changed = _changed_keys(saved, OmegaConf.to_container(cfg)) if saved is not None else []
     if changed:
         raise ConfigError(f"{where} holds a run with other settings ({', '.join(changed)}): pick a new "
                           "DEFAULT.exp_name, or restore those values to resume it")
+    if state is None:
+        # a run stopped in its first epoch leaves its config and class counts alone: it starts again
+        kept = [path.name for path in present if path not in (paths["config"], paths["class_counts"])]
+        if kept or saved is None:
+            raise ConfigError(f"{where} holds seed {seed}'s {', '.join(kept) or names} but no {paths['last'].name} "
+                              "to resume from: pick a new DEFAULT.exp_name, or set DEFAULT.overwrite true to train it "
+                              "again (those files are replaced)")
     return state

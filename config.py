@@ -156,7 +156,10 @@ def load_config(paths: str | Path | list, overrides: list[str] = ()) -> DictConf
     for path in paths:
         if not path.is_file():
             raise ConfigError(f"config file {path} not found: pass --config configs.yaml")
-    cfg = OmegaConf.load(paths[0])
+    try:
+        cfg = OmegaConf.load(paths[0])
+    except Exception as error:  # yaml's or OmegaConf's parse errors, of many types
+        raise ConfigError(f"{paths[0]}: not valid YAML ({' '.join(str(error).split())})") from None
     keys = [key for key in _leaf_keys(OmegaConf.load(SHIPPED)) if not any(key.startswith(f"{whole}.") for whole in
                                                                           DICT_VALUES)] + list(DICT_VALUES)
     missing = [key for key in keys if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT] if isinstance(
@@ -348,6 +351,14 @@ def check(cfg: DictConfig) -> None:
                               f"or null; got {shown!r}")
     if data.std is not None and min(data.std) <= 0:
         raise ConfigError(f"DATASET.std divides the pixels: every channel's must be > 0, got {list(data.std)}")
+    for key in ("DEFAULT.seed", "DEFAULT.data_seed"):  # numpy takes seeds from 0 to 2**32 - 1
+        value = OmegaConf.select(cfg, key)
+        if value is not None and not 0 <= value < 2 ** 32:
+            raise ConfigError(f"{key} must be a whole number >= 0 and < 2**32, got {value}")
+    check_exp_name(cfg.DEFAULT.exp_name)
+    lr = cfg.OPTIMIZER.lr
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
+        raise ConfigError(f"OPTIMIZER.lr must be a number > 0 (the peak learning rate), got {lr!r}")
     lr = cfg.OPTIMIZER.classifier_lr
     if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf):
         raise ConfigError(f"OPTIMIZER.classifier_lr must be a number > 0, or null for OPTIMIZER.lr; got {lr!r}")
@@ -355,6 +366,17 @@ def check(cfg: DictConfig) -> None:
     _check_params("OPTIMIZER.params", OPTIMIZERS[cfg.OPTIMIZER.name], cfg.OPTIMIZER.params,
                   ("params", "lr", "weight_decay", "maximize", "capturable", "differentiable"))
     _check_params("SCHEDULER.params", SCHEDULERS[cfg.SCHEDULER.sched_name], cfg.SCHEDULER.params, ("optimizer", "length"))
+
+
+def check_exp_name(name) -> None:
+    """DEFAULT.exp_name is one folder name inside savedir/DATASET.name/MODEL.name/ (null: main.py names it with
+    run_folder.default_exp_name)."""
+    if name is None:
+        return
+    if not isinstance(name, str) or not name.strip() or name in (".", "..") or "/" in name or "\\" in name:
+        raise ConfigError(f"DEFAULT.exp_name {name!r} must be one folder name (no '/', not empty, '.' or '..'), "
+                          "so that the run lands in DEFAULT.savedir where report.py finds it; or null to name it "
+                          "from the loss, imbalance and recipe")
 
 
 def _three_numbers(values) -> bool:

@@ -25,13 +25,14 @@ from accelerate import Accelerator
 from omegaconf import OmegaConf
 from torch import nn
 
-from checkpoint import output_glob, output_paths, output_seeds, save_json
+from checkpoint import output_glob, output_paths, output_seeds, save_json, unreadable
 from config import apply_overrides, check, data_seed, with_defaults
 from datasets import build_splits, eval_loader, image_side, normalization
 from errors import ConfigError, DatasetNotFoundError
 from metrics import per_class_report, percent, summarize
 from models import build_model, classifier_name
 from posthoc import POST_HOC, adjusted_logits, parse_taus
+from run_folder import check_writable
 from runtime import cpu_only, mixed_precision
 from stage2 import Stage2Model, load_stage1
 from train import Predictions, is_better, predict
@@ -55,7 +56,8 @@ def load_checkpoint(path: Path, overrides: list[str]) -> tuple[dict, object]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # a truncated or foreign file: say which, not a traceback
-        raise ConfigError(f"cannot read checkpoint {path}: {error}") from None
+        raise ConfigError(f"{path} cannot be read ({unreadable(path, error)}): pass a checkpoint main.py wrote "
+                          "(model_seed*.pt), or the run folder that holds it") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise ConfigError(f"{path} is not a checkpoint written by main.py (it lacks 'model' and 'config')")
     cfg = apply_overrides(with_defaults(state["config"], Path(__file__).resolve().parent / "configs.yaml"), overrides)
@@ -120,6 +122,33 @@ def evaluate_checkpoint(path: Path, out: Path, overrides: list[str], post_hoc: d
                               how["chosen_on"] else "") + f": test bcr {percent(scores['bcr'])} | results in {folder}")
 
 
+def check_out(out: Path, post_hoc: dict[str, list[float]]) -> None:
+    """Refuse, before any evaluation, an --out that is no folder, or a folder (or the post-hoc methods' folders in it)
+    that holds a training run's files: evaluate.py writes results under the training run's file names."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is not a folder: pick a folder for the results (default: RUN_FOLDER/evaluation)")
+    check_writable(out, "--out")
+    folders = [out, *(out / method for method in post_hoc),
+               *(out / f"{method}_tau{tau:g}" for method, taus in post_hoc.items() for tau in taus)]
+    for folder in (folder for folder in folders if folder.is_dir()):
+        training = [path.name for seed in output_seeds(folder) for kind, path in output_paths(folder, seed).items()
+                    if path.exists() and (kind not in ("results", "per_class") or _trained(path))]
+        if training:
+            raise ConfigError(f"--out {out}: {folder} holds a training run's files ({', '.join(training)}), which "
+                              "evaluate.py would write over: pick another folder (default: RUN_FOLDER/evaluation)")
+
+
+def _trained(path: Path) -> bool:
+    """Whether a results file (or its per-class file) is main.py's rather than evaluate.py's, which names the
+    checkpoint it evaluated."""
+    results = path.with_name(path.name.replace("-per_class", ""))
+    try:
+        with open(results) as f:
+            return "checkpoint" not in json.load(f)
+    except (OSError, ValueError, TypeError):
+        return True  # unreadable: not evaluate.py's to replace
+
+
 def write_results(folder: Path, seed: int, results: dict, found: Predictions) -> None:
     paths = output_paths(folder, seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -175,6 +204,7 @@ def main(argv: list[str] | None = None) -> None:
         out = args.out or found[0].parent / "evaluation"
         if out.resolve() == found[0].parent.resolve():
             raise ConfigError(f"--out {out} is the run folder itself: pick another, so training outputs stay intact")
+        check_out(out, post_hoc)
         for path in found:
             evaluate_checkpoint(path, out, args.overrides, post_hoc)
     except (ConfigError, DatasetNotFoundError) as error:

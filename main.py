@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 
@@ -21,6 +22,7 @@ from meta_sampler import with_meta_sampler
 from metrics import per_class_report, percent, summarize
 from models import build_model
 from optim import build_optimizer, build_scheduler, fuse_on, run_length
+from run_folder import RunLock, default_exp_name
 from runtime import cpu_only, mixed_precision
 from stage2 import freeze_for_stage2
 from tracking import start_tracking
@@ -50,10 +52,10 @@ def run(cfg) -> None:
                       f"{'fp32' if precision == 'no' else precision}{why}")
     set_seed(seed, device_specific=True)  # every process draws its own dropout; DDP syncs the initial weights
     paths = output_paths(run_dir(cfg), seed)
-    state = resume_state(cfg, paths)
-    if state and run_finished(paths, state):
+    state = resume_state(cfg, paths, accelerator.is_main_process)
+    if state and run_finished(paths, state, accelerator.is_main_process):
         accelerator.print(f"{paths['results']} shows this run finished; nothing to do. To train it again, pick "
-                          "a new DEFAULT.exp_name or remove that folder.")
+                          "a new DEFAULT.exp_name, or set DEFAULT.overwrite true to replace it.")
         return
     if state:
         restore_best(paths, state, accelerator.is_main_process)
@@ -175,9 +177,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="dotted KEY VALUE pairs (or KEY=VALUE), e.g. TRAIN.epochs 3")
     args = parser.parse_intermixed_args(argv)  # a --config may follow settings, as a stage-2 recipe does
     try:
-        cfg = load_config(args.config or ["configs.yaml"], args.overrides)
+        configs = args.config or ["configs.yaml"]
+        cfg = load_config(configs, args.overrides)
+        if cfg.DEFAULT.exp_name is None:  # named as run.sh names it, so that runs of other settings never meet
+            cfg.DEFAULT.exp_name = default_exp_name(cfg, configs[1:])
         check(cfg)
-        run(cfg)
+        # one process trains one seed of a run folder at a time (the main one holds the lock for all)
+        with RunLock(run_dir(cfg), cfg.DEFAULT.seed, hold=int(os.environ.get("RANK", 0)) == 0):
+            run(cfg)
     except (ConfigError, DatasetNotFoundError, NonFiniteLossError) as error:
         sys.exit(f"error: {error}")
     except KeyboardInterrupt:

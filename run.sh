@@ -16,7 +16,8 @@
 #   sbatch --array=0-7 run.sh                     # SLURM: 8 array tasks share the sweep (submit from this folder)
 #
 # Each run's folder (DEFAULT.exp_name) is <loss>-IF_<k>, followed by -<recipe> with a RECIPE (its file name without
-# .yaml), so that the sweeps of two recipes never share a folder; on a list benchmark it is <loss>-<recipe>.
+# .yaml), so that the sweeps of two recipes never share a folder; on a list benchmark it is <loss>-<recipe>. It is
+# the name main.py gives a run without DEFAULT.exp_name. SEEDS, DATASETS, FACTORS and LOSSES are checked first.
 #
 # Environment: SEEDS, DATASETS, FACTORS, LOSSES (space-separated lists), CONFIG (default configs.yaml), RECIPE
 # (an overlay file passed as a second --config; default none), SAVEDIR (default ./results), PYTHON (the
@@ -35,10 +36,11 @@
 # Concurrent runs (JOBS or SLURM) must find the data in DATASET.datadir already: they would download it at once.
 set -uo pipefail
 
-SEEDS=${SEEDS:-0}
-DATASETS=${DATASETS:-"CIFAR10LT CIFAR100LT"}
-FACTORS=${FACTORS:-"1 10 50 100 200"}
-LOSSES=${LOSSES:-"CrossEntropyLoss BalancedSoftmax"}
+# Unset: the default; set, even to nothing, the value given
+SEEDS=${SEEDS-0}
+DATASETS=${DATASETS-"CIFAR10LT CIFAR100LT"}
+FACTORS=${FACTORS-"1 10 50 100 200"}
+LOSSES=${LOSSES-"CrossEntropyLoss BalancedSoftmax"}
 CONFIG=${CONFIG:-configs.yaml}
 RECIPE=${RECIPE:-}
 SAVEDIR=${SAVEDIR:-./results}
@@ -52,6 +54,25 @@ if ! [[ $JOBS =~ ^[1-9][0-9]*$ ]]; then
   echo "error: JOBS=$JOBS must be a whole number >= 1" >&2
   exit 2
 fi
+# Every word of the sweep's lists, checked before the first run starts: one bad word would fail every run alike.
+# The choices are configs.yaml's DATASET.name and LOSS.name.
+check_words() {  # $1: the variable's name, $2: its value, $3: a pattern each word must match, $4: what it must be
+  if [ -z "${2// /}" ]; then
+    echo "error: $1 is empty: give it $4, or unset it for the default" >&2
+    exit 2
+  fi
+  for word in $2; do
+    if ! [[ $word =~ $3 ]]; then
+      echo "error: $1 holds '$word': each word must be $4" >&2
+      exit 2
+    fi
+  done
+}
+check_words SEEDS "$SEEDS" '^[0-9]+$' "a seed, a whole number >= 0"
+check_words DATASETS "$DATASETS" '^(CIFAR10LT|CIFAR100LT|ImageFolderLT|ImageNetLT|PlacesLT|iNat2018)$' \
+  "one of CIFAR10LT, CIFAR100LT, ImageFolderLT, ImageNetLT, PlacesLT, iNat2018"
+check_words FACTORS "$FACTORS" '^[1-9][0-9]*([.][0-9]+)?$' "an imbalance factor, a number >= 1"
+check_words LOSSES "$LOSSES" '^(CrossEntropyLoss|BalancedSoftmax)$' "CrossEntropyLoss or BalancedSoftmax"
 if [ "$TASK" -lt 0 ] || [ "$TASK" -ge "$TASKS" ]; then
   echo "error: array task $SLURM_ARRAY_TASK_ID is not among $TASKS consecutive ids: use sbatch --array=0-K" >&2
   exit 2

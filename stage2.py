@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from checkpoint import output_paths
+from checkpoint import output_paths, unreadable
 from errors import ConfigError
 from models import classifier_name
 
@@ -102,7 +102,8 @@ def load_stage1(cfg, head: str, num_classes: int) -> tuple[dict, Stage1]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # a truncated or foreign file: say which, not a traceback
-        raise ConfigError(f"TRAIN.stage2_from: cannot read {path}: {error}") from None
+        raise ConfigError(f"TRAIN.stage2_from {path} cannot be read ({unreadable(path, error)}): pass a stage-1 "
+                          "checkpoint (model_seed*_best.pt) or the run folder that holds it") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise ConfigError(f"TRAIN.stage2_from {path} is not a checkpoint written by main.py (it lacks 'model' and "
                           "'config')")

@@ -1,6 +1,7 @@
 """CIFAR-10-LT and CIFAR-100-LT: torchvision's CIFAR with a seeded long-tailed training subset."""
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from urllib.error import URLError
 
@@ -8,7 +9,7 @@ import numpy as np
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import check_integrity
 
-from errors import DatasetNotFoundError
+from errors import ConfigError, DatasetNotFoundError
 
 from .long_tail import draw_splits, given_splits, profile_counts, read_subset
 
@@ -46,6 +47,8 @@ class _LongTailedCIFAR:
                              download=download)
         except (RuntimeError, URLError, OSError) as error:
             raise self._not_found([Path(root)], error if download else None) from None
+        except (pickle.UnpicklingError, EOFError, KeyError, IndexError, TypeError, ValueError, AttributeError):
+            raise self._damaged(Path(root) / self.base_folder) from None  # md5 passed: converted or cut by hand
         self.split = split
         if split != "test":
             if subset is not None:  # drawn elsewhere, e.g. by another codebase: see DATASET.train_subset
@@ -58,6 +61,24 @@ class _LongTailedCIFAR:
             self.data = self.data[keep]
             self.targets = [self.targets[i] for i in keep]
         self.num_per_cls = {c: int(n) for c, n in enumerate(np.bincount(self.targets, minlength=len(self.classes)))}
+
+    def _damaged(self, folder: Path) -> ConfigError:
+        """The one-line error naming the first file of `folder` that does not unpickle into what torchvision reads."""
+        for name in [name for name, _ in self.train_list + self.test_list] + [self.meta["filename"]]:
+            wanted = {self.meta["key"]} if name == self.meta["filename"] else {"data"}
+            try:
+                with open(folder / name, "rb") as f:
+                    entry = pickle.load(f, encoding="latin1")
+                why = None if isinstance(entry, dict) and wanted <= entry.keys() else f"it lacks {', '.join(wanted)}"
+            except Exception as error:  # noqa: BLE001  any failure to unpickle is the file's damage
+                why = f"{type(error).__name__}: {' '.join(str(error).split())[:80] or 'empty or cut short'}"
+            if why:
+                break
+        else:
+            name, why = self.base_folder, "its files do not hold torchvision's CIFAR format"
+        return ConfigError(f"{type(self).__name__}: {folder / name} is damaged ({why}), though it passed the md5 "
+                           f"check: delete {folder} and set DATASET.download true to fetch it again, or put back the "
+                           f"extracted python version of {self.filename}")
 
     @classmethod
     def roots(cls, datadir: str) -> tuple[Path, list[Path]]:

@@ -54,10 +54,11 @@ def list_path(name: str, split: str, listdir: str | Path) -> Path:
 
 
 def read_list(path: Path) -> tuple[list[str], list[int]]:
-    """The relative paths and integer labels of a list file; blank lines are skipped. A line that is not
-    `path label` stops the run naming the file and line."""
+    """The relative paths and integer labels of a list file; blank lines and a leading BOM are skipped. A line that
+    is not `relative/path label`, with a path inside the image root and a label >= 0, stops the run naming the file
+    and line."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8-sig") as f:  # a BOM that an editor put first is no part of the first path
             lines = f.read().splitlines()
     except FileNotFoundError:
         raise DatasetNotFoundError(f"no list file {path}: put the list files in DATASET.listdir (default "
@@ -76,6 +77,11 @@ def read_list(path: Path) -> tuple[list[str], list[int]]:
         except ValueError:
             raise ConfigError(f"{path}:{number}: {line.strip()[:80]!r} is not `relative/path label` (an integer "
                               "label): fix or remove the line") from None
+        if label < 0:
+            raise ConfigError(f"{path}:{number}: label {label} is negative: labels are 0..C-1; fix or remove the line")
+        if os.path.isabs(parts[0]) or ".." in Path(parts[0]).parts:
+            raise ConfigError(f"{path}:{number}: {parts[0][:80]!r} is not a relative path inside DATASET.datadir (no "
+                              "leading '/', no '..'): write it relative to the image root, as the published lists do")
         paths.append(parts[0])
         labels.append(label)
     return paths, labels

@@ -14,6 +14,7 @@ from checkpoint import RESUMABLE_CHANGES, SHARED_CONFIG, output_paths, output_se
 from omegaconf import OmegaConf
 
 from config import LIST_BENCHMARKS, with_defaults
+from run_folder import holder
 
 # Config keys that name a run's cell in the tables, and those that never change what a run trains
 IDENTITY_KEYS = ("DATASET.name", "DATASET.imbalance_type", "DATASET.imbalance_factor", "LOSS.name", "MODEL.name")
@@ -222,6 +223,8 @@ def seed_run(folder: Path, seed: int, folder_config: dict | None) -> Run:
             f"{paths['last'].name} is unreadable"
     elif run.last_epoch == run.epochs:
         run.note = "trained every epoch, but stopped before writing its results (in the final test?)"
+    elif (who := holder(folder, seed)) is not None:  # its lock is held: see run_folder.RunLock
+        run.note = f"training now ({who})"
     else:
         run.note = "stopped mid-training: rerun the same command to resume it"
     return run

@@ -110,7 +110,7 @@ def test_two_processes_train_with_the_classic_loader(tmp_path, hf_datasets):
                     "TRAIN.epochs", "1", nproc=2, timeout=600, env=env)
     check_ok(proc)
     assert "2 process(es)" in proc.stdout and proc.stdout.count("epoch 1/1 |") == 1, proc.stdout
-    per_class = read(tmp_path / "runs" / "CIFAR10LT" / "resnet32" / "CE-IF_1" / "results-seed0-per-class.json")
+    per_class = read(tmp_path / "runs" / "CIFAR10LT" / "resnet32" / "CrossEntropyLoss-IF_1" / "results-seed0-per-class.json")
     assert sum(map(sum, per_class["confusion_matrix"])) == 40  # every test image once, over both processes
 
 

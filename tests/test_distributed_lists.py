@@ -67,7 +67,7 @@ def test_two_processes_train_one_job_and_count_each_test_image_once(small_lt, tm
                     "TRAIN.epochs", "1", nproc=2, timeout=600, env=CPU_ONLY)
     check_ok(proc)
     assert "2 process(es)" in proc.stdout and proc.stdout.count("epoch 1/1 |") == 1, proc.stdout
-    folder = tmp_path / "ImageNetLT" / "resnet32" / "CE-IF_1"
+    folder = tmp_path / "ImageNetLT" / "resnet32" / "CrossEntropyLoss"
     assert {p.name for p in folder.iterdir()} == OUTPUTS
     results = read(folder / "results-seed0.json")
     assert results["ran_on"]["processes"] == 2 and results["num_per_cls"] == COUNTS

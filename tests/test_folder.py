@@ -267,7 +267,7 @@ def test_main_trains_on_an_image_folder(folder, tmp_path):
     done = run_main(folder, savedir, "DATASET.name", "ImageFolderLT", "DATASET.img_size", "32", "TRAIN.epochs", "1",
                     "LOSS.name", "BalancedSoftmax", "DATASET.imbalance_type", "exp", "DATASET.imbalance_factor", "5")
     assert done.returncode == 0, done.stderr[-3000:]
-    run = savedir / "ImageFolderLT" / "resnet32" / "CE-IF_1"
+    run = savedir / "ImageFolderLT" / "resnet32" / "BalancedSoftmax-IF_5"
     results = json.loads((run / "results-seed0.json").read_text())
     assert results["num_per_cls"] == [30, 13, 6] and 0 <= results["test"]["bcr"] <= 1
     counts = json.loads((run / "class-counts-seed0.json").read_text())

@@ -275,7 +275,7 @@ def test_main_trains_a_generated_imagenet_lt_end_to_end(imagenet_lt, tmp_path, l
     proc = run_main(imagenet_lt, tmp_path, *LIST_RUN, "DATASET.loader", loader, "TRAIN.epochs", "2",
                     "OPTIMIZER.lr", "0.05", *cache)
     check_ok(proc)
-    folder = tmp_path / "ImageNetLT" / "resnet32" / "CE-IF_1"
+    folder = tmp_path / "ImageNetLT" / "resnet32" / "CrossEntropyLoss"
     assert {p.name for p in folder.iterdir()} == OUTPUTS
     assert "376 training images" in proc.stdout and "best checkpoint by val bcr" in proc.stdout
     results = read(folder / "results-seed0.json")

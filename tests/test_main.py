@@ -492,7 +492,7 @@ def test_a_run_starts_from_the_weights_of_a_pretrained_file(small_root, tmp_path
                     "MODEL.pretrained", "true", "MODEL.pretrained_file", str(tmp_path / "w.pth"), env=ONE_THREAD)
     check_ok(proc)
     assert f"weights from {tmp_path / 'w.pth'}" in proc.stdout + proc.stderr
-    trained = torch.load(run_folder(tmp_path / "out", "CE-IF_1") / "model-seed0.pt", map_location="cpu",
+    trained = torch.load(run_folder(tmp_path / "out", "CrossEntropyLoss-IF_1") / "model-seed0.pt", map_location="cpu",
                          weights_only=False)["model"]
     convs = [key for key in source if key.endswith("conv1.weight")]
     assert convs and all(torch.allclose(trained[key], source[key], atol=1e-6) for key in convs)

@@ -317,7 +317,7 @@ def test_a_run_by_iterations_that_stopped_before_its_results_is_reported_so(tmp_
     # 200 images in batches of 32: 7 steps an epoch, so 10 iterations take 2 epochs (configs.yaml says 50)
     done = run_main(datadir, tmp_path / "runs", "TRAIN.iterations", "10", env={"OMP_NUM_THREADS": "1"})
     check_ok(done)
-    folder = tmp_path / "runs" / "CIFAR10LT" / "resnet32" / "CE-IF_1"
+    folder = tmp_path / "runs" / "CIFAR10LT" / "resnet32" / "CrossEntropyLoss-IF_1"
     results = json.loads((folder / "results-seed0.json").read_text())
     assert results["epochs"] == 2
     assert torch.load(folder / "model-seed0.pt", map_location="cpu", weights_only=False)["epochs"] == 2
