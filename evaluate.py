@@ -8,7 +8,7 @@ not change the weights' meaning, such as `DATASET.datadir` when the data moved. 
 alike; the training outputs are never touched.
 
 --logit-adjust (logits minus tau x log of the training prior) and --tau-norm (each class's weight row divided by its
-norm to the power tau) correct the classifier after training; each writes its own results into a folder of --out
+norm to the power tau, the bias dropped, as Kang et al.'s method has it) correct the classifier after training; each writes its own results into a folder of --out
 named for it. Given several taus (`0,0.5,1`), where the run held out a validation split the tau with the best
 validation score (TRAIN.ckp_metric) is chosen and written down, and only its test scores are reported; without one,
 every tau gets its own folder (logit_adjust_tau0.5/). Tau is never chosen on the test set.
@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--logit-adjust", type=taus, nargs="?", const=[1.0], metavar="TAU[,TAU...]",
                         help="also report logits minus tau x log(training prior) (default tau 1)")
     parser.add_argument("--tau-norm", type=taus, nargs="?", const=[1.0], metavar="TAU[,TAU...]",
-                        help="also report the classifier's weight rows divided by their norm ** tau (default tau 1)")
+                        help="also report the classifier's weight rows divided by their norm ** tau, without the "
+                        "bias (default tau 1)")
     parser.add_argument("overrides", nargs="*", help="dotted KEY VALUE pairs, e.g. DATASET.datadir /data")
     args = parser.parse_intermixed_args(argv)  # overrides may follow the options
     post_hoc = {method: getattr(args, method) for method in POST_HOC if getattr(args, method) is not None}
