@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import re
 from pathlib import Path
@@ -112,7 +113,32 @@ def _saved_epoch(path: Path) -> int | None:
     if path.suffix == ".json":
         with open(path) as f:
             return json.load(f).get("epoch")
-    return torch.load(path, map_location="cpu")["epoch"]
+    return load_checkpoint(path)["epoch"]
+
+
+# What checkpoints written before the random state was stored as tensors hold beyond tensors and plain containers:
+# NumPy's legacy state tuple, with its uint32 key as an array. These and nothing else are let through for them.
+_NUMPY_CORE = getattr(np, "_core", None) or np.core  # NumPy 2 renamed np.core
+OLDER_RNG_GLOBALS = [np.ndarray, np.dtype, np.dtypes.UInt32DType, _NUMPY_CORE.multiarray._reconstruct]
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint read with torch.load(weights_only=True): tensors and plain containers only, so that no file can
+    run code while it loads (torch's own default since 2.6). Checkpoints written before the random state was
+    stored as tensors are read too. A file that needs anything more, or is no checkpoint, is refused in one line."""
+    try:
+        with torch.serialization.safe_globals(OLDER_RNG_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        try:
+            found = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)) or "objects"
+        except Exception:  # not even a readable archive
+            found = "objects"
+        raise ConfigError(f"checkpoint {path} holds more than tensors and plain containers ({found}): refused "
+                          "unread, as loading it could run code; main.py's checkpoints never do, so use one it "
+                          "wrote") from None
+    except Exception as error:  # a truncated or foreign file: say which, not a traceback
+        raise ConfigError(f"cannot read checkpoint {path}: {' '.join(str(error).split())[:300]}") from None
 
 
 def restore_scaler(scaler, state: dict, device) -> str | None:
@@ -132,25 +158,39 @@ def restore_scaler(scaler, state: dict, device) -> str | None:
 
 
 def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """This process's random state in tensors and plain containers, so that checkpoints load with weights_only:
+    NumPy's as its dict form, its key a tensor. On a GPU, the generator of this process's own device alone: a run
+    resumed where fewer devices are visible finds its own."""
+    numpy = np.random.get_state(legacy=False)
+    numpy["state"] = {"key": torch.from_numpy(numpy["state"]["key"].astype(np.int64)), "pos": numpy["state"]["pos"]}
+    state = {"torch": torch.get_rng_state(), "numpy": numpy, "python": random.getstate()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state(torch.cuda.current_device())
     return state
 
 
 def set_rng_state(saved: list[dict] | dict, process: int) -> None:
     """Restore process `process`'s own random state from a checkpoint's list of one per process. A process beyond
     the list (the run had fewer processes) keeps its fresh seeded state, as do all but the main process with an
-    older checkpoint, which held the main process's state alone (a dict)."""
+    older checkpoint, which held the main process's state alone (a dict). The CUDA state goes to this process's own
+    device; older checkpoints held every visible device's, of which the process's own device's entry is taken."""
     states = saved if isinstance(saved, list) else [saved]
     if process >= len(states):
         return
     state = states[process]
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    numpy = state["numpy"]
+    if isinstance(numpy, dict):  # older checkpoints: the legacy tuple, which set_state takes as it is
+        numpy = {**numpy, "state": {"key": numpy["state"]["key"].numpy().astype(np.uint32),
+                                    "pos": numpy["state"]["pos"]}}
+    np.random.set_state(numpy)
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        own, cuda = torch.cuda.current_device(), state["cuda"]
+        if isinstance(cuda, (list, tuple)):  # older: one per device visible when it was saved, in device order
+            cuda = cuda[own] if own < len(cuda) else None
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, own)
 
 
 def _changed_keys(saved: dict, current: dict, prefix: str = "") -> list[str]:
@@ -181,7 +221,7 @@ def resume_state(cfg, paths: dict[str, Path]) -> dict | None:
     if not cfg.DEFAULT.resume:
         raise ConfigError(f"{where} already holds a run of seed {cfg.DEFAULT.seed}: set DEFAULT.resume true to "
                           "continue it, or pick a new DEFAULT.exp_name")
-    state = torch.load(paths["last"], map_location="cpu", weights_only=False)
+    state = load_checkpoint(paths["last"])
     changed = _changed_keys(state["config"], OmegaConf.to_container(cfg))
     if changed:
         raise ConfigError(f"{where} holds a run with other settings ({', '.join(changed)}): pick a new "

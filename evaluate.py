@@ -25,7 +25,7 @@ from accelerate import Accelerator
 from omegaconf import OmegaConf
 from torch import nn
 
-from checkpoint import output_glob, output_paths, output_seeds, save_json
+from checkpoint import load_checkpoint, output_glob, output_paths, output_seeds, save_json
 from config import apply_overrides, check, data_seed, with_defaults
 from datasets import build_splits, eval_loader, image_side, normalization
 from errors import ConfigError, DatasetNotFoundError
@@ -51,11 +51,9 @@ def checkpoints(path: Path, last: bool) -> list[Path]:
     return found
 
 
-def load_checkpoint(path: Path, overrides: list[str]) -> tuple[dict, object]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # a truncated or foreign file: say which, not a traceback
-        raise ConfigError(f"cannot read checkpoint {path}: {error}") from None
+def checkpoint_and_config(path: Path, overrides: list[str]) -> tuple[dict, object]:
+    """The checkpoint at `path` and its saved config, completed with today's defaults and `overrides`."""
+    state = load_checkpoint(path)  # tensors and plain containers only: no file runs code as it loads
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise ConfigError(f"{path} is not a checkpoint written by main.py (it lacks 'model' and 'config')")
     cfg = apply_overrides(with_defaults(state["config"], Path(__file__).resolve().parent / "configs.yaml"), overrides)
@@ -65,7 +63,7 @@ def load_checkpoint(path: Path, overrides: list[str]) -> tuple[dict, object]:
 
 def evaluate_checkpoint(path: Path, out: Path, overrides: list[str], post_hoc: dict[str, list[float]]) -> None:
     """The checkpoint's test scores into `out`, and each post-hoc method's (name -> taus) into a folder of its own."""
-    state, cfg = load_checkpoint(path, overrides)
+    state, cfg = checkpoint_and_config(path, overrides)
     seed = cfg.DEFAULT.seed
     precision, why = mixed_precision(cfg.TRAIN.mixed_precision)
     accelerator = Accelerator(cpu=cpu_only(), mixed_precision=precision)

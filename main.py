@@ -11,8 +11,8 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, TorchDynamoPlugin, gather_object, set_seed
 from omegaconf import OmegaConf
 
-from checkpoint import (output_paths, restore_best, restore_scaler, resume_state, rng_state, run_dir, run_finished,
-                        save_best, save_json, save_torch, set_rng_state)
+from checkpoint import (load_checkpoint, output_paths, restore_best, restore_scaler, resume_state, rng_state, run_dir,
+                        run_finished, save_best, save_json, save_torch, set_rng_state)
 from config import check, data_seed, load_config
 from datasets import build_loaders, build_splits, image_side, normalization
 from errors import ConfigError, DatasetNotFoundError, NonFiniteLossError
@@ -137,7 +137,7 @@ def run(cfg) -> None:
         tested[epochs] = predict(model, loaders["test"], accelerator)
     if best_epoch not in tested:
         accelerator.wait_for_everyone()
-        unwrapped.load_state_dict(torch.load(paths["best"], map_location="cpu")["model"])
+        unwrapped.load_state_dict(load_checkpoint(paths["best"])["model"])
         tested[best_epoch] = predict(model, loaders["test"], accelerator)
     last = summarize(*tested[epochs], num_per_cls)
     logits, targets = tested[best_epoch]

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from checkpoint import output_paths
+from checkpoint import load_checkpoint, output_paths
 from errors import ConfigError
 from models import classifier_name
 
@@ -100,9 +100,9 @@ def load_stage1(cfg, head: str, num_classes: int) -> tuple[dict, Stage1]:
     (whose classifier is the submodule `head`); each refusal is one line naming both sides."""
     path = stage1_path(cfg)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # a truncated or foreign file: say which, not a traceback
-        raise ConfigError(f"TRAIN.stage2_from: cannot read {path}: {error}") from None
+        state = load_checkpoint(path)
+    except ConfigError as error:
+        raise ConfigError(f"TRAIN.stage2_from: {error}") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise ConfigError(f"TRAIN.stage2_from {path} is not a checkpoint written by main.py (it lacks 'model' and "
                           "'config')")
