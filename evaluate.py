@@ -121,8 +121,8 @@ def evaluate_checkpoint(path: Path, out: Path, overrides: list[str], post_hoc: d
 def write_results(folder: Path, seed: int, results: dict, found: Predictions) -> None:
     paths = output_paths(folder, seed)
     folder.mkdir(parents=True, exist_ok=True)
-    save_json(results, paths["results"])
     save_json(per_class_report(*found, results["num_per_cls"]), paths["per_class"])
+    save_json(results, paths["results"])  # last: a results file says its folder is complete
 
 
 def classifier_inputs(model, loader, accelerator) -> Predictions:

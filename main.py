@@ -142,14 +142,14 @@ def run(cfg) -> None:
     last = summarize(*tested[epochs], num_per_cls)
     logits, targets = tested[best_epoch]
     selected = last if best_epoch == epochs else summarize(logits, targets, num_per_cls)
-    if accelerator.is_main_process:
+    if accelerator.is_main_process:  # the results file last: it marks the run finished (run_finished)
+        save_json(per_class_report(logits, targets, num_per_cls), paths["per_class"])
         save_json({"selected_by": f"{select_on} {metric}", "best_epoch": best_epoch, "epochs": epochs,
                    "test": selected, "test_last_epoch": last, "num_per_cls": num_per_cls, "config": config,
                    "stage1": stage1._asdict() if stage1 else None,
                    "ran_on": {"device": str(accelerator.device), "processes": accelerator.num_processes,
                               "mixed_precision": precision, "torch": torch.__version__}},
                   paths["results"])
-        save_json(per_class_report(logits, targets, num_per_cls), paths["per_class"])
     accelerator.log({**{f"test/{k}": v for k, v in selected.items() if v is not None},
                      **{f"test_last_epoch/{k}": v for k, v in last.items() if v is not None}})
     accelerator.print(f"test (epoch {best_epoch}, by {select_on} {metric}): bcr {selected['bcr']:.4f} "

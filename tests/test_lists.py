@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import socket
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -241,6 +245,24 @@ def test_the_cache_is_written_once_and_rebuilt_when_the_list_changes(imagenet_lt
     from PIL import Image
     image = split.open(0).resize((42, 37), Image.Resampling.BILINEAR, reducing_gap=None).crop((2, 0, 39, 37))
     np.testing.assert_array_equal(data[0], np.asarray(image))
+
+
+def test_partial_cache_files_of_interrupted_decodes_are_removed(imagenet_lt, tmp_path):
+    """An interrupted decode leaves its partial file; the next decode removes those whose writer on this machine no
+    longer runs, and leaves a running writer's, and another machine's (a shared cache_dir), alone."""
+    from datasets.list_loaders import cache_path
+
+    split = quiet(ListLT, "ImageNetLT", imagenet_lt, "val", num_classes=8, strict_sizes=False)
+    path = cache_path(tmp_path, split, 37)
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead, host = int(ended.stdout), socket.gethostname()
+    stale = [path.with_name(f"{path.name}.partial{dead}"), path.with_name(f"{path.name}.partial-{host}-{dead}")]
+    kept = [path.with_name(f"{path.name}.partial-{host}-{os.getppid()}"),
+            path.with_name(f"{path.name}.partial-elsewhere-{dead}")]
+    for partial in stale + kept:
+        partial.write_bytes(b"half")
+    assert ensure_cache(split, tmp_path, 37, threads=1, log=lambda *a: None) == path
+    assert sorted(p.name for p in tmp_path.iterdir() if ".partial" in p.name) == sorted(p.name for p in kept)
 
 
 def test_random_boxes_fit_the_image_and_follow_random_resized_crop():

@@ -133,3 +133,35 @@ def test_a_best_checkpoint_that_no_crash_explains_is_refused(tmp_path):
                                 "selected: put back the pair of files written together, or pick a new "
                                 "DEFAULT.exp_name")
     assert read(paths["best_results"])["epoch"] == 3  # left as it was
+
+
+def test_a_crash_before_the_per_class_file_leaves_a_run_to_finish(datadir, tmp_path, monkeypatch):
+    """results-seed*.json marks a run finished, so it is written last: a crash before the per-class file leaves a
+    run that is not finished, and running it again writes both."""
+    import main
+
+    save_json = main.save_json
+
+    def crash_at_per_class(data, path):
+        if path.name.endswith("per_class.json"):
+            raise KeyboardInterrupt
+        save_json(data, path)
+    monkeypatch.setattr(main, "save_json", crash_at_per_class)
+    with pytest.raises(SystemExit, match="interrupted"):
+        run_main(datadir, tmp_path)
+    monkeypatch.setattr(main, "save_json", save_json)
+    folder = tmp_path / "CIFAR10LT" / "resnet32" / "crash"
+    assert not (folder / "results-seed0.json").exists()
+    run_main(datadir, tmp_path)
+    assert read(folder / "results-seed0.json")["epochs"] == 2
+    assert read(folder / "results-seed0-per_class.json")["num_per_cls"]
+
+
+def test_evaluate_writes_its_results_file_last(tmp_path, monkeypatch):
+    import evaluate
+
+    written = []
+    monkeypatch.setattr(evaluate, "save_json", lambda data, path: written.append(path.name))
+    found = evaluate.Predictions(torch.eye(3), torch.arange(3))
+    evaluate.write_results(tmp_path, 0, {"num_per_cls": [5, 3, 1]}, found)
+    assert written[-1] == "results-seed0.json" and len(written) == 2
