@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import OUTPUTS, ROOT, check_ok, read, run_main
+from conftest import OUTPUTS, ROOT, check_ok, read, run_main, run_script
 from config import LIST_BENCHMARKS, apply_overrides, check, load_config
 from datasets import LIST_DATASETS, ListLT, build_loaders, build_splits, image_side
 from datasets.list_loaders import CachedLoader, ensure_cache, random_boxes
@@ -84,10 +84,28 @@ def test_listdir_holds_the_lists_apart_from_the_images(tmp_path):
     assert len(splits["train"]) == 5 and splits["train"].list_file == tmp_path / "lists" / "Places_LT_train.txt"
 
 
-def test_inat_tests_on_its_val_list(tmp_path):
+def test_inat_tests_on_its_val_list_and_has_no_val_split_apart(tmp_path):
+    """iNat 2018's val list is its test list: nothing may be chosen on it as if it were held out."""
     make_lists(tmp_path, "iNat2018", counts=[3, 2], val_per_class=2)
     splits = quiet(build_splits, dataset_cfg(tmp_path, "DATASET.name", "iNat2018").DATASET, 0)
-    assert splits["test"] is splits["val"] and splits["val"].list_file.name == "iNaturalist18_val.txt"
+    assert set(splits) == {"train", "test"} and splits["test"].list_file.name == "iNaturalist18_val.txt"
+
+
+def test_inat_selects_on_its_test_list_and_says_so_and_chooses_no_tau_there(tmp_path):
+    """The checkpoint is selected on the list reported, so its results say "test bcr"; evaluate.py gives every tau
+    its own results rather than choose one on the test images."""
+    make_lists(tmp_path / "data", "iNat2018", counts=LONG_TAIL, val_per_class=5)
+    run = [*LIST_RUN, "DATASET.name", "iNat2018", "TRAIN.epochs", "1", "DATASET.loader", "classic",
+           "TRAIN.mixed_precision", "no"]
+    check_ok(run_main(tmp_path / "data", tmp_path, *run))
+    folder = tmp_path / "iNat2018" / "resnet32" / "CE-IF_1"
+    assert read(folder / "results-seed0.json")["selected_by"] == "test bcr"
+    check_ok(run_script("evaluate.py", tmp_path / "data", str(folder), "--tau-norm", "0,1", "--logit-adjust", "1"))
+    for method, taus in (("tau_norm", ("0", "1")), ("logit_adjust", ("1",))):
+        assert not (folder / "evaluation" / method).exists()
+        for tau in taus:
+            post_hoc = read(folder / "evaluation" / f"{method}_tau{tau}" / "results-seed0.json")["post_hoc"]
+            assert post_hoc["chosen_on"] is None and post_hoc["tau"] == float(tau)
 
 
 def test_a_line_may_hold_spaces_in_its_path_and_blank_lines_are_skipped(tmp_path):
