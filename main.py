@@ -63,7 +63,8 @@ def run(cfg) -> None:
     accelerator.print(f"{cfg.DATASET.name} in {splits['train'].root}: {len(splits['train'])} training images, classes "
                       f"from {max(num_per_cls)} to {min(num_per_cls)} images; best checkpoint by {select_on} {metric}")
 
-    model, note = build_model(cfg.MODEL.name, len(num_per_cls), cfg.MODEL.pretrained, image_side(splits["train"]),
+    pretrained = cfg.MODEL.pretrained and cfg.TRAIN.stage2_from is None  # stage 2 loads stage 1's weights instead
+    model, note = build_model(cfg.MODEL.name, len(num_per_cls), pretrained, image_side(splits["train"]),
                               cfg.MODEL.classifier_init, cfg.MODEL.pretrained_file)
     accelerator.print(note or f"model: {cfg.MODEL.name}")
     model, stage1 = freeze_for_stage2(model, cfg, len(num_per_cls))  # stage 1: the model as it is, stage1 None
