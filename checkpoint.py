@@ -83,10 +83,15 @@ def save_torch(obj, path: Path) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def save_best(paths: dict[str, Path], model_state: dict, best_results: dict, config: dict) -> None:
-    """The best checkpoint and its scores (`best_results`, with its "epoch"). main.py writes them after the last
-    checkpoint of the same epoch, which holds all they hold: see restore_best."""
-    save_torch({"model": model_state, "epoch": best_results["epoch"], "config": config}, paths["best"])
+# What a checkpoint says about its weights, as plain data: the resolved config, the data they were trained on (class
+# counts, class names, normalisation, image side) and, for a stage-2 run, the stage-1 checkpoint it started from
+ABOUT = ("config", "data", "stage1")
+
+
+def save_best(paths: dict[str, Path], model_state: dict, best_results: dict, about: dict) -> None:
+    """The best checkpoint and its scores (`best_results`, with its "epoch"); `about` holds ABOUT's entries. main.py
+    writes them after the last checkpoint of the same epoch, which holds all they hold: see restore_best."""
+    save_torch({"model": model_state, "epoch": best_results["epoch"], **about}, paths["best"])
     save_json(best_results, paths["best_results"])
 
 
@@ -103,7 +108,7 @@ def restore_best(paths: dict[str, Path], state: dict, write: bool) -> None:
             f"{paths['best'].name} is not of epoch {best_epoch}, which {paths['last'].name} (after epoch "
             f"{state['epoch']}) selected: put back the pair of files written together, or pick a new DEFAULT.exp_name")
     if write:
-        save_best(paths, state["model"], state["best_results"], state["config"])
+        save_best(paths, state["model"], state["best_results"], {key: state.get(key) for key in ABOUT})
 
 
 def _saved_epoch(path: Path) -> int | None:
@@ -222,7 +227,11 @@ def resume_state(cfg, paths: dict[str, Path]) -> dict | None:
         raise ConfigError(f"{where} already holds a run of seed {cfg.DEFAULT.seed}: set DEFAULT.resume true to "
                           "continue it, or pick a new DEFAULT.exp_name")
     state = load_checkpoint(paths["last"])
-    changed = _changed_keys(state["config"], OmegaConf.to_container(cfg))
+    current = OmegaConf.to_container(cfg)
+    if state.get("stage1") is not None and current["TRAIN"]["stage2_from"] is not None:
+        # a stage-2 checkpoint holds every weight and where stage 1 was: the stage-1 files may have moved since
+        current["TRAIN"]["stage2_from"] = state["config"]["TRAIN"]["stage2_from"]
+    changed = _changed_keys(state["config"], current)
     if changed:
         raise ConfigError(f"{where} holds a run with other settings ({', '.join(changed)}): pick a new "
                           "DEFAULT.exp_name, or restore those values to resume it")

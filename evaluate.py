@@ -69,14 +69,16 @@ def evaluate_checkpoint(path: Path, out: Path, overrides: list[str], post_hoc: d
     accelerator = Accelerator(cpu=cpu_only(), mixed_precision=precision)
     with accelerator.main_process_first():
         splits = build_splits(cfg.DATASET, data_seed(cfg))
-    num_per_cls = list(splits["train"].num_per_cls.values())
-    mean, std = normalization(cfg.DATASET, splits["train"])
+    saved = state.get("data")  # what the weights were trained on; written before checkpoints held it: rebuilt
+    num_per_cls = saved["num_per_cls"] if saved else list(splits["train"].num_per_cls.values())
+    mean, std = (saved["mean"], saved["std"]) if saved else normalization(cfg.DATASET, splits["train"])
     loaders = {name: eval_loader(cfg.DATASET, splits[name], mean, std, accelerator)
                for name in ("val", "test") if name in splits}
     model, _ = build_model(cfg.MODEL.name, len(num_per_cls), False, image_side(splits["train"]))
-    stage1 = None
+    stage1 = state.get("stage1")  # where a stage-2 run started, for report.py's rows
     if cfg.TRAIN.stage2_from is not None:  # a stage-2 checkpoint holds the frozen parts and its own classifier
-        stage1 = load_stage1(cfg, classifier_name(model), len(num_per_cls))[1]._asdict()  # for report.py's rows
+        if stage1 is None:  # written before checkpoints held it: the stage-1 file, where it was
+            stage1 = load_stage1(cfg, classifier_name(model), len(num_per_cls))[1]._asdict()
         model = Stage2Model(model, cfg.TRAIN.stage2_classifier)
     model.load_state_dict(state["model"])
     model = accelerator.prepare(model.to(memory_format=torch.channels_last))

@@ -67,7 +67,7 @@ def run(cfg) -> None:
     model, note = build_model(cfg.MODEL.name, len(num_per_cls), pretrained, image_side(splits["train"]),
                               cfg.MODEL.classifier_init, cfg.MODEL.pretrained_file)
     accelerator.print(note or f"model: {cfg.MODEL.name}")
-    model, stage1 = freeze_for_stage2(model, cfg, len(num_per_cls))  # stage 1: the model as it is, stage1 None
+    model, stage1 = freeze_for_stage2(model, cfg, len(num_per_cls), state)  # stage 1: the model as it is, stage1 None
     if stage1:
         accelerator.print(f"stage 2 from {stage1.checkpoint} ({stage1.loss}, epoch {stage1.epoch}): all frozen but "
                           f"the classifier ({cfg.TRAIN.stage2_classifier}), {cfg.DATASET.sampler} sampling")
@@ -92,10 +92,14 @@ def run(cfg) -> None:
         best_results = state.get("best_results")  # older checkpoints lack it
         accelerator.print(f"resuming {paths['last']} after epoch {start}" + (f"; {scaler_note}" if scaler_note else ""))
     config = OmegaConf.to_container(cfg)
+    mean, std = normalization(cfg.DATASET, splits["train"])
+    # what the weights are, as plain data in every checkpoint: evaluation needs no training split, stage 2 no stage 1
+    about = {"config": config, "stage1": stage1._asdict() if stage1 else None,
+             "data": {"num_per_cls": num_per_cls, "classes": list(splits["train"].classes), "mean": mean, "std": std,
+                      "img_size": image_side(splits["train"])}}
     if accelerator.is_main_process:
         paths["config"].parent.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, paths["config"])
-        mean, std = normalization(cfg.DATASET, splits["train"])
         save_json({"num_per_cls": num_per_cls, "val_per_class": cfg.DATASET.val_per_class,
                    "test_per_class": list(splits["test"].num_per_cls.values()),
                    "classes": list(splits["train"].classes), "mean": mean, "std": std}, paths["class_counts"])
@@ -121,11 +125,11 @@ def run(cfg) -> None:
             # restore_best needs to write the best one again
             save_torch({"model": unwrapped.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "epochs": epochs, "best": best,
-                        "best_epoch": best_epoch, "best_results": best_results, "rng": rng, "config": config,
+                        "best_epoch": best_epoch, "best_results": best_results, "rng": rng, **about,
                         "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None,
                         "device": str(accelerator.device)}, paths["last"])
             if best_epoch == epoch + 1:
-                save_best(paths, unwrapped.state_dict(), best_results, config)
+                save_best(paths, unwrapped.state_dict(), best_results, about)
         accelerator.log({**{f"train/{k}": v for k, v in train_scores.items()},
                          **{f"{select_on}/{k}": v for k, v in scores.items() if v is not None}}, step=epoch + 1)
         accelerator.print(f"epoch {epoch + 1}/{epochs} | train loss {train_scores['loss']:.4f} "
@@ -147,7 +151,7 @@ def run(cfg) -> None:
         save_json(per_class_report(logits, targets, num_per_cls), paths["per_class"])
         save_json({"selected_by": f"{select_on} {metric}", "best_epoch": best_epoch, "epochs": epochs,
                    "test": selected, "test_last_epoch": last, "num_per_cls": num_per_cls, "config": config,
-                   "stage1": stage1._asdict() if stage1 else None,
+                   "stage1": about["stage1"],
                    "ran_on": {"device": str(accelerator.device), "processes": accelerator.num_processes,
                               "mixed_precision": precision, "torch": torch.__version__}},
                   paths["results"])

@@ -161,3 +161,30 @@ def test_stage2_does_not_demand_the_pretrained_weights_that_stage1_started_from(
     proc = run_main(cifar_root, tmp_path, *STAGE1_DATA, "TRAIN.epochs", "1", "TRAIN.stage2_from", str(stage1),
                     "MODEL.pretrained", "true", "DEFAULT.exp_name", "s2-pretrained")
     check_ok(proc)
+
+
+def test_a_stage2_run_is_evaluated_and_resumed_after_its_stage1_files_moved(stage1, cifar_root, tmp_path):
+    """Its checkpoints hold every weight and the stage-1 provenance as data: once stage 1's folder has moved,
+    evaluate.py still reads the run, and the run resumes, from the new path too, without reading stage 1."""
+    import hashlib
+    import shutil
+
+    shutil.copytree(stage1, tmp_path / "s1")
+    run = [*STAGE1_DATA, "TRAIN.epochs", "1", "TRAIN.stage2_classifier", "lws", "DEFAULT.exp_name", "s2"]
+    check_ok(run_main(cifar_root, tmp_path, *run, "TRAIN.stage2_from", str(tmp_path / "s1")))
+    folder = tmp_path / "CIFAR10LT" / "resnet32" / "s2"
+    results = read(folder / "results-seed0.json")
+    source = tmp_path / "s1" / "model_seed0_best.pt"
+    assert results["stage1"] == {"checkpoint": str(source), "loss": "CrossEntropyLoss", "epoch": 1,
+                                 "sha256": hashlib.sha256(source.read_bytes()).hexdigest()}
+    best = torch.load(folder / "model_seed0_best.pt", map_location="cpu", weights_only=True)
+    assert best["stage1"] == results["stage1"] and best["data"]["num_per_cls"] == results["num_per_cls"]
+    shutil.move(tmp_path / "s1", tmp_path / "s1-moved")
+
+    check_ok(run_script("evaluate.py", cifar_root, str(folder)))
+    assert read(folder / "evaluation" / "results-seed0.json")["stage1"] == results["stage1"]
+    (folder / "results-seed0.json").unlink()  # the run is unfinished again: it resumes after its last epoch
+    resumed = run_main(cifar_root, tmp_path, *run, "TRAIN.stage2_from", str(tmp_path / "s1-moved"))
+    check_ok(resumed)
+    assert "resuming" in resumed.stdout
+    assert read(folder / "results-seed0.json")["stage1"] == results["stage1"]
