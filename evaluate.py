@@ -8,10 +8,11 @@ not change the weights' meaning, such as `DATASET.datadir` when the data moved. 
 alike; the training outputs are never touched.
 
 --logit-adjust (logits minus tau x log of the training prior) and --tau-norm (each class's weight row divided by its
-norm to the power tau, the bias dropped, as Kang et al.'s method has it) correct the classifier after training; each writes its own results into a folder of --out
-named for it. Given several taus (`0,0.5,1`), where the run held out a validation split the tau with the best
-validation score (TRAIN.ckp_metric) is chosen and written down, and only its test scores are reported; without one,
-every tau gets its own folder (logit_adjust_tau0.5/). Tau is never chosen on the test set.
+norm to the power tau, the bias dropped, as Kang et al.'s method has it) correct the classifier after training; each
+writes its own results into a folder of --out named for it. Given several taus (`0,0.5,1`), where the run held out a
+validation split the tau with the best validation score (TRAIN.ckp_metric) is chosen and written down, and only its
+test scores are reported; without one (iNat 2018's val list is its test list), every tau gets its own folder
+(logit_adjust_tau0.5/). Tau is never chosen on the test set.
 """
 from __future__ import annotations
 
