@@ -48,7 +48,7 @@ from datasets import (CIFAR10LT, FAST_AUGMENTATIONS, TensorLoader, batch_augment
                       classic_transform)
 from losses import build_loss
 from models import build_model
-from models.stacked import StackedLoss, StackedResNet
+from models.stacked import FP16_REFUSED, StackedLoss, StackedResNet
 from optim import build_optimizer, fuse_on
 from runtime import mixed_precision
 from train import train_step
@@ -240,6 +240,8 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     precision, why = mixed_precision(args.precision, on_gpu=device.type == "cuda")
+    if args.stack and precision == "fp16":
+        sys.exit(f"error: --stack: {FP16_REFUSED}")
     clock = Clock(device)
     timing = dict(clock=clock, warmup=args.warmup, steps=args.steps)
     train_budget, short_budget = args.seconds, args.seconds / 3

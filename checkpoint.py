@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import re
 from pathlib import Path
@@ -91,10 +92,15 @@ def save_torch(obj, path: Path) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def save_best(paths: dict[str, Path], model_state: dict, best_results: dict, config: dict) -> None:
-    """The best checkpoint and its scores (`best_results`, with its "epoch"). main.py writes them after the last
-    checkpoint of the same epoch, which holds all they hold: see restore_best."""
-    save_torch({"model": model_state, "epoch": best_results["epoch"], "config": config}, paths["best"])
+# What a checkpoint says about its weights, as plain data: the resolved config, the data they were trained on (class
+# counts, class names, normalisation, image side) and, for a stage-2 run, the stage-1 checkpoint it started from
+ABOUT = ("config", "data", "stage1")
+
+
+def save_best(paths: dict[str, Path], model_state: dict, best_results: dict, about: dict) -> None:
+    """The best checkpoint and its scores (`best_results`, with its "epoch"); `about` holds ABOUT's entries. main.py
+    writes them after the last checkpoint of the same epoch, which holds all they hold: see restore_best."""
+    save_torch({"model": model_state, "epoch": best_results["epoch"], **about}, paths["best"])
     save_json(best_results, paths["best_results"])
 
 
@@ -123,7 +129,11 @@ def restore_best(paths: dict[str, Path], state: dict, write: bool) -> None:
         for kind, epoch in found.items():
             if isinstance(epoch, Unreadable):
                 set_aside(paths[kind], epoch, f"written again from {paths['last'].name}")
-        save_best(paths, state["model"], state["best_results"], state["config"])
+        save_best(paths, state["model"], state["best_results"], {key: state.get(key) for key in ABOUT})
+
+
+class UnsafeCheckpointError(ConfigError):
+    """A file whose loading could run code: refused unread, never taken for a damaged one to write again."""
 
 
 class Unreadable(str):
@@ -139,7 +149,9 @@ def _saved_epoch(path: Path) -> int | Unreadable | None:
         if path.suffix == ".json":
             with open(path) as f:
                 return json.load(f).get("epoch")
-        return torch.load(path, map_location="cpu")["epoch"]
+        return load_checkpoint(path)["epoch"]
+    except UnsafeCheckpointError:
+        raise
     except Exception as error:  # a truncated or hand-edited file
         return Unreadable(unreadable(path, error))
 
@@ -167,6 +179,32 @@ def set_aside(path: Path, why: str, what: str) -> Path:
     return aside
 
 
+# What checkpoints written before the random state was stored as tensors hold beyond tensors and plain containers:
+# NumPy's legacy state tuple, with its uint32 key as an array. These and nothing else are let through for them.
+_NUMPY_CORE = getattr(np, "_core", None) or np.core  # NumPy 2 renamed np.core
+OLDER_RNG_GLOBALS = [np.ndarray, np.dtype, np.dtypes.UInt32DType, _NUMPY_CORE.multiarray._reconstruct]
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint read with torch.load(weights_only=True): tensors and plain containers only, so that no file can
+    run code while it loads (torch's own default since 2.6). Checkpoints written before the random state was
+    stored as tensors are read too. A file that needs anything more, or is no checkpoint, is refused in one line."""
+    try:
+        with torch.serialization.safe_globals(OLDER_RNG_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        try:
+            found = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)) or "objects"
+        except Exception:  # not even a readable archive
+            found = "objects"
+        raise UnsafeCheckpointError(f"checkpoint {path} holds more than tensors and plain containers ({found}): refused "
+                          "unread, as loading it could run code; main.py's checkpoints never do, so use one it "
+                          "wrote") from None
+    except Exception as error:  # a truncated or foreign file: say which, not a traceback
+        raise ConfigError(f"{path} cannot be read ({unreadable(path, error)}): pass a checkpoint main.py wrote "
+                          f"({output_glob('last')}), or the run folder that holds it") from None
+
+
 def restore_scaler(scaler, state: dict, device) -> str | None:
     """Load the last checkpoint's GradScaler state into `scaler`, the accelerator's (None without fp16 loss scaling).
     A run saved without one (fp16 on a CPU runs as bf16 or fp32) and resumed with one (on a GPU) starts a fresh
@@ -184,25 +222,39 @@ def restore_scaler(scaler, state: dict, device) -> str | None:
 
 
 def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """This process's random state in tensors and plain containers, so that checkpoints load with weights_only:
+    NumPy's as its dict form, its key a tensor. On a GPU, the generator of this process's own device alone: a run
+    resumed where fewer devices are visible finds its own."""
+    numpy = np.random.get_state(legacy=False)
+    numpy["state"] = {"key": torch.from_numpy(numpy["state"]["key"].astype(np.int64)), "pos": numpy["state"]["pos"]}
+    state = {"torch": torch.get_rng_state(), "numpy": numpy, "python": random.getstate()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state(torch.cuda.current_device())
     return state
 
 
 def set_rng_state(saved: list[dict] | dict, process: int) -> None:
     """Restore process `process`'s own random state from a checkpoint's list of one per process. A process beyond
     the list (the run had fewer processes) keeps its fresh seeded state, as do all but the main process with an
-    older checkpoint, which held the main process's state alone (a dict)."""
+    older checkpoint, which held the main process's state alone (a dict). The CUDA state goes to this process's own
+    device; older checkpoints held every visible device's, of which the process's own device's entry is taken."""
     states = saved if isinstance(saved, list) else [saved]
     if process >= len(states):
         return
     state = states[process]
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    numpy = state["numpy"]
+    if isinstance(numpy, dict):  # older checkpoints: the legacy tuple, which set_state takes as it is
+        numpy = {**numpy, "state": {"key": numpy["state"]["key"].numpy().astype(np.uint32),
+                                    "pos": numpy["state"]["pos"]}}
+    np.random.set_state(numpy)
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        own, cuda = torch.cuda.current_device(), state["cuda"]
+        if isinstance(cuda, (list, tuple)):  # older: one per device visible when it was saved, in device order
+            cuda = cuda[own] if own < len(cuda) else None
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, own)
 
 
 def _changed_keys(saved: dict, current: dict, prefix: str = "") -> list[str]:
@@ -236,7 +288,9 @@ def run_finished(paths: dict[str, Path], state: dict, write: bool = True) -> boo
 def read_last(path: Path) -> dict:
     """The last checkpoint, or a one-line refusal naming it where it is damaged."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_checkpoint(path)
+    except UnsafeCheckpointError:
+        raise
     except Exception as error:  # a truncated file: no exact resume is possible
         state = Unreadable(unreadable(path, error))
     if not isinstance(state, dict) or "config" not in state or "epoch" not in state:
@@ -279,13 +333,17 @@ def resume_state(cfg, paths: dict[str, Path], write: bool = True) -> dict | None
         raise ConfigError(f"{where} already holds a run of seed {seed} ({names}): set DEFAULT.resume true to "
                           "continue it, DEFAULT.overwrite true to train it again, or pick a new DEFAULT.exp_name")
     state = read_last(paths["last"]) if paths["last"].exists() else None
+    current = OmegaConf.to_container(cfg)
     if state is not None:
         saved = state["config"]
+        if state.get("stage1") is not None and current["TRAIN"]["stage2_from"] is not None:
+            # a stage-2 checkpoint holds every weight and where stage 1 was: the stage-1 files may have moved since
+            current["TRAIN"]["stage2_from"] = saved["TRAIN"]["stage2_from"]
     elif paths["config"].exists():
         saved = read_saved_config(paths["config"])
     else:
         saved = None
-    changed = _changed_keys(saved, OmegaConf.to_container(cfg)) if saved is not None else []
+    changed = _changed_keys(saved, current) if saved is not None else []
     if changed:
         raise ConfigError(f"{where} holds a run with other settings ({', '.join(changed)}): pick a new "
                           "DEFAULT.exp_name, or restore those values to resume it")

@@ -73,6 +73,9 @@ NO_EFFECT = {
                                 "add one to DATASET.aug_info"),
     "MODEL.pretrained_file": Ignored(lambda c: not c.MODEL.pretrained, "while MODEL.pretrained is false",
                                      "add MODEL.pretrained true"),
+    "OPTIMIZER.classifier_lr": Ignored(lambda c: c.TRAIN.stage2_from is not None,
+                                       "while TRAIN.stage2_from is set (stage 2 trains the classifier alone, at "
+                                       "OPTIMIZER.lr)", "give the classifier's lr as OPTIMIZER.lr"),
     "TRAIN.stage2_classifier": Ignored(lambda c: c.TRAIN.stage2_from is None,
                                        "while TRAIN.stage2_from is null (stage 1 trains the whole model)",
                                        "set TRAIN.stage2_from to a stage-1 checkpoint"),
@@ -313,7 +316,9 @@ def check(cfg: DictConfig) -> None:
     if not timm.is_model(cfg.MODEL.name):
         close = difflib.get_close_matches(cfg.MODEL.name, timm.list_models(), n=3)
         raise ConfigError(f"MODEL.name {cfg.MODEL.name!r} is not a timm model; closest: {', '.join(close) or 'none'}")
-    if cfg.MODEL.pretrained and cfg.MODEL.pretrained_file is not None and not Path(cfg.MODEL.pretrained_file).is_file():
+    # stage 2 overwrites every weight with stage 1's: a stage-1 recipe's pretrained file is not read
+    if cfg.MODEL.pretrained and cfg.MODEL.pretrained_file is not None and cfg.TRAIN.stage2_from is None and \
+            not Path(cfg.MODEL.pretrained_file).is_file():
         raise ConfigError(f"MODEL.pretrained_file {cfg.MODEL.pretrained_file} does not exist: give the path of a "
                           "local weights file")
     if cfg.DEFAULT.data_seed is not None and not isinstance(cfg.DEFAULT.data_seed, int):

@@ -8,10 +8,11 @@ not change the weights' meaning, such as `DATASET.datadir` when the data moved. 
 alike; the training outputs are never touched.
 
 --logit-adjust (logits minus tau x log of the training prior) and --tau-norm (each class's weight row divided by its
-norm to the power tau) correct the classifier after training; each writes its own results into a folder of --out
-named for it. Given several taus (`0,0.5,1`), where the run held out a validation split the tau with the best
-validation score (TRAIN.ckp_metric) is chosen and written down, and only its test scores are reported; without one,
-every tau gets its own folder (logit_adjust_tau0.5/). Tau is never chosen on the test set.
+norm to the power tau, the bias dropped, as Kang et al.'s method has it) correct the classifier after training; each
+writes its own results into a folder of --out named for it. Given several taus (`0,0.5,1`), where the run held out a
+validation split the tau with the best validation score (TRAIN.ckp_metric) is chosen and written down, and only its
+test scores are reported; without one (iNat 2018's val list is its test list), every tau gets its own folder
+(logit_adjust_tau0.5/). Tau is never chosen on the test set.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from accelerate import Accelerator
 from omegaconf import OmegaConf
 from torch import nn
 
-from checkpoint import output_glob, output_paths, output_seeds, save_json, unreadable
+from checkpoint import load_checkpoint, output_glob, output_paths, output_seeds, save_json
 from config import apply_overrides, check, data_seed, with_defaults
 from datasets import build_splits, eval_loader, image_side, normalization
 from errors import ConfigError, DatasetNotFoundError
@@ -52,12 +53,9 @@ def checkpoints(path: Path, last: bool) -> list[Path]:
     return found
 
 
-def load_checkpoint(path: Path, overrides: list[str]) -> tuple[dict, object]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # a truncated or foreign file: say which, not a traceback
-        raise ConfigError(f"{path} cannot be read ({unreadable(path, error)}): pass a checkpoint main.py wrote "
-                          "(model_seed*.pt), or the run folder that holds it") from None
+def checkpoint_and_config(path: Path, overrides: list[str]) -> tuple[dict, object]:
+    """The checkpoint at `path` and its saved config, completed with today's defaults and `overrides`."""
+    state = load_checkpoint(path)  # tensors and plain containers only: no file runs code as it loads
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise ConfigError(f"{path} is not a checkpoint written by main.py (it lacks 'model' and 'config')")
     cfg = apply_overrides(with_defaults(state["config"], Path(__file__).resolve().parent / "configs.yaml"), overrides)
@@ -67,20 +65,22 @@ def load_checkpoint(path: Path, overrides: list[str]) -> tuple[dict, object]:
 
 def evaluate_checkpoint(path: Path, out: Path, overrides: list[str], post_hoc: dict[str, list[float]]) -> None:
     """The checkpoint's test scores into `out`, and each post-hoc method's (name -> taus) into a folder of its own."""
-    state, cfg = load_checkpoint(path, overrides)
+    state, cfg = checkpoint_and_config(path, overrides)
     seed = cfg.DEFAULT.seed
     precision, why = mixed_precision(cfg.TRAIN.mixed_precision)
     accelerator = Accelerator(cpu=cpu_only(), mixed_precision=precision)
     with accelerator.main_process_first():
         splits = build_splits(cfg.DATASET, data_seed(cfg))
-    num_per_cls = list(splits["train"].num_per_cls.values())
-    mean, std = normalization(cfg.DATASET, splits["train"])
+    saved = state.get("data")  # what the weights were trained on; written before checkpoints held it: rebuilt
+    num_per_cls = saved["num_per_cls"] if saved else list(splits["train"].num_per_cls.values())
+    mean, std = (saved["mean"], saved["std"]) if saved else normalization(cfg.DATASET, splits["train"])
     loaders = {name: eval_loader(cfg.DATASET, splits[name], mean, std, accelerator)
                for name in ("val", "test") if name in splits}
     model, _ = build_model(cfg.MODEL.name, len(num_per_cls), False, image_side(splits["train"]))
-    stage1 = None
+    stage1 = state.get("stage1")  # where a stage-2 run started, for report.py's rows
     if cfg.TRAIN.stage2_from is not None:  # a stage-2 checkpoint holds the frozen parts and its own classifier
-        stage1 = load_stage1(cfg, classifier_name(model), len(num_per_cls))[1]._asdict()  # for report.py's rows
+        if stage1 is None:  # written before checkpoints held it: the stage-1 file, where it was
+            stage1 = load_stage1(cfg, classifier_name(model), len(num_per_cls))[1]._asdict()
         model = Stage2Model(model, cfg.TRAIN.stage2_classifier)
     model.load_state_dict(state["model"])
     model = accelerator.prepare(model.to(memory_format=torch.channels_last))
@@ -152,8 +152,8 @@ def _trained(path: Path) -> bool:
 def write_results(folder: Path, seed: int, results: dict, found: Predictions) -> None:
     paths = output_paths(folder, seed)
     folder.mkdir(parents=True, exist_ok=True)
-    save_json(results, paths["results"])
     save_json(per_class_report(*found, results["num_per_cls"]), paths["per_class"])
+    save_json(results, paths["results"])  # last: a results file says its folder is complete
 
 
 def classifier_inputs(model, loader, accelerator) -> Predictions:
@@ -195,7 +195,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--logit-adjust", type=taus, nargs="?", const=[1.0], metavar="TAU[,TAU...]",
                         help="also report logits minus tau x log(training prior) (default tau 1)")
     parser.add_argument("--tau-norm", type=taus, nargs="?", const=[1.0], metavar="TAU[,TAU...]",
-                        help="also report the classifier's weight rows divided by their norm ** tau (default tau 1)")
+                        help="also report the classifier's weight rows divided by their norm ** tau, without the "
+                        "bias (default tau 1)")
     parser.add_argument("overrides", nargs="*", help="dotted KEY VALUE pairs, e.g. DATASET.datadir /data")
     args = parser.parse_intermixed_args(argv)  # overrides may follow the options
     post_hoc = {method: getattr(args, method) for method in POST_HOC if getattr(args, method) is not None}

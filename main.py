@@ -12,8 +12,8 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, TorchDynamoPlugin, gather_object, set_seed
 from omegaconf import OmegaConf
 
-from checkpoint import (output_paths, restore_best, restore_scaler, resume_state, rng_state, run_dir, run_finished,
-                        save_best, save_json, save_torch, set_rng_state)
+from checkpoint import (load_checkpoint, output_paths, restore_best, restore_scaler, resume_state, rng_state, run_dir,
+                        run_finished, save_best, save_json, save_torch, set_rng_state)
 from config import check, data_seed, load_config
 from datasets import build_loaders, build_splits, image_side, normalization
 from errors import ConfigError, DatasetNotFoundError, NonFiniteLossError
@@ -68,10 +68,11 @@ def run(cfg) -> None:
     accelerator.print(f"{cfg.DATASET.name} in {splits['train'].root}: {len(splits['train'])} training images, classes "
                       f"from {max(num_per_cls)} to {min(num_per_cls)} images; best checkpoint by {select_on} {metric}")
 
-    model, note = build_model(cfg.MODEL.name, len(num_per_cls), cfg.MODEL.pretrained, image_side(splits["train"]),
+    pretrained = cfg.MODEL.pretrained and cfg.TRAIN.stage2_from is None  # stage 2 loads stage 1's weights instead
+    model, note = build_model(cfg.MODEL.name, len(num_per_cls), pretrained, image_side(splits["train"]),
                               cfg.MODEL.classifier_init, cfg.MODEL.pretrained_file)
     accelerator.print(note or f"model: {cfg.MODEL.name}")
-    model, stage1 = freeze_for_stage2(model, cfg, len(num_per_cls))  # stage 1: the model as it is, stage1 None
+    model, stage1 = freeze_for_stage2(model, cfg, len(num_per_cls), state)  # stage 1: the model as it is, stage1 None
     if stage1:
         accelerator.print(f"stage 2 from {stage1.checkpoint} ({stage1.loss}, epoch {stage1.epoch}): all frozen but "
                           f"the classifier ({cfg.TRAIN.stage2_classifier}), {cfg.DATASET.sampler} sampling")
@@ -101,10 +102,14 @@ def run(cfg) -> None:
         history = state.get("history", [])  # so do these
         accelerator.print(f"resuming {paths['last']} after epoch {start}" + (f"; {scaler_note}" if scaler_note else ""))
     config = OmegaConf.to_container(cfg)
+    mean, std = normalization(cfg.DATASET, splits["train"])
+    # what the weights are, as plain data in every checkpoint: evaluation needs no training split, stage 2 no stage 1
+    about = {"config": config, "stage1": stage1._asdict() if stage1 else None,
+             "data": {"num_per_cls": num_per_cls, "classes": list(splits["train"].classes), "mean": mean, "std": std,
+                      "img_size": image_side(splits["train"])}}
     if accelerator.is_main_process:
         paths["config"].parent.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, paths["config"])
-        mean, std = normalization(cfg.DATASET, splits["train"])
         save_json({"num_per_cls": num_per_cls, "val_per_class": cfg.DATASET.val_per_class,
                    "test_per_class": list(splits["test"].num_per_cls.values()),
                    "classes": list(splits["train"].classes), "mean": mean, "std": std}, paths["class_counts"])
@@ -133,10 +138,10 @@ def run(cfg) -> None:
             save_torch({"model": unwrapped.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "epochs": epochs, "best": best,
                         "best_epoch": best_epoch, "best_results": best_results, "history": history, "rng": rng,
-                        "config": config, "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None,
+                        **about, "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None,
                         "device": str(accelerator.device)}, paths["last"])
             if best_epoch == epoch + 1:
-                save_best(paths, unwrapped.state_dict(), best_results, config)
+                save_best(paths, unwrapped.state_dict(), best_results, about)
         accelerator.log({**{f"train/{k}": v for k, v in train_scores.items()},
                          **{f"{select_on}/{k}": v for k, v in scores.items() if v is not None}}, step=epoch + 1)
         accelerator.print(f"epoch {epoch + 1}/{epochs} | train loss {train_scores['loss']:.4f} acc "
@@ -149,19 +154,19 @@ def run(cfg) -> None:
         tested[epochs] = predict(model, loaders["test"], accelerator)
     if best_epoch not in tested:
         accelerator.wait_for_everyone()
-        unwrapped.load_state_dict(torch.load(paths["best"], map_location="cpu")["model"])
+        unwrapped.load_state_dict(load_checkpoint(paths["best"])["model"])
         tested[best_epoch] = predict(model, loaders["test"], accelerator)
     last = summarize(*tested[epochs], num_per_cls)
     logits, targets = tested[best_epoch]
     selected = last if best_epoch == epochs else summarize(logits, targets, num_per_cls)
-    if accelerator.is_main_process:
+    if accelerator.is_main_process:  # the results file last: it marks the run finished (run_finished)
+        save_json(per_class_report(logits, targets, num_per_cls), paths["per_class"])
         save_json({"selected_by": f"{select_on} {metric}", "best_epoch": best_epoch, "epochs": epochs,
                    "test": selected, "test_last_epoch": last, "num_per_cls": num_per_cls, "config": config,
-                   "stage1": stage1._asdict() if stage1 else None, "history": history,
+                   "stage1": about["stage1"], "history": history,
                    "ran_on": {"device": str(accelerator.device), "processes": accelerator.num_processes,
                               "mixed_precision": precision, "torch": torch.__version__}},
                   paths["results"])
-        save_json(per_class_report(logits, targets, num_per_cls), paths["per_class"])
     accelerator.log({**{f"test/{k}": v for k, v in selected.items() if v is not None},
                      **{f"test_last_epoch/{k}": v for k, v in last.items() if v is not None}})
     accelerator.print(f"test (epoch {best_epoch}, by {select_on} {metric}): bcr {percent(selected['bcr'])} "

@@ -25,13 +25,14 @@ def tau_normalise(weight: torch.Tensor, tau: float) -> torch.Tensor:
 def adjusted_logits(method: str, features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                     num_per_cls, tau: float) -> torch.Tensor:
     """The logits of a linear classifier (`weight`, `bias`) on `features`, corrected by `method` at `tau`.
-    tau-normalisation scales the weight rows and keeps the bias as it is (the decoupling code's script drops the
-    bias altogether), so that tau 0 gives the plain logits with either method. Called under the model's autocast, the
-    classifier runs at the model's precision, so tau 0 also gives the model's own logits."""
+    Logit adjustment shifts the plain logits, so its tau 0 gives them. Tau-normalisation scores with the normalised
+    weight rows alone and drops the bias, as Kang et al.'s method does (the decoupling code and BALMS's tau_norm.py
+    alike): its tau 0 gives the logits without the bias. Kept, a head-favouring bias would dominate the shrinking
+    rows as tau grows. Called under the model's autocast, the classifier runs at the model's precision, as the
+    model computes it."""
     if method == "tau_norm":
-        weight = tau_normalise(weight.float(), tau)
-    logits = F.linear(features, weight, bias)  # under autocast, as the model computes its classifier
-    return logit_adjust(logits.float(), num_per_cls, tau) if method == "logit_adjust" else logits
+        return F.linear(features, tau_normalise(weight.float(), tau))  # under autocast, as the model's classifier
+    return logit_adjust(F.linear(features, weight, bias).float(), num_per_cls, tau)
 
 
 def parse_taus(text: str) -> list[float]:

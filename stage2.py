@@ -7,13 +7,14 @@ meta-sampler. "lws" keeps the stage-1 classifier frozen and learns one scale per
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from checkpoint import output_paths, unreadable
+from checkpoint import load_checkpoint, output_paths
 from errors import ConfigError
 from models import classifier_name
 
@@ -74,10 +75,12 @@ class Stage2Model(nn.Module):
 
 
 class Stage1(NamedTuple):
-    """The stage-1 checkpoint a stage-2 run started from, as its results record it."""
+    """The stage-1 checkpoint a stage-2 run started from, as its checkpoints and results record it: where it was
+    (resolved), its loss, its epoch and the sha256 of its file."""
     checkpoint: str
     loss: str
     epoch: int | None
+    sha256: str | None = None  # None in checkpoints written before it was recorded
 
 
 def stage1_path(cfg) -> Path:
@@ -100,10 +103,9 @@ def load_stage1(cfg, head: str, num_classes: int) -> tuple[dict, Stage1]:
     (whose classifier is the submodule `head`); each refusal is one line naming both sides."""
     path = stage1_path(cfg)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # a truncated or foreign file: say which, not a traceback
-        raise ConfigError(f"TRAIN.stage2_from {path} cannot be read ({unreadable(path, error)}): pass a stage-1 "
-                          "checkpoint (model_seed*_best.pt) or the run folder that holds it") from None
+        state = load_checkpoint(path)
+    except ConfigError as error:
+        raise ConfigError(f"TRAIN.stage2_from: {error}") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise ConfigError(f"TRAIN.stage2_from {path} is not a checkpoint written by main.py (it lacks 'model' and "
                           "'config')")
@@ -133,7 +135,15 @@ def load_stage1(cfg, head: str, num_classes: int) -> tuple[dict, Stage1]:
     if classes != num_classes:
         raise ConfigError(f"TRAIN.stage2_from {path} has {classes} classes, this run's {cfg.DATASET.name} has "
                           f"{num_classes}: pass a checkpoint of this data set")
-    return state["model"], Stage1(str(path.resolve()), section("LOSS.name"), state.get("epoch"))
+    return state["model"], Stage1(str(path.resolve()), section("LOSS.name"), state.get("epoch"), sha256(path))
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _data_seed(default) -> int:
@@ -141,12 +151,17 @@ def _data_seed(default) -> int:
     return default["seed"] if default.get("data_seed") is None else default["data_seed"]
 
 
-def freeze_for_stage2(model: nn.Module, cfg, num_classes: int) -> tuple[nn.Module, Stage1 | None]:
+def freeze_for_stage2(model: nn.Module, cfg, num_classes: int,
+                      resumed: dict | None = None) -> tuple[nn.Module, Stage1 | None]:
     """With TRAIN.stage2_from set: `model` with the stage-1 weights, every part but the classifier frozen, and the
     classifier as TRAIN.stage2_classifier wants it ("retrain": the one `model` was built with, freshly drawn).
-    Without it: `model` as it is, and None."""
+    Without it: `model` as it is, and None. Resuming from `resumed`, a stage-2 checkpoint that holds every weight
+    and the stage-1 provenance: the frozen model, to be loaded from it, and that provenance; the stage-1 file is not
+    read, so it may have moved."""
     if cfg.TRAIN.stage2_from is None:
         return model, None
+    if resumed is not None and resumed.get("stage1") is not None:
+        return Stage2Model(model, cfg.TRAIN.stage2_classifier), Stage1(**resumed["stage1"])
     head = classifier_name(model)
     weights, stage1 = load_stage1(cfg, head, num_classes)
     if cfg.TRAIN.stage2_classifier == "retrain":

@@ -11,9 +11,12 @@ as the CIFAR loaders do (ImageNet-LT's 115,846 training images at 224x224 are 17
 """
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
+import re
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -111,8 +114,9 @@ def _square(split: ListLT, index: int, side: int) -> np.ndarray:
 
 
 def ensure_cache(split: ListLT, cache_dir: str | Path, side: int, threads: int, log=print) -> Path:
-    """The uint8 cache of `split` at `side`, written once (to a temporary file, then renamed) and reused while its
-    list, root and side are the same."""
+    """The uint8 cache of `split` at `side`, written once (to a partial file of this process, then renamed) and
+    reused while its list, root and side are the same; the partial files that interrupted decodes left are removed
+    first."""
     path = cache_path(cache_dir, split, side)
     stamp_file = path.with_suffix(".json")
     stamp = _stamp(split, side)
@@ -125,19 +129,48 @@ def ensure_cache(split: ListLT, cache_dir: str | Path, side: int, threads: int, 
                           "writable folder, or set DATASET.loader classic") from None
     log(f"decoding {len(split):,} images of {split.list_file} once into {path} ({side}x{side}, "
         f"{len(split) * side * side * 3 / 2**30:.1f} GiB)")
-    partial = path.with_name(path.name + f".partial{os.getpid()}")
+    remove_stale_partials(path, log)
+    partial = path.with_name(f"{path.name}.partial-{socket.gethostname()}-{os.getpid()}")  # a writer of its own
     data = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(split), side, side, 3))
 
     def fill(index: int) -> None:
         data[index] = _square(split, index, side)
 
-    with ThreadPoolExecutor(max(1, threads)) as pool:  # PIL decodes and resizes outside the GIL
-        list(pool.map(fill, range(len(split))))
-    data.flush()
-    del data
-    os.replace(partial, path)
+    try:
+        with ThreadPoolExecutor(max(1, threads)) as pool:  # PIL decodes and resizes outside the GIL
+            list(pool.map(fill, range(len(split))))
+        data.flush()
+        del data
+        os.replace(partial, path)
+    except BaseException:  # an error or Ctrl-C; what a killed process leaves, the next decode removes
+        partial.unlink(missing_ok=True)
+        raise
     stamp_file.write_text(json.dumps(stamp))
     return path
+
+
+def remove_stale_partials(path: Path, log=print) -> None:
+    """Remove the partial files of `path` that interrupted decodes on this machine left (named for the machine and
+    the process, `<name>.partial-<host>-<pid>`; before that, `<name>.partial<pid>`): a retry would otherwise add
+    one more, and iNat 2018's train cache is about 80 GiB. A running writer's file stays, and so does another
+    machine's, whose writer cannot be checked from here."""
+    host = socket.gethostname()
+    for partial in path.parent.glob(f"{glob.escape(path.name)}.partial*"):
+        found = re.fullmatch(re.escape(path.name) + r"\.partial(?:-(.+)-)?([0-9]+)", partial.name)
+        if found is None or (found[1] or host) != host or _running(int(found[2])):
+            continue
+        partial.unlink(missing_ok=True)
+        log(f"removed {partial}, left by an interrupted decode")
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 class _Crops(Dataset):

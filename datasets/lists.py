@@ -27,7 +27,8 @@ SHOWN = 3  # file names or classes quoted in an error before "and N more"
 class ListSpec(NamedTuple):
     """One benchmark: the prefix of its list files, the list each split reads, and the published sizes."""
     prefix: str                # ImageNet_LT -> ImageNet_LT_train.txt, ...
-    files: dict[str, str]      # split -> the list it reads (iNat 2018 tests on its val list, as the literature)
+    files: dict[str, str]      # split -> the list it reads (iNat 2018 tests on its val list, as the literature, and
+                               #   so has no val split apart: nothing is chosen on the images it reports)
     sizes: dict[str, int]      # list -> lines in the published file
     num_classes: int
 
@@ -37,7 +38,7 @@ LIST_DATASETS = {
                            {"train": 115_846, "val": 20_000, "test": 50_000}, 1_000),
     "PlacesLT": ListSpec("Places_LT", {"train": "train", "val": "val", "test": "test"},
                          {"train": 62_500, "val": 7_300, "test": 36_500}, 365),
-    "iNat2018": ListSpec("iNaturalist18", {"train": "train", "val": "val", "test": "val"},
+    "iNat2018": ListSpec("iNaturalist18", {"train": "train", "test": "val"},
                          {"train": 437_513, "val": 24_426}, 8_142),
 }
 WHERE = "README.md, section 'ImageNet-LT, Places-LT and iNaturalist 2018', says where to get them"
@@ -109,8 +110,8 @@ class ListLT(Dataset):
     def __init__(self, name: str, root: str | Path, split: str, listdir: str | Path | None = None,
                  strict_sizes: bool = True, num_classes: int | None = None, img_size: int = 224,
                  transform=None) -> None:
-        if split not in ("train", "val", "test"):
-            raise ValueError(f"unknown split {split!r}; choose one of: train, val, test")
+        if split not in LIST_DATASETS[name].files:
+            raise ValueError(f"{name} has no split {split!r}; choose one of: {', '.join(LIST_DATASETS[name].files)}")
         self.name, self.split, self.img_size, self.transform = name, split, img_size, transform
         self.root = str(Path(root).resolve())
         self.list_file = list_path(name, split, listdir if listdir is not None else root)
@@ -183,12 +184,11 @@ class ListLT(Dataset):
 
 def list_splits(cfg) -> dict:
     """The train, val and test splits of the list benchmark `cfg` (the DATASET section) names; val selects the
-    checkpoint, and every split takes its classes from the train list."""
+    checkpoint, and every split takes its classes from the train list. iNat 2018 tests on its val list and has no
+    val split: like a run without DATASET.val_per_class, it selects on the test set and says so ("test bcr")."""
     listdir = cfg.listdir if cfg.listdir is not None else cfg.datadir
     splits = {"train": ListLT(cfg.name, cfg.datadir, "train", listdir, cfg.strict_sizes, img_size=cfg.img_size)}
-    files = LIST_DATASETS[cfg.name].files
-    for split in ("val", "test"):
-        same = [done for done in splits if files[done] == files[split]]  # iNat 2018: test is its val list
-        splits[split] = splits[same[0]] if same else ListLT(cfg.name, cfg.datadir, split, listdir, cfg.strict_sizes,
-                                                            splits["train"].num_classes, cfg.img_size)
+    for split in [split for split in LIST_DATASETS[cfg.name].files if split != "train"]:
+        splits[split] = ListLT(cfg.name, cfg.datadir, split, listdir, cfg.strict_sizes, splits["train"].num_classes,
+                               cfg.img_size)
     return splits

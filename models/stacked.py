@@ -11,10 +11,13 @@ k's batch at rows k*B to (k+1)*B; the output is (K*B) x num_classes in the same 
 feeds it as it is, and `train.train_step` runs it unchanged with `StackedLoss`.
 
 A candidate measured on a GPU (`bench.py --stack`), not wired into main.py: tests/test_stacked.py checks that it
-trains exactly as K separate models do, `stack` and `unstack` convert to and from K CifarResNet state dicts.
+trains exactly as K separate models do, `stack` and `unstack` convert to and from K CifarResNet state dicts. A fresh
+stack draws each model's weights and head bias as CifarResNet does. It refuses fp16 (see FP16_REFUSED): bf16 and
+fp32 only.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -24,6 +27,11 @@ from torch import nn
 from .resnet_cifar import CifarResNet
 
 HEAD = "fc."  # the head's parameters are stacked along a new first dimension; every other tensor is concatenated
+# fp16 trains with a loss scaler, which skips the optimizer step that any gradient overflows: stacked, K models share
+# one step, so one model's overflow would skip all K models' steps (and halve the scale of all), where K separate runs
+# would skip one. No stacked loss scaling matches that, so the stack is kept out of fp16.
+FP16_REFUSED = ("StackedResNet does not run under fp16: one model's overflow would skip all K models' optimizer "
+                "steps, unlike K separate runs; use bf16 or fp32 (--precision bf16)")
 
 
 class StackedBlock(nn.Module):
@@ -58,9 +66,11 @@ class StackedLinear(nn.Module):
     def __init__(self, k: int, in_features: int, out_features: int) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(k, out_features, in_features))
-        self.bias = nn.Parameter(torch.zeros(k, out_features))
+        self.bias = nn.Parameter(torch.empty(k, out_features))
         for head in self.weight:  # one at a time: kaiming_normal_ would count K x in_features as the fan-in
             nn.init.kaiming_normal_(head)
+        bound = 1 / math.sqrt(in_features)  # each model's nn.Linear draws its bias so, and CifarResNet keeps it
+        nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
@@ -102,6 +112,8 @@ class StackedResNet(nn.Module):
         return self.fc
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_autocast_enabled(x.device.type) and torch.get_autocast_dtype(x.device.type) == torch.float16:
+            raise RuntimeError(FP16_REFUSED)
         kb, c, h, w = x.shape
         b = kb // self.k
         # Sample i of model k becomes channels k*c to (k+1)*c of row i: the grouped convolutions keep models apart

@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from checkpoint import output_paths  # noqa: E402
+from metrics import FULL_CONFUSION  # noqa: E402
 
 from .pooling import (Cell, column_key, column_label, fmt, label_keys, loss_key, mean_std, natural,  # noqa: E402
                       number, pool, row_label, settings_id)
@@ -296,7 +297,11 @@ def make_figures(out: Path, runs: list[Run], factor) -> tuple[list[str], list[st
         unique = sum(other.column.dataset == comparison.column.dataset for other in chosen) == 1
         stem = figure_stem(comparison, unique)
         draw(f"per_class_{stem}.png", plot_per_class, comparison)
-        draw(f"confusion_{stem}.png", plot_confusions, comparison)
+        if all("confusion_matrix" in per_class(run) for cell in comparison.cells for run in cell.runs):
+            draw(f"confusion_{stem}.png", plot_confusions, comparison)
+        else:
+            notes.append(f"{stem}: no confusion figure, as its per-class files hold no confusion matrix (over "
+                         f"{FULL_CONFUSION} classes they keep the most confused pairs alone).")
         if all(history(run) for cell in comparison.cells for run in cell.runs):
             draw(f"curves_{stem}.png", plot_curves, comparison)
     return written, notes

@@ -10,10 +10,11 @@ from typing import NamedTuple
 
 import yaml
 
-from checkpoint import RESUMABLE_CHANGES, SHARED_CONFIG, output_paths, output_seeds
+from checkpoint import RESUMABLE_CHANGES, SHARED_CONFIG, load_checkpoint, output_paths, output_seeds
 from omegaconf import OmegaConf
 
 from config import LIST_BENCHMARKS, with_defaults
+from errors import ConfigError
 from run_folder import holder
 
 # Config keys that name a run's cell in the tables, and those that never change what a run trains
@@ -162,13 +163,13 @@ def read_yaml(path: Path) -> dict | None:
 
 
 def read_checkpoint(path: Path) -> dict | None:
-    """The last-epoch checkpoint's epoch and config, or None; torch is imported only when one is needed."""
+    """The last-epoch checkpoint's epoch and config, or None, read as every checkpoint is (weights_only: no file
+    runs code as it loads)."""
     if not path.exists():
         return None
-    import torch
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # a truncated file is part of what a crash leaves behind
+        state = load_checkpoint(path)
+    except ConfigError:  # a truncated file is part of what a crash leaves behind
         return None
     return state if isinstance(state, dict) else None
 

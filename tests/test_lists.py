@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import socket
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import OUTPUTS, ROOT, check_ok, read, run_main
+from conftest import OUTPUTS, ROOT, check_ok, read, run_main, run_script
 from config import LIST_BENCHMARKS, apply_overrides, check, load_config
 from datasets import LIST_DATASETS, ListLT, build_loaders, build_splits, image_side
 from datasets.list_loaders import CachedLoader, ensure_cache, random_boxes
@@ -80,10 +84,28 @@ def test_listdir_holds_the_lists_apart_from_the_images(tmp_path):
     assert len(splits["train"]) == 5 and splits["train"].list_file == tmp_path / "lists" / "Places_LT_train.txt"
 
 
-def test_inat_tests_on_its_val_list(tmp_path):
+def test_inat_tests_on_its_val_list_and_has_no_val_split_apart(tmp_path):
+    """iNat 2018's val list is its test list: nothing may be chosen on it as if it were held out."""
     make_lists(tmp_path, "iNat2018", counts=[3, 2], val_per_class=2)
     splits = quiet(build_splits, dataset_cfg(tmp_path, "DATASET.name", "iNat2018").DATASET, 0)
-    assert splits["test"] is splits["val"] and splits["val"].list_file.name == "iNaturalist18_val.txt"
+    assert set(splits) == {"train", "test"} and splits["test"].list_file.name == "iNaturalist18_val.txt"
+
+
+def test_inat_selects_on_its_test_list_and_says_so_and_chooses_no_tau_there(tmp_path):
+    """The checkpoint is selected on the list reported, so its results say "test bcr"; evaluate.py gives every tau
+    its own results rather than choose one on the test images."""
+    make_lists(tmp_path / "data", "iNat2018", counts=LONG_TAIL, val_per_class=5)
+    run = [*LIST_RUN, "DATASET.name", "iNat2018", "TRAIN.epochs", "1", "DATASET.loader", "classic",
+           "TRAIN.mixed_precision", "no"]
+    check_ok(run_main(tmp_path / "data", tmp_path, *run))
+    folder = tmp_path / "iNat2018" / "resnet32" / "CE-IF_1"
+    assert read(folder / "results-seed0.json")["selected_by"] == "test bcr"
+    check_ok(run_script("evaluate.py", tmp_path / "data", str(folder), "--tau-norm", "0,1", "--logit-adjust", "1"))
+    for method, taus in (("tau_norm", ("0", "1")), ("logit_adjust", ("1",))):
+        assert not (folder / "evaluation" / method).exists()
+        for tau in taus:
+            post_hoc = read(folder / "evaluation" / f"{method}_tau{tau}" / "results-seed0.json")["post_hoc"]
+            assert post_hoc["chosen_on"] is None and post_hoc["tau"] == float(tau)
 
 
 def test_a_line_may_hold_spaces_in_its_path_and_blank_lines_are_skipped(tmp_path):
@@ -241,6 +263,24 @@ def test_the_cache_is_written_once_and_rebuilt_when_the_list_changes(imagenet_lt
     from PIL import Image
     image = split.open(0).resize((42, 37), Image.Resampling.BILINEAR, reducing_gap=None).crop((2, 0, 39, 37))
     np.testing.assert_array_equal(data[0], np.asarray(image))
+
+
+def test_partial_cache_files_of_interrupted_decodes_are_removed(imagenet_lt, tmp_path):
+    """An interrupted decode leaves its partial file; the next decode removes those whose writer on this machine no
+    longer runs, and leaves a running writer's, and another machine's (a shared cache_dir), alone."""
+    from datasets.list_loaders import cache_path
+
+    split = quiet(ListLT, "ImageNetLT", imagenet_lt, "val", num_classes=8, strict_sizes=False)
+    path = cache_path(tmp_path, split, 37)
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead, host = int(ended.stdout), socket.gethostname()
+    stale = [path.with_name(f"{path.name}.partial{dead}"), path.with_name(f"{path.name}.partial-{host}-{dead}")]
+    kept = [path.with_name(f"{path.name}.partial-{host}-{os.getppid()}"),
+            path.with_name(f"{path.name}.partial-elsewhere-{dead}")]
+    for partial in stale + kept:
+        partial.write_bytes(b"half")
+    assert ensure_cache(split, tmp_path, 37, threads=1, log=lambda *a: None) == path
+    assert sorted(p.name for p in tmp_path.iterdir() if ".partial" in p.name) == sorted(p.name for p in kept)
 
 
 def test_random_boxes_fit_the_image_and_follow_random_resized_crop():

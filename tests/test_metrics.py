@@ -209,3 +209,28 @@ def test_per_class_report():
     assert report["precision"] == pytest.approx(PRECISION)
     assert report["num_per_cls"] == [500, 50, 5]
     assert report["groups"]["few"] == [2]
+
+
+def test_per_class_report_keeps_the_test_counts_and_the_most_confused_pairs():
+    report = per_class_report(_logits(PREDS, 3), TARGETS, [500, 50, 5])
+    assert report["test_per_cls"] == [4, 2, 2]
+    # the two mistakes: class 1 taken for 0, class 2 for 1; ties in count go by true class
+    assert report["most_confused"] == [{"true": 1, "predicted": 0, "count": 1}, {"true": 2, "predicted": 1, "count": 1}]
+
+
+def test_per_class_report_leaves_out_a_large_confusion_matrix():
+    """At iNat 2018's 8,142 classes the matrix alone is about 0.6 GB of JSON: above FULL_CONFUSION classes the
+    report keeps recall, counts and the most confused pairs, and stays small."""
+    import json
+
+    from metrics import FULL_CONFUSION, MOST_CONFUSED
+
+    classes = 2_000
+    targets = torch.arange(classes).repeat(2)
+    preds = torch.where(targets % 7 == 0, (targets + 1) % classes, targets)  # every 7th class taken for the next
+    report = per_class_report(_logits(preds, classes), targets, [10] * classes)
+    assert classes > FULL_CONFUSION and "confusion_matrix" not in report
+    assert len(report["most_confused"]) == MOST_CONFUSED and report["most_confused"][0] == \
+        {"true": 0, "predicted": 1, "count": 2}
+    assert report["recall"][0] == 0.0 and report["recall"][1] == 1.0 and report["test_per_cls"][0] == 2
+    assert len(json.dumps(report, indent=2)) < 1_000_000

@@ -77,7 +77,7 @@ def test_a_crash_between_the_last_and_the_best_checkpoint_resumes_consistently(d
     folder = tmp_path / "CIFAR10LT" / "resnet32" / "crash"
     results, best_results = read(folder / "results-seed0.json"), read(folder / "results-seed0-best.json")
     best = torch.load(folder / "model-seed0-best.pt", map_location="cpu")
-    last = torch.load(folder / "model-seed0.pt", map_location="cpu", weights_only=False)
+    last = torch.load(folder / "model-seed0.pt", map_location="cpu", weights_only=True)  # tensors and plain data
     assert last["epoch"] == 2 and results["epochs"] == 2
     assert best["epoch"] == best_results["epoch"] == last["best_epoch"] == results["best_epoch"]
     assert results["test"] == best_results["test"]  # the final test tested the selected epoch's weights
@@ -175,3 +175,35 @@ def test_a_run_folder_written_under_the_old_names_is_read_and_resumed_under_them
     assert checkpoint.output_seeds(tmp_path, kind) == [0]
     # another seed of the same folder, begun afterwards, gets the new names
     assert checkpoint.output_paths(tmp_path, 1)["last"].name == "model-seed1.pt"
+
+
+def test_a_crash_before_the_per_class_file_leaves_a_run_to_finish(datadir, tmp_path, monkeypatch):
+    """results-seed*.json marks a run finished, so it is written last: a crash before the per-class file leaves a
+    run that is not finished, and running it again writes both."""
+    import main
+
+    save_json = main.save_json
+
+    def crash_at_per_class(data, path):
+        if path.name.endswith("per-class.json"):
+            raise KeyboardInterrupt
+        save_json(data, path)
+    monkeypatch.setattr(main, "save_json", crash_at_per_class)
+    with pytest.raises(SystemExit, match="interrupted"):
+        run_main(datadir, tmp_path)
+    monkeypatch.setattr(main, "save_json", save_json)
+    folder = tmp_path / "CIFAR10LT" / "resnet32" / "crash"
+    assert not (folder / "results-seed0.json").exists()
+    run_main(datadir, tmp_path)
+    assert read(folder / "results-seed0.json")["epochs"] == 2
+    assert read(folder / "results-seed0-per-class.json")["num_per_cls"]
+
+
+def test_evaluate_writes_its_results_file_last(tmp_path, monkeypatch):
+    import evaluate
+
+    written = []
+    monkeypatch.setattr(evaluate, "save_json", lambda data, path: written.append(path.name))
+    found = evaluate.Predictions(torch.eye(3), torch.arange(3))
+    evaluate.write_results(tmp_path, 0, {"num_per_cls": [5, 3, 1]}, found)
+    assert written[-1] == "results-seed0.json" and len(written) == 2

@@ -133,3 +133,24 @@ def test_a_fresh_stack_draws_each_model_as_cifar_resnet_does():
     torch.testing.assert_close(stacked.fc.weight.std().item(), (2 / 64) ** 0.5, rtol=0.15, atol=0)
     conv = stacked.blocks[-1].conv2.weight  # 8 x 64 out channels, 64 x 9 in each
     torch.testing.assert_close(conv.std().item(), (2 / (64 * 9)) ** 0.5, rtol=0.05, atol=0)
+
+
+def test_a_fresh_stack_draws_each_head_bias_as_nn_linear_does():
+    """Each model's nn.Linear head draws its bias from U(-1/sqrt(fan_in), 1/sqrt(fan_in)); a fresh stack is K fresh
+    models only if its K biases are drawn alike."""
+    bias = StackedResNet(8, num_classes=100).fc.bias
+    bound = 1 / 64 ** 0.5
+    assert bias.abs().max() <= bound and not torch.equal(bias[0], bias[1])
+    torch.testing.assert_close(bias.std().item(), bound / 3 ** 0.5, rtol=0.1, atol=0)  # a uniform's std
+
+
+def test_the_stack_refuses_fp16_where_one_overflow_would_skip_every_model_step():
+    """Under fp16 loss scaling, one model's overflow skips the one optimizer step of all K models, where K separate
+    runs would skip one model's: the stack is kept out of fp16, in one line; bf16 and fp32 run."""
+    stacked = StackedResNet(2, num_classes=CLASSES)
+    images, _ = batches(2)
+    with torch.autocast("cpu", dtype=torch.float16), pytest.raises(RuntimeError, match="fp16") as error:
+        stacked(images)
+    assert "\n" not in str(error.value)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert stacked(images).shape == (2 * BATCH, CLASSES)

@@ -10,6 +10,7 @@ from config import check, load_config
 from conftest import ROOT, check_ok, read, run_main, run_script
 from errors import ConfigError
 from models import build_model
+from optim import build_optimizer
 from stage2 import ScaledClassifier, Stage2Model, freeze_for_stage2
 from test_main import check_error
 
@@ -141,3 +142,55 @@ def test_main_stops_with_one_line_on_a_missing_stage1(cifar_root, tmp_path):
 def test_stage2_classifier_without_stage2_from_is_refused():
     with pytest.raises(ConfigError, match="TRAIN.stage2_classifier lws has no effect while TRAIN.stage2_from is null"):
         load_config(ROOT / "configs.yaml", ["TRAIN.stage2_classifier", "lws"])
+
+
+@pytest.mark.parametrize("recipe", ["crt", "lws", "bs_retrain"])
+def test_stage2_trains_its_classifier_at_its_own_lr_after_a_stage1_recipe_with_a_classifier_lr(recipe):
+    """places_lt_stage1.yaml sets OPTIMIZER.classifier_lr 0.1 for its new head; in stage 2 only the head trains,
+    and at the stage-2 lr."""
+    cfg = load_config([ROOT / "configs.yaml", ROOT / "recipes" / "places_lt_stage1.yaml",
+                       ROOT / "recipes" / f"{recipe}.yaml"], ["OPTIMIZER.lr", "0.05", "TRAIN.stage2_from", "s1.pt"])
+    optimizer = build_optimizer(cfg.OPTIMIZER, Stage2Model(_model(), cfg.TRAIN.stage2_classifier))
+    assert [group["lr"] for group in optimizer.param_groups] == [0.05]
+
+
+def test_a_classifier_lr_in_stage2_is_refused_in_one_line():
+    with pytest.raises(ConfigError, match="OPTIMIZER.classifier_lr 0.3 has no effect while TRAIN.stage2_from is set"):
+        load_config(ROOT / "configs.yaml", ["TRAIN.stage2_from", "s1.pt", "OPTIMIZER.classifier_lr", "0.3"])
+
+
+def test_stage2_does_not_demand_the_pretrained_weights_that_stage1_started_from(stage1, cifar_root, tmp_path):
+    """A stage-1 recipe's MODEL.pretrained (and its file) carries into stage 2, which overwrites every weight with
+    stage 1's: the file need not exist, and nothing is fetched (timm has no pretrained resnet32 to fetch)."""
+    cfg = _stage2_cfg(stage1, "MODEL.pretrained", "true", "MODEL.pretrained_file", str(tmp_path / "gone.pth"))
+    assert cfg.MODEL.pretrained
+    proc = run_main(cifar_root, tmp_path, *STAGE1_DATA, "TRAIN.epochs", "1", "TRAIN.stage2_from", str(stage1),
+                    "MODEL.pretrained", "true", "DEFAULT.exp_name", "s2-pretrained")
+    check_ok(proc)
+
+
+def test_a_stage2_run_is_evaluated_and_resumed_after_its_stage1_files_moved(stage1, cifar_root, tmp_path):
+    """Its checkpoints hold every weight and the stage-1 provenance as data: once stage 1's folder has moved,
+    evaluate.py still reads the run, and the run resumes, from the new path too, without reading stage 1."""
+    import hashlib
+    import shutil
+
+    shutil.copytree(stage1, tmp_path / "s1")
+    run = [*STAGE1_DATA, "TRAIN.epochs", "1", "TRAIN.stage2_classifier", "lws", "DEFAULT.exp_name", "s2"]
+    check_ok(run_main(cifar_root, tmp_path, *run, "TRAIN.stage2_from", str(tmp_path / "s1")))
+    folder = tmp_path / "CIFAR10LT" / "resnet32" / "s2"
+    results = read(folder / "results-seed0.json")
+    source = tmp_path / "s1" / "model_seed0_best.pt"
+    assert results["stage1"] == {"checkpoint": str(source), "loss": "CrossEntropyLoss", "epoch": 1,
+                                 "sha256": hashlib.sha256(source.read_bytes()).hexdigest()}
+    best = torch.load(folder / "model_seed0_best.pt", map_location="cpu", weights_only=True)
+    assert best["stage1"] == results["stage1"] and best["data"]["num_per_cls"] == results["num_per_cls"]
+    shutil.move(tmp_path / "s1", tmp_path / "s1-moved")
+
+    check_ok(run_script("evaluate.py", cifar_root, str(folder)))
+    assert read(folder / "evaluation" / "results-seed0.json")["stage1"] == results["stage1"]
+    (folder / "results-seed0.json").unlink()  # the run is unfinished again: it resumes after its last epoch
+    resumed = run_main(cifar_root, tmp_path, *run, "TRAIN.stage2_from", str(tmp_path / "s1-moved"))
+    check_ok(resumed)
+    assert "resuming" in resumed.stdout
+    assert read(folder / "results-seed0.json")["stage1"] == results["stage1"]
