@@ -69,14 +69,18 @@ def evaluate_checkpoint(path: Path, out: Path, overrides: list[str], post_hoc: d
     seed = cfg.DEFAULT.seed
     precision, why = mixed_precision(cfg.TRAIN.mixed_precision)
     accelerator = Accelerator(cpu=cpu_only(), mixed_precision=precision)
-    with accelerator.main_process_first():
-        splits = build_splits(cfg.DATASET, data_seed(cfg))
     saved = state.get("data")  # what the weights were trained on; written before checkpoints held it: rebuilt
+    # Scoring the test set needs the test images alone where the checkpoint holds its class counts and normalisation
+    # (a released file); a post-hoc correction also takes the validation split, which comes from the training images
+    names = ("test",) if saved and not post_hoc else None
+    with accelerator.main_process_first():
+        splits = build_splits(cfg.DATASET, data_seed(cfg), names)
     num_per_cls = saved["num_per_cls"] if saved else list(splits["train"].num_per_cls.values())
     mean, std = (saved["mean"], saved["std"]) if saved else normalization(cfg.DATASET, splits["train"])
     loaders = {name: eval_loader(cfg.DATASET, splits[name], mean, std, accelerator)
                for name in ("val", "test") if name in splits}
-    model, _ = build_model(cfg.MODEL.name, len(num_per_cls), False, image_side(splits["train"]))
+    side = saved["img_size"] if saved else image_side(splits["train"])
+    model, _ = build_model(cfg.MODEL.name, len(num_per_cls), False, side)
     stage1 = state.get("stage1")  # where a stage-2 run started, for report.py's rows
     if cfg.TRAIN.stage2_from is not None:  # a stage-2 checkpoint holds the frozen parts and its own classifier
         if stage1 is None:  # written before checkpoints held it: the stage-1 file, where it was

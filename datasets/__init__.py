@@ -27,12 +27,14 @@ class IterableDataset:
     """A name only: see `Dataset`."""
 
 
-def build_splits(cfg, data_seed: int) -> dict:
+def build_splits(cfg, data_seed: int, names: tuple[str, ...] | None = None) -> dict:
     """The train, test and (when DATASET.val_per_class > 0, or an image folder has val/) val splits that `cfg`
-    (the DATASET section) names; each split's `root` is the folder its data came from. The list benchmarks always
-    have their published val split."""
+    (the DATASET section) names, or those of `names` alone; each split's `root` is the folder its data came from.
+    The list benchmarks always have their published val split. The test split alone needs no training images (nor
+    a DATASET.train_subset file): a checkpoint that holds its training class counts is evaluated from it."""
     if cfg.name in LIST_DATASETS:
-        return list_splits(cfg)
+        splits = list_splits(cfg)
+        return {name: splits[name] for name in names or splits}
     dataset = DATASETS[cfg.name]
     kwargs = dict(imb_type=cfg.imbalance_type, imbalance_factor=cfg.imbalance_factor, seed=data_seed,
                   val_per_class=cfg.val_per_class, download=cfg.download)
@@ -44,7 +46,7 @@ def build_splits(cfg, data_seed: int) -> dict:
     else:  # CIFAR in the seed's datadir/CIFAR10 (or CIFAR100), else in datadir itself
         kwargs["subset"] = cfg.train_subset
         build = dataset.in_datadir
-    names = ["train", "test"] + (["val"] if with_val else [])
+    names = names or ["train", "test"] + (["val"] if with_val else [])
     return {name: build(cfg.datadir, split=name, **kwargs) for name in names}
 
 

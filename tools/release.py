@@ -1,9 +1,9 @@
 """Write a run's selected (or last) weights as one self-contained file to publish:
 `python tools/release.py RUN_FOLDER --out weights/NAME.pt [--seed 0] [--last]`.
 
-The file holds the model's weights and the run's config, and beside them what evaluation needs that a training
-checkpoint leaves to the run folder: the training class counts, the normalisation, the class names, and the test
-scores the run measured. `python evaluate.py weights/NAME.pt DATASET.datadir DIR` then needs the test images alone:
+The file holds the model's weights, the run's config and what evaluation needs as plain data (the training class
+counts, class names, normalisation and image side, as main.py's checkpoints hold them), and the test scores the run
+measured, without the optimizer state of a last checkpoint. `python evaluate.py weights/NAME.pt DATASET.datadir DIR` then needs the test images alone:
 no training images, no subset file, no run folder. Its sha256 is printed for the README's table.
 """
 from __future__ import annotations
@@ -14,11 +14,9 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from checkpoint import output_paths, save_torch  # noqa: E402
+from checkpoint import load_checkpoint, output_paths, save_torch  # noqa: E402
 
 
 def release(folder: Path, seed: int, last: bool) -> dict:
@@ -27,15 +25,19 @@ def release(folder: Path, seed: int, last: bool) -> dict:
     for kind in ("results", "class_counts", "last" if last else "best"):
         if not paths[kind].is_file():
             sys.exit(f"error: {paths[kind]} is missing: pass the folder of a finished main.py run")
-    state = torch.load(paths["last" if last else "best"], map_location="cpu", weights_only=True)
+    state = load_checkpoint(paths["last" if last else "best"])
     with open(paths["results"]) as f:
         results = json.load(f)
     with open(paths["class_counts"]) as f:
         counts = json.load(f)
+    config = state["config"]
+    # checkpoints hold "data" as plain data; those written before they did get it from the run folder's class counts
+    data = state.get("data") or {"num_per_cls": counts["num_per_cls"], "classes": counts["classes"],
+                                 "mean": counts["mean"], "std": counts["std"],
+                                 "img_size": config["DATASET"]["img_size"]}
     test = results["test_last_epoch"] if last else results["test"]
-    return {"model": state["model"], "epoch": state["epoch"], "config": state["config"],
-            "num_per_cls": counts["num_per_cls"], "mean": counts["mean"], "std": counts["std"],
-            "classes": counts["classes"],
+    return {"model": state["model"], "epoch": state["epoch"], "config": config, "data": data,
+            "stage1": state.get("stage1"),
             "released": {"selected_by": "last epoch" if last else results["selected_by"], "epochs": results["epochs"],
                          "test": {key: test[key] for key in ("bcr", "acc") if key in test},
                          "ran_on": results.get("ran_on")}}
