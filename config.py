@@ -163,10 +163,11 @@ def load_config(paths: str | Path | list, overrides: list[str] = ()) -> DictConf
         cfg = OmegaConf.load(paths[0])
     except Exception as error:  # yaml's or OmegaConf's parse errors, of many types
         raise ConfigError(f"{paths[0]}: not valid YAML ({' '.join(str(error).split())})") from None
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{paths[0]}: must be a mapping of sections; the first --config is configs.yaml")
     keys = [key for key in _leaf_keys(OmegaConf.load(SHIPPED)) if not any(key.startswith(f"{whole}.") for whole in
                                                                           DICT_VALUES)] + list(DICT_VALUES)
-    missing = [key for key in keys if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT] if isinstance(
-        cfg, DictConfig) else ["every key"]
+    missing = [key for key in keys if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT]
     if missing:
         raise ConfigError(f"{paths[0]} is an overlay, not a whole config (it lacks {', '.join(missing[:3])}"
                           f"{', ...' if len(missing) > 3 else ''}): the first --config must be configs.yaml, e.g. "

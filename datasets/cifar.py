@@ -7,7 +7,7 @@ from urllib.error import URLError
 
 import numpy as np
 from torchvision.datasets import CIFAR10, CIFAR100
-from torchvision.datasets.utils import check_integrity
+from torchvision.datasets import cifar as torchvision_cifar
 
 from errors import ConfigError, DatasetNotFoundError
 
@@ -31,7 +31,7 @@ class _LongTailedCIFAR:
         # alone
         files = self.train_list if self.train else self.test_list
         key = (type(self), str(self.root), self.train)
-        if key not in self._verified and all(check_integrity(str(Path(self.root, self.base_folder, name)), md5)
+        if key not in self._verified and all(torchvision_cifar.check_integrity(str(Path(self.root, self.base_folder, name)), md5)
                                              for name, md5 in files):
             self._verified.add(key)
         return key in self._verified

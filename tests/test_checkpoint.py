@@ -53,7 +53,7 @@ def test_resume_refuses_a_crafted_last_checkpoint_without_running_its_code(tmp_p
     from omegaconf import OmegaConf
 
     path, marker = _crafted(tmp_path)
-    cfg = OmegaConf.create({"DEFAULT": {"resume": True, "seed": 0}})
+    cfg = OmegaConf.create({"DEFAULT": {"resume": True, "overwrite": False, "seed": 0}})
     with pytest.raises(ConfigError):
         checkpoint.resume_state(cfg, checkpoint.output_paths(tmp_path, 0))
     assert not marker.exists()

@@ -139,19 +139,19 @@ def readme_python_block(containing: str) -> str:
 
 
 def test_the_readmes_prediction_example_predicts_with_a_saved_checkpoint(tmp_path, monkeypatch, capsys):
-    # a run folder as main.py leaves it: the best checkpoint with its config, and the class counts file
+    # a run folder as main.py leaves it: the best checkpoint with its config and what it was trained on
     from omegaconf import OmegaConf
 
-    from checkpoint import output_paths, save_best, save_json
+    from checkpoint import output_paths, save_best
     from models import build_model
     monkeypatch.chdir(ROOT)
     paths = output_paths(tmp_path, 0)
     model, _ = build_model("resnet32", 10, False, 32)
     config = load_config(ROOT / "configs.yaml", ["MODEL.name", "resnet32"])
-    save_best(paths, model.state_dict(), {"epoch": 1}, OmegaConf.to_container(config))
     classes = [f"class{c}" for c in range(10)]
-    save_json({"num_per_cls": [10] * 10, "classes": classes, "mean": [0.5] * 3, "std": [0.25] * 3},
-              paths["class_counts"])
+    data = {"num_per_cls": [10] * 10, "classes": classes, "mean": [0.5] * 3, "std": [0.25] * 3, "img_size": 32}
+    save_best(paths, model.state_dict(), {"epoch": 1},
+              {"config": OmegaConf.to_container(config), "data": data, "stage1": None})
     code = readme_python_block("model-seed0-best.pt")
     code, replaced = re.subn(r'^run = ".*"$', f"run = {str(tmp_path)!r}", code, flags=re.M)
     assert replaced == 1

@@ -96,7 +96,7 @@ def test_inat_selects_on_its_test_list_and_says_so_and_chooses_no_tau_there(tmp_
     its own results rather than choose one on the test images."""
     make_lists(tmp_path / "data", "iNat2018", counts=LONG_TAIL, val_per_class=5)
     run = [*LIST_RUN, "DATASET.name", "iNat2018", "TRAIN.epochs", "1", "DATASET.loader", "classic",
-           "TRAIN.mixed_precision", "no"]
+           "TRAIN.mixed_precision", "no", "DEFAULT.exp_name", "CE-IF_1"]
     check_ok(run_main(tmp_path / "data", tmp_path, *run))
     folder = tmp_path / "iNat2018" / "resnet32" / "CE-IF_1"
     assert read(folder / "results-seed0.json")["selected_by"] == "test bcr"
@@ -131,12 +131,13 @@ def test_train_labels_with_a_gap_are_refused(tmp_path):
         quiet(ListLT, "ImageNetLT", tmp_path, "train", strict_sizes=False)
 
 
-@pytest.mark.parametrize("label", [-1, 8])
-def test_a_test_label_outside_the_train_classes_is_refused(imagenet_lt, tmp_path, label):
+@pytest.mark.parametrize("label, message", [(-1, r"ImageNet_LT_test\.txt:8: label -1 is negative"),
+                                            (8, r"ImageNet_LT_test\.txt: label\(s\) 8 outside 0\.\.7")])
+def test_a_test_label_outside_the_train_classes_is_refused(imagenet_lt, tmp_path, label, message):
     lines = (imagenet_lt / "ImageNet_LT_test.txt").read_text().splitlines()
     lines[7] = lines[7].rsplit(maxsplit=1)[0] + f" {label}"
     (tmp_path / "ImageNet_LT_test.txt").write_text("\n".join(lines))
-    with pytest.raises(ConfigError, match=rf"ImageNet_LT_test\.txt: label\(s\) {label} outside 0\.\.7"):
+    with pytest.raises(ConfigError, match=message):
         quiet(ListLT, "ImageNetLT", imagenet_lt, "test", listdir=tmp_path, strict_sizes=False, num_classes=8)
 
 

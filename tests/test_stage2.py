@@ -180,10 +180,10 @@ def test_a_stage2_run_is_evaluated_and_resumed_after_its_stage1_files_moved(stag
     check_ok(run_main(cifar_root, tmp_path, *run, "TRAIN.stage2_from", str(tmp_path / "s1")))
     folder = tmp_path / "CIFAR10LT" / "resnet32" / "s2"
     results = read(folder / "results-seed0.json")
-    source = tmp_path / "s1" / "model_seed0_best.pt"
+    source = tmp_path / "s1" / "model-seed0-best.pt"
     assert results["stage1"] == {"checkpoint": str(source), "loss": "CrossEntropyLoss", "epoch": 1,
                                  "sha256": hashlib.sha256(source.read_bytes()).hexdigest()}
-    best = torch.load(folder / "model_seed0_best.pt", map_location="cpu", weights_only=True)
+    best = torch.load(folder / "model-seed0-best.pt", map_location="cpu", weights_only=True)
     assert best["stage1"] == results["stage1"] and best["data"]["num_per_cls"] == results["num_per_cls"]
     shutil.move(tmp_path / "s1", tmp_path / "s1-moved")
 
