@@ -75,7 +75,8 @@ def evaluate_checkpoint(path: Path, out: Path, overrides: list[str], post_hoc: d
     mean, std = normalization(cfg.DATASET, splits["train"])
     loaders = {name: eval_loader(cfg.DATASET, splits[name], mean, std, accelerator)
                for name in ("val", "test") if name in splits}
-    model, _ = build_model(cfg.MODEL.name, len(num_per_cls), False, image_side(splits["train"]))
+    model, _ = build_model(cfg.MODEL.name, len(num_per_cls), False, image_side(splits["train"]),
+                           classifier=cfg.MODEL.classifier)
     stage1 = None
     if cfg.TRAIN.stage2_from is not None:  # a stage-2 checkpoint holds the frozen parts and its own classifier
         stage1 = load_stage1(cfg, classifier_name(model), len(num_per_cls))[1]._asdict()  # for report.py's rows
