@@ -22,6 +22,10 @@ NUMBER_KEYS = ("DATASET.imbalance_factor",)
 # The benchmarks read from the community's list files (datasets.lists.LIST_DATASETS, which a test holds equal); named
 # here so that importing config.py costs no torch
 LIST_BENCHMARKS = ("ImageNetLT", "PlacesLT", "iNat2018")
+# The LOSS keys that each LOSS.name reads beside its name (losses.LOSSES' factories; tests/test_losses.py holds them
+# equal); LOSS.beta goes with reweight class_balanced or drw, LOSS.drw_epoch with drw
+LOSS_KEYS = {"CrossEntropyLoss": ("reweight",), "BalancedSoftmax": (), "LogitAdjusted": ("tau",),
+             "Focal": ("gamma", "reweight"), "LDAM": ("max_m", "s", "reweight")}
 
 
 def _listed(c: DictConfig) -> bool:
@@ -82,6 +86,20 @@ NO_EFFECT = {
     **{f"META_SAMPLER.{key}": Ignored(lambda c: c.DATASET.sampler != "meta",
                                       "while DATASET.sampler is {c.DATASET.sampler}", "set DATASET.sampler meta")
        for key in ("lr", "batch_size", "init_pow")},
+    "TRAIN.mixup_alpha": Ignored(lambda c: not c.TRAIN.mixup, "while TRAIN.mixup is false", "add TRAIN.mixup true"),
+    "MODEL.classifier_init": Ignored(lambda c: c.MODEL.classifier == "normed",
+                                     "with MODEL.classifier normed, which draws its own (LDAM-DRW's)",
+                                     "set MODEL.classifier linear"),
+    # the LOSS keys that each loss reads (LOSS_KEYS)
+    **{f"LOSS.{key}": Ignored(lambda c, key=key: key not in LOSS_KEYS.get(c.LOSS.name, ()), "with LOSS.name {c.LOSS.name}",
+                              f"set LOSS.name {' or '.join(name for name, keys in LOSS_KEYS.items() if key in keys)}")
+       for key in ("reweight", "gamma", "max_m", "s", "tau")},
+    "LOSS.beta": Ignored(lambda c: "reweight" not in LOSS_KEYS.get(c.LOSS.name, ()) or c.LOSS.reweight == "none",
+                         "without class weights (LOSS.reweight {c.LOSS.reweight} with LOSS.name {c.LOSS.name})",
+                         "set LOSS.reweight class_balanced or drw with CrossEntropyLoss, Focal or LDAM"),
+    "LOSS.drw_epoch": Ignored(lambda c: "reweight" not in LOSS_KEYS.get(c.LOSS.name, ()) or c.LOSS.reweight != "drw",
+                              "without deferred re-weighting (LOSS.reweight {c.LOSS.reweight} with LOSS.name "
+                              "{c.LOSS.name})", "set LOSS.reweight drw with CrossEntropyLoss, Focal or LDAM"),
 }
 
 
@@ -273,10 +291,10 @@ def check(cfg: DictConfig) -> None:
     importing config.py alone costs no torch or timm."""
     import timm
 
-    from models import CLASSIFIER_INITS  # importing models registers resnet32 with timm
+    from models import CLASSIFIER_INITS, CLASSIFIERS  # importing models registers resnet32 with timm
     from datasets import (AUGMENTATIONS, DATASETS, FAST_AUGMENTATIONS, FAST_LIST_AUGMENTATIONS, IMBALANCE_TYPES,
                           LIST_AUGMENTATIONS, SAMPLERS)
-    from losses import LOSSES
+    from losses import LOSSES, REWEIGHTS
     from meta_sampler import META, check_meta_sampler
     from optim import INTERVALS, OPTIMIZERS, SCHEDULERS
     from stage2 import STAGE2_CLASSIFIERS
@@ -292,6 +310,8 @@ def check(cfg: DictConfig) -> None:
     one_of("DATASET.loader", data.loader, ("fast", "classic"))
     one_of("DATASET.sampler", data.sampler, (*SAMPLERS, META))
     one_of("LOSS.name", cfg.LOSS.name, LOSSES)
+    one_of("LOSS.reweight", cfg.LOSS.reweight, REWEIGHTS)
+    one_of("MODEL.classifier", cfg.MODEL.classifier, CLASSIFIERS)
     one_of("OPTIMIZER.name", cfg.OPTIMIZER.name, OPTIMIZERS)
     one_of("SCHEDULER.sched_name", cfg.SCHEDULER.sched_name, SCHEDULERS)
     one_of("TRAIN.mixed_precision", train.mixed_precision, ("fp16", "bf16", "no"))
@@ -346,6 +366,7 @@ def check(cfg: DictConfig) -> None:
     for key in ("DATASET.num_workers", "DATASET.val_per_class", "SCHEDULER.warmup"):
         if OmegaConf.select(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0, got {OmegaConf.select(cfg, key)}")
+    _check_methods(cfg)
     if not 0 <= data.aug_fill <= 255:
         raise ConfigError(f"DATASET.aug_fill must be a grey level from 0 to 255, got {data.aug_fill}")
     if (data.mean is None) != (data.std is None):
@@ -383,6 +404,29 @@ def check_exp_name(name) -> None:
         raise ConfigError(f"DEFAULT.exp_name {name!r} must be one folder name (no '/', not empty, '.' or '..'), "
                           "so that the run lands in DEFAULT.savedir where report.py finds it; or null to name it "
                           "from the loss, imbalance and recipe")
+
+
+def _check_methods(cfg: DictConfig) -> None:
+    """The settings of the losses, samplers and mixup of the long-tail literature."""
+    loss = cfg.LOSS
+    if not 0 <= loss.beta < 1:
+        raise ConfigError(f"LOSS.beta must be in [0, 1) (Cui et al.: 0.9999), got {loss.beta}")
+    if loss.gamma < 0:
+        raise ConfigError(f"LOSS.gamma must be >= 0 (0 is cross-entropy), got {loss.gamma}")
+    if loss.s <= 0 or loss.max_m < 0:
+        raise ConfigError(f"LOSS.s must be > 0 and LOSS.max_m >= 0, got s {loss.s}, max_m {loss.max_m}")
+    if loss.drw_epoch < 1:
+        raise ConfigError(f"LOSS.drw_epoch must be >= 1 (0 is LOSS.reweight class_balanced), got {loss.drw_epoch}")
+    if loss.reweight == "drw" and cfg.TRAIN.iterations is None and loss.drw_epoch >= cfg.TRAIN.epochs:
+        raise ConfigError(f"LOSS.drw_epoch {loss.drw_epoch} is not among the run's {cfg.TRAIN.epochs} epochs (0 to "
+                          f"{cfg.TRAIN.epochs - 1}): nothing would be reweighted; lower it")
+    if loss.name == "LDAM" and cfg.MODEL.classifier != "normed":
+        raise ConfigError(f"LOSS.name LDAM takes cosine logits, scaled by LOSS.s {loss.s}: set MODEL.classifier normed")
+    if cfg.TRAIN.mixup_alpha <= 0:
+        raise ConfigError(f"TRAIN.mixup_alpha must be > 0 (BagofTricks-LT: 1.0), got {cfg.TRAIN.mixup_alpha}")
+    if cfg.DATASET.sampler == "progressive" and cfg.TRAIN.iterations is not None:
+        raise ConfigError("DATASET.sampler progressive moves over TRAIN.epochs: set TRAIN.iterations null and give "
+                          "the run's length in TRAIN.epochs")
 
 
 def _three_numbers(values) -> bool:

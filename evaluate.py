@@ -80,7 +80,7 @@ def evaluate_checkpoint(path: Path, out: Path, overrides: list[str], post_hoc: d
     loaders = {name: eval_loader(cfg.DATASET, splits[name], mean, std, accelerator)
                for name in ("val", "test") if name in splits}
     side = saved["img_size"] if saved else image_side(splits["train"])
-    model, _ = build_model(cfg.MODEL.name, len(num_per_cls), False, side)
+    model, _ = build_model(cfg.MODEL.name, len(num_per_cls), False, side, classifier=cfg.MODEL.classifier)
     stage1 = state.get("stage1")  # where a stage-2 run started, for report.py's rows
     if cfg.TRAIN.stage2_from is not None:  # a stage-2 checkpoint holds the frozen parts and its own classifier
         if stage1 is None:  # written before checkpoints held it: the stage-1 file, where it was

@@ -20,6 +20,7 @@ from errors import ConfigError, DatasetNotFoundError, NonFiniteLossError
 from losses import build_loss
 from meta_sampler import with_meta_sampler
 from metrics import per_class_report, percent, summarize
+from mixup import Mixup
 from models import build_model
 from optim import build_optimizer, build_scheduler, fuse_on, run_length
 from run_folder import RunLock, default_exp_name
@@ -63,21 +64,22 @@ def run(cfg) -> None:
     with accelerator.main_process_first():  # the main process downloads, the others then read
         splits = build_splits(cfg.DATASET, data_seed(cfg))
     num_per_cls = list(splits["train"].num_per_cls.values())
-    loaders = build_loaders(cfg.DATASET, splits, seed, accelerator)
+    loaders = build_loaders(cfg.DATASET, splits, seed, accelerator, cfg.TRAIN.epochs)  # progressive sampling's length
     select_on = "val" if "val" in loaders else "test"
     accelerator.print(f"{cfg.DATASET.name} in {splits['train'].root}: {len(splits['train'])} training images, classes "
                       f"from {max(num_per_cls)} to {min(num_per_cls)} images; best checkpoint by {select_on} {metric}")
 
     pretrained = cfg.MODEL.pretrained and cfg.TRAIN.stage2_from is None  # stage 2 loads stage 1's weights instead
     model, note = build_model(cfg.MODEL.name, len(num_per_cls), pretrained, image_side(splits["train"]),
-                              cfg.MODEL.classifier_init, cfg.MODEL.pretrained_file)
+                              cfg.MODEL.classifier_init, cfg.MODEL.pretrained_file, cfg.MODEL.classifier)
     accelerator.print(note or f"model: {cfg.MODEL.name}")
     model, stage1 = freeze_for_stage2(model, cfg, len(num_per_cls), state)  # stage 1: the model as it is, stage1 None
     if stage1:
         accelerator.print(f"stage 2 from {stage1.checkpoint} ({stage1.loss}, epoch {stage1.epoch}): all frozen but "
                           f"the classifier ({cfg.TRAIN.stage2_classifier}), {cfg.DATASET.sampler} sampling")
     model = model.to(memory_format=torch.channels_last)
-    criterion = build_loss(cfg.LOSS.name, num_per_cls).to(accelerator.device)
+    criterion = build_loss(cfg.LOSS.name, num_per_cls, cfg.LOSS).to(accelerator.device)
+    mixup = Mixup(cfg.TRAIN.mixup_alpha) if cfg.TRAIN.mixup else None
     optimizer = build_optimizer(cfg.OPTIMIZER, model, fuse_on(accelerator.device.type, accelerator.mixed_precision))
     # split_batches: a prepared loader has as many batches as this one
     steps_per_epoch = math.ceil(len(loaders["train"]) / cfg.TRAIN.grad_accum_steps)
@@ -118,8 +120,10 @@ def run(cfg) -> None:
     tested = {}  # epoch -> its test predictions, kept (the best and the last) so the final test need not redo them
     for epoch in range(start, epochs):
         began = time.perf_counter()
+        criterion.set_epoch(epoch)  # DRW's class weights start at LOSS.drw_epoch
         train_scores = train_one_epoch(model, train_loader, criterion, optimizer, accelerator, epoch,
-                                       cfg.TRAIN.log_interval, per_step, steps and steps - epoch * steps_per_epoch)
+                                       cfg.TRAIN.log_interval, per_step, steps and steps - epoch * steps_per_epoch,
+                                       mixup)
         if per_step is None:
             scheduler.step()
         predictions = predict(model, loaders[select_on], accelerator)

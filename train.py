@@ -7,6 +7,7 @@ import torch
 from tqdm.auto import tqdm
 
 from errors import NonFiniteLossError
+from mixup import MixedTargets
 
 # Metrics that can select the best checkpoint; all but loss are higher-is-better
 CHECKPOINT_METRICS = ("bcr", "acc", "f1", "auroc", "loss")
@@ -26,21 +27,32 @@ def is_better(metric: str, score: float, best: float | None) -> bool:
 
 def train_step(model, images, targets, criterion, optimizer, accelerator) -> torch.Tensor:
     """One batch: forward, loss, backward, and the optimizer step when it closes an accumulation window.
-    Returns the batch's loss sum and correct predictions, left on the device: nothing here waits for it."""
+    Returns the batch's loss sum and correct predictions, left on the device: nothing here waits for it.
+    `targets` may be a mixed batch's two labels (mixup.MixedTargets)."""
     with accelerator.accumulate(model):
         outputs = model(images)
         loss = criterion(outputs, targets)
         accelerator.backward(loss)
         optimizer.step()
         optimizer.zero_grad()
-    return torch.stack([loss.detach().float() * len(targets), (outputs.argmax(1) == targets).sum().float()])
+    return torch.stack([loss.detach().float() * len(images), correct(outputs, targets)])
+
+
+def correct(outputs: torch.Tensor, targets: torch.Tensor | MixedTargets) -> torch.Tensor:
+    """The batch's correct predictions; of a mixed batch, lam of a hit on the first label plus 1 - lam of one on the
+    second (BagofTricks-LT's training accuracy under mixup)."""
+    predicted = outputs.argmax(1)
+    if isinstance(targets, MixedTargets):
+        return (targets.lam * (predicted == targets.a).sum() + (1 - targets.lam) * (predicted == targets.b).sum()).float()
+    return (predicted == targets).sum().float()
 
 
 def train_one_epoch(model, loader, criterion, optimizer, accelerator, epoch: int, log_interval: int,
-                    scheduler=None, steps: int | None = None) -> dict[str, float]:
+                    scheduler=None, steps: int | None = None, mixup=None) -> dict[str, float]:
     """`scheduler`, if given, steps after every optimizer step taken (SCHEDULER.interval step); "lr" is the last
     step's. `steps`, if given, ends the epoch after that many optimizer steps (TRAIN.iterations ending inside it).
-    `optimizer` is prepared by accelerate."""
+    `optimizer` is prepared by accelerate. `mixup` (a mixup.Mixup), if given, mixes every augmented batch on the
+    device before the step, as timm's training loop applies its mixup_fn."""
     model.train()
     loader.set_epoch(epoch)
     totals = torch.zeros(2, device=accelerator.device)  # loss sum and correct, kept on the device
@@ -51,6 +63,8 @@ def train_one_epoch(model, loader, criterion, optimizer, accelerator, epoch: int
     progress = tqdm(loader, desc=f"epoch {epoch + 1}", total=batches, disable=not accelerator.is_main_process,
                     leave=False)
     for step, (images, targets) in enumerate(progress, 1):
+        if mixup is not None:
+            images, targets = mixup(images, targets)
         sums = train_step(model, images, targets, criterion, optimizer, accelerator)
         lr = optimizer.param_groups[0]["lr"]
         # not after a step that the fp16 GradScaler skipped for overflowing, as accelerate's own scheduler wrapper
@@ -58,7 +72,7 @@ def train_one_epoch(model, loader, criterion, optimizer, accelerator, epoch: int
             scheduler.step()
         totals += sums
         window += sums[:1]
-        seen, window_seen = seen + len(targets), window_seen + len(targets)
+        seen, window_seen = seen + len(images), window_seen + len(images)
         if step % log_interval == 0:
             loss_sum, images_seen = _reduce(accelerator, window, window_seen)  # note: a host sync, once per interval
             _raise_if_not_finite(loss_sum, epoch, step)

@@ -8,8 +8,8 @@ from .cifar import CIFAR10LT, CIFAR100LT
 from .folder import ImageFolderLT
 from .list_loaders import FAST_LIST_AUGMENTATIONS, LIST_AUGMENTATIONS, classic_eval_loader, list_loaders
 from .lists import LIST_DATASETS, ListLT, list_splits
-from .loaders import (AUGMENTATIONS, FAST_AUGMENTATIONS, SAMPLERS, ClassBalancedSampler, TensorLoader, classic_loader,
-                      classic_transform)
+from .loaders import (AUGMENTATIONS, FAST_AUGMENTATIONS, SAMPLERS, ClassBalancedSampler, ClassSampler, TensorLoader,
+                      class_probabilities, classic_loader, classic_transform)
 from .long_tail import IMBALANCE_TYPES, draw_splits, long_tail_counts
 
 DATASETS = {"CIFAR10LT": CIFAR10LT, "CIFAR100LT": CIFAR100LT, "ImageFolderLT": ImageFolderLT,
@@ -63,14 +63,14 @@ def normalization(cfg, train_set) -> tuple[list[float], list[float]]:
     return list(train_set.mean), list(train_set.std)
 
 
-def build_loaders(cfg, splits: dict, seed: int, accelerator) -> dict:
-    """A training loader (fast or classic, per DATASET.loader; drawing per DATASET.sampler) and a fast, sharded
-    loader per evaluation split.
+def build_loaders(cfg, splits: dict, seed: int, accelerator, epochs: int = 1) -> dict:
+    """A training loader (fast or classic, per DATASET.loader; drawing per DATASET.sampler, progressive sampling
+    over `epochs`) and a fast, sharded loader per evaluation split.
     DATASET.batch_size is the batch of one optimizer step: under gradient accumulation each forward pass takes its
     share, batch_size / accumulation steps images over all processes (and that / processes in each)."""
     mean, std = normalization(cfg, splits["train"])
     if cfg.name in LIST_DATASETS:  # images on disk: datasets/list_loaders.py
-        return list_loaders(cfg, splits, seed, accelerator, mean, std)
+        return list_loaders(cfg, splits, seed, accelerator, mean, std, epochs)
     world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
     batch_size = cfg.batch_size // accelerator.gradient_accumulation_steps  # of one forward pass, over the processes
     train = splits["train"]
@@ -79,10 +79,10 @@ def build_loaders(cfg, splits: dict, seed: int, accelerator) -> dict:
                                     train=True, crop="RandomCrop" in cfg.aug_info,
                                     flip="RandomHorizontalFlip" in cfg.aug_info,
                                     augmentations=batch_augmentations(cfg.aug_info, train.data.shape[1], device, cfg.aug_fill),
-                                    seed=seed, rank=rank, world_size=world, sampler=cfg.sampler)
+                                    seed=seed, rank=rank, world_size=world, sampler=cfg.sampler, epochs=epochs)
     else:
         train.transform = classic_transform(cfg.aug_info, train.data.shape[1], mean, std, cfg.aug_fill)
-        train_loader = classic_loader(train, batch_size, cfg.num_workers, seed, cfg.sampler)  # accelerate splits it
+        train_loader = classic_loader(train, batch_size, cfg.num_workers, seed, cfg.sampler, epochs)  # accelerate splits it
     loaders = {"train": train_loader}
     for name in ("val", "test"):
         if name in splits:
@@ -102,6 +102,7 @@ def eval_loader(cfg, split, mean, std, accelerator) -> TensorLoader:
 
 __all__ = ["CIFAR10LT", "CIFAR100LT", "ImageFolderLT", "ListLT", "LIST_DATASETS", "LIST_AUGMENTATIONS",
            "FAST_LIST_AUGMENTATIONS", "image_side", "DATASETS", "AUGMENTATIONS", "FAST_AUGMENTATIONS",
-           "IMBALANCE_TYPES", "SAMPLERS", "ClassBalancedSampler", "DatasetNotFoundError", "TensorLoader",
+           "IMBALANCE_TYPES", "SAMPLERS", "ClassBalancedSampler", "ClassSampler", "class_probabilities",
+           "DatasetNotFoundError", "TensorLoader",
            "build_splits", "build_loaders", "eval_loader", "draw_splits",
            "long_tail_counts", "normalization", "batch_augmentations"]

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from errors import ConfigError
 
 from .lists import ListLT
-from .loaders import ClassBalancedSampler, classic_loader
+from .loaders import DRAWN_SAMPLERS, ClassSampler, classic_loader
 
 EVAL_RESIZE = 256 / 224  # evaluation resizes the shorter side to img_size x this, then centre-crops img_size
 CROP_SCALE, CROP_RATIO = (0.08, 1.0), (3 / 4, 4 / 3)  # RandomResizedCrop's defaults, which every recipe keeps
@@ -182,9 +182,10 @@ class _Crops(Dataset):
     image from `rank` on, centre-cropped. The epoch travels with the index, so workers can persist across epochs."""
 
     def __init__(self, path: Path, targets: torch.Tensor, batch_size: int, size: int, *, train: bool, crop: bool,
-                 flip: bool, seed: int, rank: int, world_size: int, sampler: str = "instance") -> None:
+                 flip: bool, seed: int, rank: int, world_size: int, sampler: str = "instance", epochs: int = 1) -> None:
         self.path, self.targets, self.batch_size, self.size = path, targets, batch_size, size
-        self.balanced = train and sampler == "class_balanced"  # draw as datasets.ClassBalancedSampler
+        self.balanced = train and sampler in DRAWN_SAMPLERS  # draw as datasets.ClassSampler
+        self.sampler, self.epochs = sampler, epochs
         self.train, self.crop, self.flip = train, crop, flip
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.data, self.shard = None, (None, None)  # the memory map, opened in the worker; (epoch, its shard)
@@ -199,7 +200,7 @@ class _Crops(Dataset):
         if self.shard[0] != epoch:
             n = len(self.targets)
             if self.balanced:  # its draws depend on the seed and the epoch alone, as in every other loader
-                sampler = ClassBalancedSampler(self.targets, self.seed)
+                sampler = ClassSampler(self.targets, self.seed, self.sampler, self.epochs)
                 sampler.set_epoch(epoch)
                 order = torch.as_tensor(list(sampler))
             elif self.train:
@@ -282,9 +283,9 @@ class CachedLoader(DataLoaderStateMixin):
 
     def __init__(self, path: Path, targets, batch_size: int, size: int, mean, std, *, device, train: bool,
                  crop: bool = False, flip: bool = False, num_workers: int = 0, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, sampler: str = "instance") -> None:
+                 world_size: int = 1, sampler: str = "instance", epochs: int = 1) -> None:
         self.crops = _Crops(path, torch.as_tensor(targets, dtype=torch.long), batch_size, size, train=train, crop=crop,
-                            flip=flip, seed=seed, rank=rank, world_size=world_size, sampler=sampler)
+                            flip=flip, seed=seed, rank=rank, world_size=world_size, sampler=sampler, epochs=epochs)
         self.device, self.epoch = torch.device(device), 0
         self.scale = (1 / (255 * torch.tensor(std))).view(1, 3, 1, 1).to(self.device)
         self.shift = (-torch.tensor(mean) / torch.tensor(std)).view(1, 3, 1, 1).to(self.device)
@@ -315,7 +316,7 @@ class CachedLoader(DataLoaderStateMixin):
         return images.mul_(self.scale).add_(self.shift)
 
 
-def list_loaders(cfg, splits: dict, seed: int, accelerator, mean, std) -> dict:
+def list_loaders(cfg, splits: dict, seed: int, accelerator, mean, std, epochs: int = 1) -> dict:
     """The training loader (classic or fast, per DATASET.loader; drawing per DATASET.sampler) and an evaluation
     loader for val and test."""
     world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
@@ -324,7 +325,7 @@ def list_loaders(cfg, splits: dict, seed: int, accelerator, mean, std) -> dict:
     evaluated = {name: splits[name] for name in ("val", "test") if name in splits}
     if cfg.loader == "classic":
         train.transform = train_transform(cfg.aug_info, size, mean, std)
-        loaders = {"train": classic_loader(train, batch_size, cfg.num_workers, seed, cfg.sampler)}  # accelerate shards it
+        loaders = {"train": classic_loader(train, batch_size, cfg.num_workers, seed, cfg.sampler, epochs)}  # accelerate shards it
         for name, split in evaluated.items():
             loaders[name] = classic_eval_loader(split, size, cfg.test_batch_size, cfg.num_workers, mean, std, rank,
                                                 world, device)
@@ -336,7 +337,7 @@ def list_loaders(cfg, splits: dict, seed: int, accelerator, mean, std) -> dict:
     loaders = {"train": CachedLoader(paths["train"], train.targets, batch_size // world, size, mean, std,
                                      device=device, train=True, crop="RandomResizedCrop" in cfg.aug_info,
                                      flip="RandomHorizontalFlip" in cfg.aug_info, num_workers=cfg.num_workers,
-                                     seed=seed, rank=rank, world_size=world, sampler=cfg.sampler)}
+                                     seed=seed, rank=rank, world_size=world, sampler=cfg.sampler, epochs=epochs)}
     for name, split in evaluated.items():
         loaders[name] = CachedLoader(paths[name], split.targets, cfg.test_batch_size, size, mean, std,
                                      device=device, train=False, num_workers=cfg.num_workers, rank=rank,

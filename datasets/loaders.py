@@ -37,32 +37,64 @@ def classic_transform(aug_info, size: int, mean, std, fill: int = 0) -> T.Compos
     return T.Compose([AUGMENTATIONS[name](size, fill) for name in aug_info] + [T.ToTensor(), T.Normalize(mean, std)])
 
 
-SAMPLERS = ("instance", "class_balanced")  # DATASET.sampler
+SAMPLERS = ("instance", "class_balanced", "sqrt", "progressive")  # DATASET.sampler
+# the samplers that draw with ClassSampler; the others (instance, and meta, whose loader draws its own batches from
+# the instance order) take every image once an epoch
+DRAWN_SAMPLERS = SAMPLERS[1:]
 
 
-class ClassBalancedSampler(WeightedRandomSampler):
-    """Every draw picks a class uniformly, then one of its images uniformly (with replacement): `len(targets)`
-    draws an epoch, as many as instance sampling makes, and a class of one image is drawn as often as any other.
-    The draws of an epoch depend on the seed and the epoch alone, so every process draws the same sequence and
-    takes its own share of it (accelerate's batch sharding, or TensorLoader's), and a resumed run draws what an
-    uninterrupted one would."""
+def class_probabilities(sampler: str, counts: torch.Tensor, epoch: int = 0, epochs: int = 1) -> torch.Tensor:
+    """The chance that one draw picks each class, as Kang et al. ("Decoupling Representation and Classifier for
+    Long-Tailed Recognition", ICLR 2020, eq. 1-2) define it from the class sizes n_j: n_j^q / sum_i n_i^q, with
+    q = 1 for instance, 0 for class_balanced and 1/2 for sqrt sampling; progressive moves from instance to
+    class-balanced, (1 - t/T) n_j / N + (t/T) / C in epoch t (from 0) of T."""
+    counts = counts.double()
+    if sampler == "progressive":
+        t = epoch / epochs
+        return (1 - t) * counts / counts.sum() + t / len(counts)
+    power = {"instance": 1.0, "class_balanced": 0.0, "sqrt": 0.5}[sampler]
+    return counts ** power / (counts ** power).sum()
 
-    def __init__(self, targets, seed: int) -> None:
-        targets = torch.as_tensor(targets, dtype=torch.long)
-        per_class = torch.bincount(targets).double()
-        super().__init__(1 / per_class[targets], len(targets), replacement=True, generator=torch.Generator())
-        self.seed = seed
+
+class ClassSampler(WeightedRandomSampler):
+    """Every draw picks a class with class_probabilities(`sampler`), then one of its images uniformly (with
+    replacement): `len(targets)` draws an epoch, as many as instance sampling makes. The draws of an epoch depend on
+    the seed and the epoch alone, so every process draws the same sequence and takes its own share of it
+    (accelerate's batch sharding, or TensorLoader's), and a resumed run draws what an uninterrupted one would.
+    `epochs` is the run's length, which progressive sampling moves over."""
+
+    def __init__(self, targets, seed: int, sampler: str = "class_balanced", epochs: int = 1) -> None:
+        self.targets = torch.as_tensor(targets, dtype=torch.long)
+        self.per_class = torch.bincount(self.targets).double()
+        self.sampler, self.epochs, self.seed = sampler, epochs, seed
+        super().__init__(self.image_weights(0), len(self.targets), replacement=True, generator=torch.Generator())
         self.set_epoch(0)
+
+    def image_weights(self, epoch: int) -> torch.Tensor:
+        if self.sampler == "class_balanced":  # 1 / n_j: the weights this sampler has always drawn with
+            return 1 / self.per_class[self.targets]
+        return (class_probabilities(self.sampler, self.per_class, epoch, self.epochs) / self.per_class)[self.targets]
 
     def set_epoch(self, epoch: int) -> None:
         """Called by accelerate's prepared loader (and by TensorLoader) at the start of every epoch."""
         self.generator.manual_seed(self.seed * 100_003 + epoch)
+        if self.sampler == "progressive":
+            self.weights = self.image_weights(epoch)
 
 
-def classic_loader(dataset, batch_size: int, num_workers: int, seed: int, sampler: str = "instance") -> DataLoader:
-    """A shuffling (or class-balanced, see ClassBalancedSampler) DataLoader; accelerate's `prepare` shards it over
-    processes."""
-    balanced = ClassBalancedSampler(dataset.targets, seed) if sampler == "class_balanced" else None
+class ClassBalancedSampler(ClassSampler):
+    """Every draw picks a class uniformly, then one of its images uniformly (with replacement), as many draws an
+    epoch as there are images: a class of one image is drawn as often as any other."""
+
+    def __init__(self, targets, seed: int) -> None:
+        super().__init__(targets, seed, "class_balanced")
+
+
+def classic_loader(dataset, batch_size: int, num_workers: int, seed: int, sampler: str = "instance",
+                   epochs: int = 1) -> DataLoader:
+    """A shuffling (or class-aware, see ClassSampler, over `epochs`) DataLoader; accelerate's `prepare` shards it
+    over processes."""
+    balanced = ClassSampler(dataset.targets, seed, sampler, epochs) if sampler in DRAWN_SAMPLERS else None
     return DataLoader(dataset, batch_size=batch_size, shuffle=balanced is None, sampler=balanced,
                       num_workers=num_workers, generator=torch.Generator().manual_seed(seed),
                       persistent_workers=num_workers > 0,
@@ -72,8 +104,8 @@ def classic_loader(dataset, batch_size: int, num_workers: int, seed: int, sample
 class TensorLoader(DataLoaderStateMixin):
     """Batches of normalised float images in channels_last from a uint8 split held on `device`.
 
-    Training: every epoch a seeded permutation shared by all processes (or, with `sampler` "class_balanced", the
-    draws of a ClassBalancedSampler, as many), split into disjoint shards of equal length, a per-image random crop (pad 4) and horizontal flip, then `augmentations` (datasets.augment's batched
+    Training: every epoch a seeded permutation shared by all processes (or, with another `sampler`, the draws of a
+    ClassSampler over `epochs`, as many), split into disjoint shards of equal length, a per-image random crop (pad 4) and horizontal flip, then `augmentations` (datasets.augment's batched
     ones, on the uint8 N x C x H x W batch) in their order. Evaluation: each process takes every
     `world_size`-th image in order, so the shards cover the split exactly once.
 
@@ -84,7 +116,7 @@ class TensorLoader(DataLoaderStateMixin):
 
     def __init__(self, data, targets, batch_size: int, mean, std, *, device, train: bool, crop: bool = False,
                  flip: bool = False, augmentations: Sequence[BatchAugmentation] = (), seed: int = 0, rank: int = 0,
-                 world_size: int = 1, sampler: str = "instance") -> None:
+                 world_size: int = 1, sampler: str = "instance", epochs: int = 1) -> None:
         images = torch.as_tensor(data)  # N x H x W x C uint8, as torchvision's CIFAR stores it
         self.pad = PAD if crop else 0
         # Padding once here, not per batch: a crop is then a pure gather
@@ -98,7 +130,7 @@ class TensorLoader(DataLoaderStateMixin):
         self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
         self.device = torch.device(device)
         self.gradient_state = GradientState()  # what DataLoaderStateMixin's begin() and end() report to
-        self.balanced = ClassBalancedSampler(targets, seed) if train and sampler == "class_balanced" else None
+        self.balanced = ClassSampler(targets, seed, sampler, epochs) if train and sampler in DRAWN_SAMPLERS else None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

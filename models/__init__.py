@@ -11,6 +11,7 @@ from torch import nn
 from errors import ConfigError
 
 from . import resnet10, resnet_cifar  # noqa: F401  registers resnet10 and resnet32
+from .heads import CLASSIFIERS, NormedLinear
 
 SMALL_IMAGE = 64  # at this side or below, an ImageNet stem (stride 4) leaves too little map for the later stages
 
@@ -19,16 +20,17 @@ CLASSIFIER_INITS = ("model", "pytorch")  # MODEL.classifier_init: the model's ow
 
 
 def build_model(name: str, num_classes: int, pretrained: bool, img_size: int,
-                classifier_init: str = "model", pretrained_file: str | None = None) -> tuple[nn.Module, str]:
+                classifier_init: str = "model", pretrained_file: str | None = None,
+                classifier: str = "linear") -> tuple[nn.Module, str]:
     """A timm model with a `num_classes` head, and a note on what was adapted. With `pretrained`, the weights come
     from `pretrained_file` when it is given (nothing is downloaded), else from timm's hub or cache. On small images
     a timm ResNet gets the CIFAR stem (3x3 stride-1 convolution, no max-pool) so that 32x32 inputs reach the last
     stage as 4x4 maps. `classifier_init` "pytorch" draws the head again with nn.Linear's default init, as BALMS's
-    classifier has it."""
+    classifier has it. `classifier` "normed" puts a NormedLinear (LDAM-DRW's cosine head) in the linear head's place."""
     if pretrained and pretrained_file is not None:
         model = timm.create_model(name, num_classes=num_classes)
         note = load_weights(model, Path(pretrained_file))
-        return adapt(model, name, img_size, True, classifier_init, note)
+        return with_head(*adapt(model, name, img_size, True, classifier_init, note), classifier)
     try:
         model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes)
     except (OSError, RuntimeError, ConnectionError, ValueError) as error:
@@ -36,7 +38,16 @@ def build_model(name: str, num_classes: int, pretrained: bool, img_size: int,
             raise
         raise ConfigError(f"MODEL.pretrained: could not fetch weights for {name} ({str(error).splitlines()[0]}); "
                            "set MODEL.pretrained false, or give a local file in MODEL.pretrained_file") from None
-    return adapt(model, name, img_size, pretrained, classifier_init, "")
+    return with_head(*adapt(model, name, img_size, pretrained, classifier_init, ""), classifier)
+
+
+def with_head(model: nn.Module, note: str, classifier: str) -> tuple[nn.Module, str]:
+    """`model` with a NormedLinear head of its linear head's shape where `classifier` is "normed"."""
+    if classifier == "normed":
+        linear = model.get_classifier()
+        model.set_submodule(classifier_name(model), NormedLinear(linear.in_features, linear.out_features))
+        note = "; ".join(filter(None, [note, "normalised linear head (cosine logits)"]))
+    return model, note
 
 
 def adapt(model: nn.Module, name: str, img_size: int, pretrained: bool, classifier_init: str,

@@ -11,9 +11,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .runs import Column, Run, Settings, is_stage2
+from .runs import METHOD_KEYS, METHOD_NAMED, Column, Run, Settings, is_stage2
 
-LOSS_ORDER = ("CrossEntropyLoss", "BalancedSoftmax")
+LOSS_ORDER = ("CrossEntropyLoss", "BalancedSoftmax", "LogitAdjusted", "Focal", "LDAM")
 DASH = "–"  # an empty group, or no value
 
 
@@ -78,7 +78,8 @@ def column_key(column: Column) -> tuple:
 
 
 def loss_key(loss: str) -> tuple:
-    """Rows by their loss in LOSS_ORDER, each followed by its post-hoc and stage-2 rows ("CrossEntropyLoss then cRT")."""
+    """Rows by their loss in LOSS_ORDER, each followed by its variants, post-hoc and stage-2 rows ("CrossEntropyLoss +
+    mixup", "CrossEntropyLoss then cRT")."""
     base = loss.split(" ")[0]
     return (LOSS_ORDER.index(base) if base in LOSS_ORDER else len(LOSS_ORDER), loss)
 
@@ -108,14 +109,17 @@ def varying(runs: list[Run]) -> list[str]:
     for run in runs:
         found = dict(run.settings)
         for key in all_keys:
-            values[key].add(found.get(key, "(absent)"))
+            if key in found or key not in METHOD_KEYS:  # a method's key varies among the runs that read it
+                values[key].add(found.get(key, "(absent)"))
     return sorted(key for key, seen in values.items() if len(seen) > 1)
 
 
 def settings_label(settings: Settings, keys: list[str]) -> str:
     """" [KEY=value, ...]" of the `keys` that set these settings apart; "" when there are none."""
     found = dict(settings)
-    parts = [f"{key}={found.get(key, '(absent)').strip(chr(34))}" for key in keys]
+    # a method's key that this row's run leaves unread (runs.unread_method_keys) says nothing about it
+    parts = [f"{key}={found.get(key, '(absent)').strip(chr(34))}" for key in keys
+             if key in found or key not in METHOD_KEYS]
     return f" [{', '.join(parts)}]" if parts else ""
 
 
@@ -128,7 +132,9 @@ def label_keys(runs: list[Run]) -> dict:
     stage-2 row (key: its name), those that differ between the runs of that name. Stage-2 recipes bring schedules
     of their own (cRT's lr is not BS re-training's), which the row's name already stands for."""
     stage2 = [run for run in runs if is_stage2(run.settings)]
-    keys = {False: varying([run for run in runs if not is_stage2(run.settings)])}
+    # a stage-1 row's name already says its class weights, mixup and sampler (runs.method_name)
+    keys = {False: [key for key in varying([run for run in runs if not is_stage2(run.settings)])
+                    if key not in METHOD_NAMED]}
     for name in {run.loss for run in stage2}:
         keys[name] = [key for key in varying([run for run in stage2 if run.loss == name]) if key not in STAGE2_NAMED]
     return keys

@@ -13,7 +13,7 @@ import yaml
 from checkpoint import RESUMABLE_CHANGES, SHARED_CONFIG, load_checkpoint, output_paths, output_seeds
 from omegaconf import OmegaConf
 
-from config import LIST_BENCHMARKS, with_defaults
+from config import LIST_BENCHMARKS, NO_EFFECT, with_defaults
 from errors import ConfigError
 from run_folder import holder
 
@@ -50,10 +50,11 @@ class Run:
 
     @property
     def loss(self) -> str:
-        """The row this run is a seed of: its loss, "then" its stage-2 method when it re-trained a stage-1 model's
-        classifier ("CrossEntropyLoss then cRT"), and " + " the post-hoc correction evaluate.py applied."""
+        """The row this run is a seed of: its method (method_name), "then" its stage-2 method when it re-trained a
+        stage-1 model's classifier ("CrossEntropyLoss then cRT"), and " + " the post-hoc correction evaluate.py
+        applied."""
         stage1, post_hoc = self.results.get("stage1"), self.results.get("post_hoc")
-        label = f"{stage1.get('loss')} then {stage2_method(self.config)}" if stage1 else self.name("LOSS.name")
+        label = f"{stage1.get('loss')} then {stage2_method(self.config)}" if stage1 else method_name(self.config)
         if post_hoc:
             tau = "tau on " + post_hoc["chosen_on"].split()[0] if post_hoc.get("chosen_on") else f"tau {post_hoc['tau']:g}"
             label += f" + {POST_HOC_NAMES.get(post_hoc['method'], post_hoc['method'])} ({tau})"
@@ -89,8 +90,10 @@ class Run:
     def settings(self) -> Settings:
         """Everything that defines what was trained and reported, apart from the cell's own identity and the
         seed: runs pool over seeds only when this is equal."""
-        flat = {key: value for key, value in flatten(completed(self.config)).items()
-                if key not in IDENTITY_KEYS and not any(key == k or key.startswith(k + ".") for k in NOT_SETTINGS)}
+        config = completed(self.config)
+        flat = {key: value for key, value in flatten(config).items()
+                if key not in IDENTITY_KEYS and not any(key == k or key.startswith(k + ".") for k in NOT_SETTINGS)
+                and key not in unread_method_keys(config)}
         flat["selected_by"] = self.results.get("selected_by", "evaluate.py" if self.status == "re-evaluation" else None)
         return tuple(sorted((key, json.dumps(value, sort_keys=True)) for key, value in flat.items()))
 
@@ -105,6 +108,38 @@ STAGE2_METHODS = {("retrain", "class_balanced", "CrossEntropyLoss"): "cRT",
                   ("retrain", "instance", "BalancedSoftmax"): "BS re-training",
                   ("lws", "class_balanced", "CrossEntropyLoss"): "LWS",
                   ("retrain", "meta", "BalancedSoftmax"): "BALMS meta sampler"}
+
+
+# Keys of the methods that the rest of a config can leave unread (config.NO_EFFECT): a loss's settings under another
+# loss, mixup_alpha without mixup. They do not tell runs apart
+METHOD_KEYS = ("LOSS.reweight", "LOSS.beta", "LOSS.drw_epoch", "LOSS.gamma", "LOSS.max_m", "LOSS.s", "LOSS.tau",
+               "TRAIN.mixup_alpha")
+
+
+def unread_method_keys(config: dict) -> set[str]:
+    """The METHOD_KEYS that `config` (completed) leaves without effect."""
+    if not lookup(config, "LOSS") or not lookup(config, "TRAIN"):
+        return set()
+    cfg = OmegaConf.create(config)
+    return {key for key in METHOD_KEYS if NO_EFFECT[key].when(cfg)}
+
+
+# What a stage-1 row's name says beyond its loss, in this order: the class weights, mixup, the sampler
+REWEIGHT_NAMES = {"class_balanced": "class-balanced weights", "drw": "DRW"}
+SAMPLER_NAMES = {"class_balanced": "class-balanced sampling", "sqrt": "sqrt sampling",
+                 "progressive": "progressive sampling"}
+METHOD_NAMED = ("LOSS.reweight", "TRAIN.mixup", "DATASET.sampler", "MODEL.classifier")
+
+
+def method_name(config: dict) -> str:
+    """A stage-1 run's method: its loss, + its class weighting, mixup, sampler and a normed head where it has them
+    ("LDAM + DRW", "BalancedSoftmax + mixup", "CrossEntropyLoss + sqrt sampling"; LDAM's head is always normed). A key
+    missing from an older config is at its default, which names nothing."""
+    loss = str(lookup(config, "LOSS.name") or "?")
+    normed = lookup(config, "MODEL.classifier") == "normed" and loss != "LDAM"
+    parts = [loss, REWEIGHT_NAMES.get(lookup(config, "LOSS.reweight")), "mixup" if lookup(config, "TRAIN.mixup") else None,
+             SAMPLER_NAMES.get(lookup(config, "DATASET.sampler")), "normed head" if normed else None]
+    return " + ".join(part for part in parts if part)
 
 
 def stage2_method(config: dict) -> str:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import re
+
 import pytest
 import yaml
 from omegaconf import OmegaConf
@@ -388,7 +390,44 @@ NO_EFFECT = [
     (["SCHEDULER.warmup_start", "0.5"], ["SCHEDULER.warmup", "5"], "set SCHEDULER.warmup above 0"),
     (["TRAIN.epochs", "3"], ["TRAIN.iterations", "null"], "set TRAIN.iterations null"),
     (["TRAIN.compile_mode", "reduce-overhead"], ["TRAIN.compile", "true"], "add TRAIN.compile true"),
+    (["LOSS.gamma", "2.0"], ["LOSS.name", "Focal"], "set LOSS.name Focal"),
+    (["LOSS.tau", "1.5"], ["LOSS.name", "LogitAdjusted"], "set LOSS.name LogitAdjusted"),
+    (["LOSS.max_m", "0.3"], ["LOSS.name", "LDAM", "MODEL.classifier", "normed"], "set LOSS.name LDAM"),
+    (["LOSS.s", "16.0"], ["LOSS.name", "LDAM", "MODEL.classifier", "normed"], "set LOSS.name LDAM"),
+    (["LOSS.beta", "0.999"], ["LOSS.reweight", "class_balanced"], "set LOSS.reweight class_balanced or drw"),
+    (["LOSS.drw_epoch", "30"], ["LOSS.reweight", "drw", "TRAIN.iterations", "null", "TRAIN.epochs", "40"],
+     "set LOSS.reweight drw"),
+    (["TRAIN.mixup_alpha", "0.2"], ["TRAIN.mixup", "true"], "add TRAIN.mixup true"),
 ]
+
+
+def test_class_weights_have_no_effect_on_the_losses_that_correct_the_prior():
+    for name in ("BalancedSoftmax", "LogitAdjusted"):
+        message = refused("LOSS.name", name, "LOSS.reweight", "drw")
+        assert message.startswith(f"LOSS.reweight drw has no effect with LOSS.name {name}")
+        assert "set LOSS.name CrossEntropyLoss or Focal or LDAM" in message
+    check(load("LOSS.name", "Focal", "LOSS.reweight", "class_balanced", "LOSS.gamma", "2"))
+
+
+def test_the_normed_head_draws_its_own_init():
+    message = refused("MODEL.classifier", "normed", "MODEL.classifier_init", "pytorch")
+    assert message.startswith("MODEL.classifier_init pytorch has no effect with MODEL.classifier normed")
+    check(load("MODEL.classifier", "normed", "LOSS.name", "LDAM"))
+
+@pytest.mark.parametrize("overrides, named", [
+    (["LOSS.name", "LDAM"], "set MODEL.classifier normed"),
+    (["LOSS.reweight", "drw"], "LOSS.drw_epoch 160 is not among the run's 50 epochs"),
+    (["LOSS.reweight", "sometimes"], "choose one of: none, class_balanced, drw"),
+    (["MODEL.classifier", "cosine"], "choose one of: linear, normed"),
+    (["LOSS.name", "Focal", "LOSS.gamma", "-1"], "LOSS.gamma must be >= 0"),
+    (["LOSS.reweight", "class_balanced", "LOSS.beta", "1"], "LOSS.beta must be in [0, 1)"),
+    (["TRAIN.mixup", "true", "TRAIN.mixup_alpha", "0"], "TRAIN.mixup_alpha must be > 0"),
+    (["DATASET.sampler", "progressive", "TRAIN.iterations", "1000"], "set TRAIN.iterations null"),
+    (["DATASET.sampler", "square"], "instance, class_balanced, sqrt, progressive"),
+])
+def test_bad_method_settings_are_refused(overrides, named):
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        check(load(*overrides))
 
 
 @pytest.mark.parametrize("setting, effect, fix", NO_EFFECT, ids=[case[0][0] for case in NO_EFFECT])

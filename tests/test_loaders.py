@@ -415,3 +415,90 @@ def test_list_benchmark_cache_loader_class_balanced_in_two_processes():
         assert len(epoch_draws) == 2 * (len(targets) // 2)  # as long as instance sampling's epoch
         draws += epoch_draws
     assert chi_square_uniform(draws, 10) < CHI2_9_DOF_P0001
+
+
+# ---------------------------------------------------------------- (g) DATASET.sampler sqrt and progressive (Kang et al.,
+# ICLR 2020, eq. 1-2: class j drawn with probability n_j^q / sum_i n_i^q, q = 1/2 for sqrt; progressive:
+# (1 - t/T) n_j / N + (t/T) / C in epoch t of T)
+
+def chi_square(classes: list[int], probabilities: list[float]) -> float:
+    """Pearson's statistic of the class counts in `classes` against `probabilities` (one per class)."""
+    counts = torch.bincount(torch.as_tensor(classes), minlength=len(probabilities)).double()
+    expected = len(classes) * torch.tensor(probabilities, dtype=torch.float64)
+    return float(((counts - expected) ** 2 / expected).sum())
+
+
+def _sqrt_probabilities() -> list[float]:
+    roots = [math.sqrt(n) for n in TAIL]
+    return [r / sum(roots) for r in roots]
+
+
+def _progressive_probabilities(t: int, epochs: int) -> list[float]:
+    return [(1 - t / epochs) * n / sum(TAIL) + (t / epochs) / len(TAIL) for n in TAIL]
+
+
+def test_sqrt_draws_classes_in_proportion_to_the_square_root_of_their_size():
+    from datasets import ClassSampler
+
+    targets = _tail_targets()
+    sampler = ClassSampler(targets, seed=0, sampler="sqrt")
+    draws = []
+    for epoch in range(20):
+        sampler.set_epoch(epoch)
+        epoch_draws = [targets[i] for i in sampler]
+        assert len(epoch_draws) == len(targets)
+        draws += epoch_draws
+    assert chi_square(draws, _sqrt_probabilities()) < CHI2_9_DOF_P0001
+    # neither class-balanced nor instance sampling
+    assert chi_square_uniform(draws, 10) > 10 * CHI2_9_DOF_P0001
+    assert chi_square(draws, [n / sum(TAIL) for n in TAIL]) > 10 * CHI2_9_DOF_P0001
+    # within a class, every image alike: the 200 images of class 0 (indices 0-199) each drawn about as often
+    within = []
+    for epoch in range(20):
+        sampler.set_epoch(epoch)
+        within += [i for i in sampler if i < TAIL[0]]
+    per_image = torch.bincount(torch.tensor(within), minlength=TAIL[0]).double()
+    expected = len(within) / TAIL[0]
+    assert float(((per_image - expected) ** 2 / expected).sum()) < 300  # 199 degrees of freedom: p ~ 1e-5
+
+
+@pytest.mark.parametrize("t", [0, 5, 9])
+def test_progressive_moves_from_instance_to_class_balanced_over_the_epochs(t):
+    from datasets import ClassSampler
+
+    targets, epochs = _tail_targets(), 10
+    draws = []
+    for seed in range(20):  # one epoch's draws under 20 seeds
+        sampler = ClassSampler(targets, seed=seed, sampler="progressive", epochs=epochs)
+        sampler.set_epoch(t)
+        draws += [targets[i] for i in sampler]
+    assert chi_square(draws, _progressive_probabilities(t, epochs)) < CHI2_9_DOF_P0001
+    if t == 0:  # the first epoch draws as instance sampling does (with replacement)
+        assert _progressive_probabilities(0, epochs) == pytest.approx([n / sum(TAIL) for n in TAIL])
+    else:  # and moves away from it
+        assert chi_square(draws, _progressive_probabilities(0, epochs)) > 10 * CHI2_9_DOF_P0001
+
+
+@pytest.mark.parametrize("sampler", ["sqrt", "progressive"])
+def test_every_loader_draws_what_the_sampler_draws(sampler):
+    from pathlib import Path
+
+    from datasets import ClassSampler
+    from datasets.list_loaders import _Crops
+
+    targets, epochs, epoch = _tail_targets(), 10, 6
+    reference = ClassSampler(targets, seed=3, sampler=sampler, epochs=epochs)
+    reference.set_epoch(epoch)
+    expected = list(reference)
+    fast = TensorLoader(_id_images(len(targets)), targets, 16, MEAN, STD, device="cpu", train=True, seed=3,
+                        sampler=sampler, epochs=epochs)
+    fast.set_epoch(epoch)
+    assert [i for images, _ in fast for i in _ids(images)] == expected
+    dataset = torch.utils.data.TensorDataset(torch.arange(len(targets)))
+    dataset.targets = targets
+    classic = classic_loader(dataset, 16, 0, seed=3, sampler=sampler, epochs=epochs)
+    classic.sampler.set_epoch(epoch)
+    assert [i for (batch,) in classic for i in batch.tolist()] == expected
+    crops = _Crops(Path("unread"), torch.as_tensor(targets), 8, 16, train=True, crop=False, flip=False, seed=3, rank=0,
+                   world_size=1, sampler=sampler, epochs=epochs)
+    assert crops.indices(epoch).tolist() == expected

@@ -497,3 +497,42 @@ def test_a_run_starts_from_the_weights_of_a_pretrained_file(small_root, tmp_path
     convs = [key for key in source if key.endswith("conv1.weight")]
     assert convs and all(torch.allclose(trained[key], source[key], atol=1e-6) for key in convs)
     assert torch.allclose(trained["fc.weight"], source["fc.weight"], atol=1e-6)
+
+
+# 9. The methods of the long-tail literature, end to end ------------------------------------------------------------
+
+METHODS = {  # run folder -> overrides beside a long tail of IF 10, 2 epochs
+    "LDAM-DRW": ["LOSS.name", "LDAM", "MODEL.classifier", "normed", "LOSS.reweight", "drw", "LOSS.drw_epoch", "1"],
+    "Focal-CB": ["LOSS.name", "Focal", "LOSS.gamma", "2.0", "LOSS.reweight", "class_balanced"],
+    "LA": ["LOSS.name", "LogitAdjusted", "LOSS.tau", "0.5"],
+    "BS-mixup": ["LOSS.name", "BalancedSoftmax", "TRAIN.mixup", "true"],
+    "LDAM-mixup": ["LOSS.name", "LDAM", "MODEL.classifier", "normed", "TRAIN.mixup", "true", "DATASET.loader",
+                   "classic", "DATASET.num_workers", "0"],
+    "CE-sqrt": ["DATASET.sampler", "sqrt"],
+    "CE-progressive": ["DATASET.sampler", "progressive"],
+}
+
+
+@pytest.mark.parametrize("exp_name", METHODS)
+def test_each_method_trains_end_to_end(small_root, tmp_path, exp_name):
+    proc = run_main(small_root, tmp_path, "DATASET.imbalance_type", "exp", "DATASET.imbalance_factor", "10",
+                    "DATASET.batch_size", "16", "OPTIMIZER.lr", "0.01", "TRAIN.epochs", "2", "DEFAULT.exp_name",
+                    exp_name, *METHODS[exp_name], env=ONE_THREAD)
+    check_ok(proc)
+    folder = run_folder(tmp_path, exp_name)
+    results = read(folder / "results-seed0.json")
+    settings = dict(zip(METHODS[exp_name][::2], METHODS[exp_name][1::2]))
+    for key, value in settings.items():
+        section, name = key.split(".")
+        assert str(results["config"][section][name]).lower() == value.lower()
+    train_losses = [float(part.split()[0]) for part in proc.stdout.split("train loss ")[1:]]
+    assert len(train_losses) == 2 and all(math.isfinite(loss) for loss in train_losses)
+    assert 0 <= results["test"]["bcr"] <= 1
+    if exp_name == "LDAM-DRW":  # the normed head is saved, and evaluate.py rebuilds it from the saved config
+        state = torch.load(folder / "model_seed0_best.pt", map_location="cpu", weights_only=False)
+        assert "fc.bias" not in state["model"] and state["model"]["fc.weight"].shape == (10, 64)
+        out = tmp_path / "evaluated"
+        evaluated = run_script("evaluate.py", small_root, str(folder), "--out", str(out), env=ONE_THREAD)
+        check_ok(evaluated)
+        # the selected checkpoint's test score, again
+        assert read(out / "results-seed0.json")["test"]["bcr"] == pytest.approx(results["test"]["bcr"], abs=1e-6)

@@ -168,3 +168,28 @@ def test_a_missing_or_mismatched_or_unreadable_weights_file_is_one_line(tmp_path
     for error in (info, mismatched, junk):
         assert "MODEL.pretrained_file" in str(error.value) and "\n" not in str(error.value)
     assert "r18.pth does not fit ResNet" in str(mismatched.value) and "layer1.1." in str(mismatched.value)
+
+
+# ---------------------------------------------------------------- MODEL.classifier normed (LDAM-DRW's NormedLinear)
+
+@pytest.mark.parametrize("name", ["resnet32", "resnet18"])
+def test_normed_head_gives_the_cosines_of_features_and_class_weights(name):
+    from models import NormedLinear
+
+    model, note = build_model(name, 10, False, 32, classifier="normed")
+    head = model.get_classifier()
+    assert isinstance(head, NormedLinear) and "normalised linear head" in note
+    assert [n for n, _ in head.named_parameters()] == ["weight"]  # no bias
+    # LDAM-DRW's init: uniform in [-1, 1], then every class's weight of norm 1
+    torch.testing.assert_close(head.weight.norm(dim=1), torch.ones(10))
+    features = torch.randn(6, head.in_features, generator=torch.Generator().manual_seed(0)) * 5
+    # cos(x, w_j) = x . w_j / (|x| |w_j|), written out
+    expected = torch.stack([torch.stack([x @ w / (x.norm() * w.norm()) for w in head.weight]) for x in features])
+    torch.testing.assert_close(head(features), expected, rtol=1e-5, atol=1e-6)
+    logits = model.eval()(torch.randn(2, 3, 32, 32))
+    assert logits.shape == (2, 10) and bool((logits.abs() <= 1 + 1e-6).all())
+
+
+def test_normed_head_keeps_the_linear_one_by_default():
+    model, _ = build_model("resnet32", 10, False, 32)
+    assert type(model.get_classifier()) is torch.nn.Linear

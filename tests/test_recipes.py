@@ -37,7 +37,19 @@ EXPECTED = {
     "inat2018_resnet50": {0: 0.2, 45: 0.1, 89: 0.1 * (1 + np.cos(np.pi * 89 / 90))},
     # OLTR's Places-LT stage 1: x0.1 every 10 epochs (the backbone's lr 0.001)
     "places_lt_stage1": {0: 1e-3, 9: 1e-3, 10: 1e-4, 19: 1e-4, 20: 1e-5, 29: 1e-5},
+    # LDAM-DRW: ldam_200ep's schedule (the same cifar_train.py)
+    "ldam_drw": {0: 0.02, 1: 0.04, 4: 0.1, 5: 0.1, 159: 0.1, 160: 1e-3, 179: 1e-3, 180: 1e-5, 199: 1e-5},
+    # google-research logit_adjustment, cifar10-lt: to 0.1 over 20 epochs, x0.1 at 604, x0.01 at 926, x0.001 at 1128
+    "la_loss": {0: 0.005, 10: 0.005 + 0.095 * 10 / 20, 20: 0.1, 603: 0.1, 604: 0.01, 926: 1e-3, 1128: 1e-4,
+                1240: 1e-4},
+    # BagofTricks-LT's WarmupMultiStepLR: lr x (1/3 (1 - e/5) + e/5) for e < 5, then x0.01 at 320, x0.0001 at 360
+    "bs_mixup_400ep": {0: 0.1 / 3, 2: 0.1 * (1 / 3 * 0.6 + 0.4), 4: 0.1 * (1 / 3 * 0.2 + 0.8), 5: 0.1, 319: 0.1,
+                       320: 1e-3, 359: 1e-3, 360: 1e-5, 399: 1e-5},
 }
+# what each method's recipe trains: (LOSS.name, LOSS.reweight, MODEL.classifier, TRAIN.mixup, TRAIN.epochs)
+METHOD_RECIPES = {"ldam_drw": ("LDAM", "drw", "normed", False, 200),
+                  "la_loss": ("LogitAdjusted", "none", "linear", False, 1241),
+                  "bs_mixup_400ep": ("BalancedSoftmax", "none", "linear", True, 400)}
 # where the classifier has its own (OPTIMIZER.classifier_lr): OLTR's Places-LT classifier starts at 0.1
 EXPECTED_HEAD = {"places_lt_stage1": {0: 0.1, 9: 0.1, 10: 0.01, 20: 1e-3, 29: 1e-3}}
 # Stage-2 recipes, merged after a stage-1 recipe, with the stage-1 run they start from
@@ -147,3 +159,19 @@ def test_balms_meta_names_its_commit_and_differs_from_bs_retrain_in_its_sampler_
                    for name in ("balms_meta", "bs_retrain"))
     assert meta["DATASET"].pop("sampler") == "meta" and plain["DATASET"].pop("sampler") == "instance"
     assert meta == plain
+
+
+@pytest.mark.parametrize("name", METHOD_RECIPES)
+def test_method_recipes_train_their_method(name):
+    cfg = recipe(ROOT / "recipes" / f"{name}.yaml")
+    check(cfg)
+    assert (cfg.LOSS.name, cfg.LOSS.reweight, cfg.MODEL.classifier, cfg.TRAIN.mixup,
+            cfg.TRAIN.epochs) == METHOD_RECIPES[name]
+    assert re.search(r"commit\s+[0-9a-f]{40}", (ROOT / "recipes" / f"{name}.yaml").read_text())
+    # the published defaults that the recipes leave to configs.yaml
+    assert (cfg.LOSS.max_m, cfg.LOSS.s, cfg.LOSS.tau, cfg.LOSS.beta, cfg.TRAIN.mixup_alpha) == (0.5, 30.0, 1.0, 0.9999,
+                                                                                              1.0)
+    if name == "ldam_drw":
+        assert cfg.LOSS.drw_epoch == 160
+    if name == "la_loss":
+        assert cfg.OPTIMIZER.params.nesterov is True

@@ -467,3 +467,49 @@ def test_out_may_stand_between_the_folders(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "report", lambda roots, factor, out: seen.update(roots=roots, out=out) or [])
     report.main([str(tmp_path / "a"), "--out", str(tmp_path / "o"), str(tmp_path / "b")])
     assert seen == {"roots": [tmp_path / "a", tmp_path / "b"], "out": tmp_path / "o"}
+
+
+def method_result(root: Path, folder: str, seed: int, bcr: float, loss: str, **sections) -> None:
+    """A stage-1 run of one of the long-tail methods: `sections` maps "SECTION.key" to its value."""
+    path = fake_result(root, loss, seed, bcr, folder=folder)
+    data = json.loads(path.read_text())
+    for key, value in sections.items():
+        section, name = key.split("__")
+        data["config"].setdefault(section, {})[name] = value
+    path.write_text(json.dumps(data))
+
+
+def test_each_methods_rows_are_named_for_it(tmp_path):
+    for seed in (0, 1):
+        fake_result(tmp_path, "CrossEntropyLoss", seed, 0.40)  # an older run: no key of the methods, all at defaults
+        method_result(tmp_path, "LDAM-DRW", seed, 0.50, "LDAM", LOSS__reweight="drw", MODEL__classifier="normed")
+        method_result(tmp_path, "CE-CB", seed, 0.41, "CrossEntropyLoss", LOSS__reweight="class_balanced")
+        method_result(tmp_path, "Focal-CB", seed, 0.42, "Focal", LOSS__reweight="class_balanced", LOSS__gamma=2.0)
+        method_result(tmp_path, "BS-mixup", seed, 0.55, "BalancedSoftmax", TRAIN__mixup=True)
+        method_result(tmp_path, "CE-sqrt", seed, 0.43, "CrossEntropyLoss", DATASET__sampler="sqrt")
+        method_result(tmp_path, "CE-progressive", seed, 0.44, "CrossEntropyLoss", DATASET__sampler="progressive",
+                      TRAIN__mixup=True)
+        method_result(tmp_path, "CE-normed", seed, 0.30, "CrossEntropyLoss", MODEL__classifier="normed")
+        method_result(tmp_path, "LA", seed, 0.52, "LogitAdjusted", LOSS__tau=0.5)
+    report.main([str(tmp_path)])
+    _, rows = table((tmp_path / "report.md").read_text(), "loss")
+    # the settings that the names say label nothing, and a loss's own setting (LOSS.gamma, LOSS.tau) labels nothing
+    # where another loss leaves it unread
+    assert [row[0] for row in rows] == [
+        "CrossEntropyLoss", "CrossEntropyLoss + class-balanced weights", "CrossEntropyLoss + mixup + progressive sampling",
+        "CrossEntropyLoss + normed head", "CrossEntropyLoss + sqrt sampling", "BalancedSoftmax + mixup",
+        "LogitAdjusted", "Focal + class-balanced weights", "LDAM + DRW"]
+    assert all("(n=2)" in row[1] for row in rows)
+
+
+def test_a_losss_own_setting_labels_rows_of_that_loss(tmp_path):
+    for seed in (0, 1):
+        for tau in (0.5, 1.0):
+            method_result(tmp_path, f"LA-{tau}", seed, 0.5, "LogitAdjusted", LOSS__tau=tau)
+        method_result(tmp_path, "CE-tau", seed, 0.4, "CrossEntropyLoss", LOSS__tau=2.0)  # unread: pools with CE
+        fake_result(tmp_path, "CrossEntropyLoss", seed, 0.4)
+    report.main([str(tmp_path)])
+    _, rows = table((tmp_path / "report.md").read_text(), "loss")
+    assert [(row[0], row[1].strip("*")) for row in rows] == [
+        ("CrossEntropyLoss", "40.00 ± 0.00 (n=4)"), ("LogitAdjusted [LOSS.tau=0.5]", "50.00 ± 0.00 (n=2)"),
+        ("LogitAdjusted [LOSS.tau=1.0]", "50.00 ± 0.00 (n=2)")]

@@ -210,3 +210,16 @@ def test_a_given_recipe_replaces_a_list_benchmarks_own(tmp_path):
                   PYTHON=recorder(tmp_path))
     assert [r["DEFAULT.exp_name"] for r in launched(done.stdout, ["configs.yaml", "recipes/my_imagenet.yaml"])] == [
         "CrossEntropyLoss-my_imagenet", "BalancedSoftmax-my_imagenet"]
+
+
+@pytest.mark.parametrize("recipe, loss", [("recipes/ldam_drw.yaml", "LDAM"), ("recipes/la_loss.yaml", "LogitAdjusted"),
+                                          ("recipes/bs_mixup_400ep.yaml", "BalancedSoftmax"),
+                                          ("recipes/ldam_200ep.yaml", "Focal")])
+def test_the_methods_run_from_losses_and_a_recipe(tmp_path, recipe, loss):
+    from config import check, load_config
+
+    done = run_sh(tmp_path, LAUNCH="echo", RECIPE=recipe, LOSSES=loss, FACTORS="100", PYTHON=recorder(tmp_path))
+    runs = launched(done.stdout, ["configs.yaml", recipe])
+    assert [(r["DATASET.name"], r["LOSS.name"]) for r in runs] == [("CIFAR10LT", loss), ("CIFAR100LT", loss)]
+    for run in runs:  # each command line's config passes main.py's checks
+        check(load_config([ROOT / "configs.yaml", ROOT / recipe], [word for pair in run.items() for word in pair]))
