@@ -72,7 +72,7 @@ check_words SEEDS "$SEEDS" '^[0-9]+$' "a seed, a whole number >= 0"
 check_words DATASETS "$DATASETS" '^(CIFAR10LT|CIFAR100LT|ImageFolderLT|ImageNetLT|PlacesLT|iNat2018)$' \
   "one of CIFAR10LT, CIFAR100LT, ImageFolderLT, ImageNetLT, PlacesLT, iNat2018"
 check_words FACTORS "$FACTORS" '^[1-9][0-9]*([.][0-9]+)?$' "an imbalance factor, a number >= 1"
-check_words LOSSES "$LOSSES" '^(CrossEntropyLoss|BalancedSoftmax)$' "CrossEntropyLoss or BalancedSoftmax"
+check_words LOSSES "$LOSSES" '^(CrossEntropyLoss|BalancedSoftmax|LDAM|Focal|LogitAdjusted)$' "CrossEntropyLoss, BalancedSoftmax, LDAM, Focal or LogitAdjusted"
 if [ "$TASK" -lt 0 ] || [ "$TASK" -ge "$TASKS" ]; then
   echo "error: array task $SLURM_ARRAY_TASK_ID is not among $TASKS consecutive ids: use sbatch --array=0-K" >&2
   exit 2

@@ -79,7 +79,7 @@ def train_one_epoch(model, loader, criterion, optimizer, accelerator, epoch: int
             progress.set_postfix(loss=f"{loss_sum / images_seen:.4f}")
             window.zero_()
             window_seen = 0
-        if step == batches:
+        if step == batches < len(loader):  # TRAIN.iterations ends inside this epoch; else the loader ends it
             break
     progress.close()
     loss_sum, correct, seen = _reduce(accelerator, totals, seen)

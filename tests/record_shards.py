@@ -15,12 +15,12 @@ def main(argv: list[str]) -> None:
     argv = argv[1 + labels:]
     build_loaders = training.build_loaders
 
-    def indices_as_targets(cfg, splits, seed, accelerator):
+    def indices_as_targets(cfg, splits, seed, accelerator, *args):
         # a loader yields each image with its target: with indices as targets, the index comes out with the image
         # (not with --labels: a class-balanced sampler draws by the targets, which must then stay the classes)
         if not labels:
             splits["train"].targets = list(range(len(splits["train"])))
-        return build_loaders(cfg, splits, seed, accelerator)
+        return build_loaders(cfg, splits, seed, accelerator, *args)
 
     def record(model, loader, criterion, optimizer, accelerator, epoch, *args):
         loader.set_epoch(epoch)  # as train_one_epoch does

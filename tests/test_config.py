@@ -467,7 +467,8 @@ def test_a_files_setting_that_a_later_setting_leaves_without_effect_is_accepted(
     # the recipe's value had its effect until the user's own later setting superseded it: not the user's mistake
     recipe = recipe_of(tmp_path, *setting, *effect)
     undo = {"DATASET.name": "CIFAR10LT", "DATASET.loader": "fast", "SCHEDULER.warmup": "0", "TRAIN.iterations": "60",
-            "TRAIN.compile": "false"}[effect[0]]
+            "TRAIN.compile": "false", "LOSS.name": "CrossEntropyLoss", "LOSS.reweight": "none", "TRAIN.mixup": "false",
+            "DATASET.sampler": "instance", "MODEL.classifier": "linear"}[effect[0]]
     cfg = load_config([CONFIG, recipe], [effect[0], undo])
     check(cfg)
     assert str(OmegaConf.select(cfg, setting[0])) == setting[1]

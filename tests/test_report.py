@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -85,8 +86,8 @@ def written(results) -> tuple[Path, str]:
 
 
 def seed_results(folder: Path) -> list[dict]:
-    return [json.loads(path.read_text()) for path in sorted(folder.glob("results-seed[0-9]*.json"))
-            if not path.name.endswith("per-class.json")]
+    return [json.loads(path.read_text()) for path in sorted(folder.glob("results-seed*.json"))
+            if re.fullmatch(r"results-seed[0-9]+\.json", path.name)]
 
 
 @pytest.mark.slow
