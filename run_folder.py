@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import time
 from pathlib import Path
 
 from config import LIST_BENCHMARKS
@@ -13,6 +14,7 @@ from errors import ConfigError
 
 # Beside a seed's outputs while a process trains it: "pid host", held with flock, removed at the end
 LOCK_NAME = ".seed{seed}.lock"
+LOCK_WAIT = 5  # seconds a second process waits for the lock before it is refused
 
 
 def default_exp_name(cfg, overlays: list) -> str:
@@ -74,7 +76,7 @@ class RunLock:
         while True:
             file = open(self.path, "a+")  # noqa: SIM115  kept open while the lock is held
             try:
-                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _flock_within(file, LOCK_WAIT)
             except OSError:
                 file.seek(0)
                 who = file.read().strip() or "its process is unknown"
@@ -103,6 +105,20 @@ class RunLock:
                 folder.rmdir()
             except OSError:
                 break
+
+
+def _flock_within(file, seconds: float) -> None:
+    """Take `file`'s exclusive flock, trying for `seconds`: a run that has just stopped may leave children it forked
+    (DataLoader workers) that share its lock for a moment as they exit. Raises OSError where it stays held."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
 
 
 def holder(folder: Path, seed: int) -> str | None:

@@ -134,7 +134,9 @@ def comparisons(runs: list[Run], factor) -> list[Comparison]:
     groups = {}
     for cell in pool([run for run in runs if "acc" in per_class(run)]):
         key = cell.key
-        groups.setdefault((key.model, key.column, key.settings), []).append(cell)
+        # the losses' own settings (LOSS.*, each read by some losses only) are part of what is compared
+        settings = tuple(pair for pair in key.settings if not pair[0].startswith("LOSS."))
+        groups.setdefault((key.model, key.column, settings), []).append(cell)
     found = [Comparison(model, column, settings, sorted(cells, key=lambda cell: loss_key(cell.key.loss)))
              for (model, column, settings), cells in groups.items() if len(cells) >= 2]
     chosen = []

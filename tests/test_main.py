@@ -529,7 +529,7 @@ def test_each_method_trains_end_to_end(small_root, tmp_path, exp_name):
     assert len(train_losses) == 2 and all(math.isfinite(loss) for loss in train_losses)
     assert 0 <= results["test"]["bcr"] <= 1
     if exp_name == "LDAM-DRW":  # the normed head is saved, and evaluate.py rebuilds it from the saved config
-        state = torch.load(folder / "model_seed0_best.pt", map_location="cpu", weights_only=False)
+        state = torch.load(folder / "model-seed0-best.pt", map_location="cpu", weights_only=True)
         assert "fc.bias" not in state["model"] and state["model"]["fc.weight"].shape == (10, 64)
         out = tmp_path / "evaluated"
         evaluated = run_script("evaluate.py", small_root, str(folder), "--out", str(out), env=ONE_THREAD)
