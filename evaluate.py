@@ -145,7 +145,7 @@ def check_out(out: Path, post_hoc: dict[str, list[float]]) -> None:
 def _trained(path: Path) -> bool:
     """Whether a results file (or its per-class file) is main.py's rather than evaluate.py's, which names the
     checkpoint it evaluated."""
-    results = path.with_name(path.name.replace("-per_class", ""))
+    results = path.with_name(path.name.replace("-per-class", "").replace("-per_class", ""))  # new and old names
     try:
         with open(results) as f:
             return "checkpoint" not in json.load(f)
