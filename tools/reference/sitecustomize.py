@@ -4,7 +4,7 @@ folder first on PYTHONPATH and Python imports this file before anything else. Th
 Every change made to their behaviour is here, in run_ldam.py or in balms_config.py, and listed in
 docs/reproducing.md:
 - .cuda() on tensors and modules, torch.cuda.set_device, torch.cuda.max_memory_allocated: no-ops (the CPU runs
-  everything);
+  everything); torch.cuda.FloatTensor, which LDAM-DRW's LDAMLoss builds its margins with, is torch.FloatTensor;
 - torchvision's CIFAR md5 check accepts the lossless copy, whose pickle files were written anew (same pixels);
 - yaml.load without a Loader (PyYAML >= 6 requires one): FullLoader, as PyYAML 5 defaulted to;
 - np.int, removed in NumPy 1.24, is the builtin int it was an alias of;
@@ -22,6 +22,7 @@ torch.Tensor.cuda = lambda self, *args, **kwargs: self
 torch.nn.Module.cuda = lambda self, *args, **kwargs: self
 torch.cuda.set_device = lambda *args, **kwargs: None
 torch.cuda.max_memory_allocated = lambda *args, **kwargs: 0
+torch.cuda.FloatTensor = torch.FloatTensor
 torchvision.datasets.cifar.check_integrity = lambda fpath, md5=None: os.path.isfile(fpath)
 
 np.int = int
