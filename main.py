@@ -18,7 +18,7 @@ from config import check, data_seed, load_config
 from datasets import build_loaders, build_splits, image_side, normalization
 from errors import ConfigError, DatasetNotFoundError, NonFiniteLossError
 from losses import build_loss
-from meta_sampler import with_meta_sampler
+from meta_sampler import restore_sampler, sampler_state, with_meta_sampler
 from metrics import per_class_report, percent, summarize
 from mixup import Mixup
 from models import build_model
@@ -99,10 +99,12 @@ def run(cfg) -> None:
         scheduler.load_state_dict(state["scheduler"])
         scaler_note = restore_scaler(accelerator.scaler, state, accelerator.device)
         set_rng_state(state["rng"], accelerator.process_index)
+        sampler_note = restore_sampler(train_loader, state.get("meta_sampler"))  # BALMS's learnt sampling, if any
         start, best, best_epoch = state["epoch"], state["best"], state["best_epoch"]
         best_results = state.get("best_results")  # older checkpoints lack it
         history = state.get("history", [])  # so do these
-        accelerator.print(f"resuming {paths['last']} after epoch {start}" + (f"; {scaler_note}" if scaler_note else ""))
+        notes = "".join(f"; {note}" for note in (scaler_note, sampler_note) if note)
+        accelerator.print(f"resuming {paths['last']} after epoch {start}{notes}")
     config = OmegaConf.to_container(cfg)
     mean, std = normalization(cfg.DATASET, splits["train"])
     # what the weights are, as plain data in every checkpoint: evaluation needs no training split, stage 2 no stage 1
@@ -142,6 +144,7 @@ def run(cfg) -> None:
             save_torch({"model": unwrapped.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "epochs": epochs, "best": best,
                         "best_epoch": best_epoch, "best_results": best_results, "history": history, "rng": rng,
+                        "meta_sampler": sampler_state(train_loader),
                         **about, "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None,
                         "device": str(accelerator.device)}, paths["last"])
             if best_epoch == epoch + 1:

@@ -17,6 +17,7 @@ one SGD step of the classifier on its batch lowers the cross-entropy on a class-
 """
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -203,6 +204,17 @@ class MetaSampledLoader(DataLoaderStateMixin):
         self.epoch = epoch
         self.base.set_epoch(epoch)
 
+    def state_dict(self) -> dict:
+        """What the sampler has learnt: its per-class weights and its Adam state (the draws of an epoch follow from
+        the seed and the epoch alone)."""
+        return {"weight": self.weight.detach().clone(),
+                "optimizer": copy.deepcopy(self.sampler_optimizer.state_dict())}  # Adam updates its moments in place
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.weight.copy_(state["weight"])
+        self.sampler_optimizer.load_state_dict(state["optimizer"])
+
     def __len__(self) -> int:
         return len(self.base)
 
@@ -273,6 +285,23 @@ def with_meta_sampler(cfg, loaders: dict, train_loader, model: nn.Module, optimi
     return MetaSampledLoader(train_loader, meta_loader, model, optimizer, criterion, accelerator, num_per_cls,
                              lr=meta.lr, meta_batch=meta.batch_size or cfg.DATASET.batch_size,
                              init_pow=meta.init_pow, seed=cfg.DEFAULT.seed)
+
+
+def sampler_state(loader) -> dict | None:
+    """For the last checkpoint: a MetaSampledLoader's state, None for any other loader."""
+    return loader.state_dict() if isinstance(loader, MetaSampledLoader) else None
+
+
+def restore_sampler(loader, state: dict | None) -> str | None:
+    """Resuming: give a MetaSampledLoader the state the checkpoint saved. Returns a note where there is none to give
+    (a checkpoint written before the sampler's state was saved): the sampler then starts again from its first
+    weights."""
+    if not isinstance(loader, MetaSampledLoader):
+        return None
+    if state is None:
+        return "the checkpoint holds no meta-sampler state (written before it was saved): the sampler starts afresh"
+    loader.load_state_dict(state)
+    return None
 
 
 def check_meta_sampler(cfg) -> None:

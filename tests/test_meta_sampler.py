@@ -318,3 +318,48 @@ def test_on_imagenet_lt_the_meta_batches_come_from_the_val_list(tmp_path, fresh_
     sizes = [len(y) for x, y in loader if x.shape[1:] == (3, 32, 32)]
     assert sizes == [64] * 5 + [56]  # the fast loader's: 376 images in batches of 64
     assert not torch.equal(loader.weight.detach(), start)
+
+
+def _tiny_meta_loader(model, optimizer, seed=0):
+    from accelerate import Accelerator
+
+    from datasets import TensorLoader
+    from meta_sampler import MetaSampledLoader
+
+    counts = [20, 10, 4, 2]
+    targets = torch.repeat_interleave(torch.arange(4), torch.tensor(counts))
+    images = torch.randint(0, 256, (len(targets), 8, 8, 3), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(1))
+    base = TensorLoader(images, targets, 8, [0.5] * 3, [0.25] * 3, device="cpu", train=True, crop=True, flip=True)
+    return MetaSampledLoader(base, base, model, optimizer, BalancedSoftmax(counts), Accelerator(cpu=True), counts,
+                             lr=0.1, meta_batch=8, init_pow=0.0, seed=seed)
+
+
+def test_a_restored_sampler_continues_as_the_one_that_saved_its_state(fresh_accelerate):
+    """The state a checkpoint keeps (weights and Adam's moments) makes a new loader's next epoch the saving loader's:
+    the same drawn labels and the same weights after it; without it the new loader's epoch differs."""
+    from meta_sampler import restore_sampler, sampler_state
+
+    torch.manual_seed(0)
+    model = _Tiny()
+    optimizer = torch.optim.SGD(model.fc.parameters(), lr=0.1, momentum=0.9)
+    saving = _tiny_meta_loader(model, optimizer)
+    saving.set_epoch(0)
+    for _ in saving:
+        pass
+    saved = sampler_state(saving)
+
+    def next_epoch(loader):
+        loader.set_epoch(1)
+        labels = torch.cat([y for _, y in loader])
+        return labels, loader.weight.detach().clone()
+
+    restored = _tiny_meta_loader(model, optimizer)
+    assert restore_sampler(restored, saved) is None
+    fresh = _tiny_meta_loader(model, optimizer)
+    labels, weight = next_epoch(saving)
+    labels_restored, weight_restored = next_epoch(restored)
+    assert torch.equal(labels, labels_restored) and torch.equal(weight, weight_restored)
+    assert not torch.equal(next_epoch(fresh)[1], weight)
+    assert restore_sampler(_tiny_meta_loader(model, optimizer), None).startswith("the checkpoint holds no meta")
+    assert sampler_state(object()) is None and restore_sampler(object(), saved) is None

@@ -36,17 +36,17 @@ def datadir(tmp_path, monkeypatch) -> Path:
     return tmp_path / "data"
 
 
-def run_main(datadir: Path, savedir: Path) -> None:
+def run_main(datadir: Path, savedir: Path, *overrides: str) -> None:
     import main
 
     AcceleratorState._reset_state(reset_partial_state=True)  # a fresh process, as far as accelerate can tell
     GradientState._reset_state()
-    main.main(["--config", str(ROOT / "configs.yaml"), *main_args(datadir, savedir, *RUN)])
+    main.main(["--config", str(ROOT / "configs.yaml"), *main_args(datadir, savedir, *RUN, *overrides)])
 
 
-def run_until_crash(datadir: Path, savedir: Path, monkeypatch, at_write: int) -> None:
-    """main.py stopped at its `at_write`-th checkpoint (.pt) write, before anything of that file is written, as a
-    crash would stop it."""
+def run_until_crash(datadir: Path, savedir: Path, monkeypatch, at_write: int, *overrides: str) -> None:
+    """main.py (RUN, then `overrides`) stopped at its `at_write`-th checkpoint (.pt) write, before anything of that
+    file is written, as a crash would stop it."""
     writes, atomic_write = [], checkpoint.atomic_write
 
     def write(path: Path, write_to) -> None:
@@ -57,7 +57,7 @@ def run_until_crash(datadir: Path, savedir: Path, monkeypatch, at_write: int) ->
         atomic_write(path, write_to)
     monkeypatch.setattr(checkpoint, "atomic_write", write)
     with pytest.raises(SystemExit, match="interrupted"):
-        run_main(datadir, savedir)
+        run_main(datadir, savedir, *overrides)
     monkeypatch.setattr(checkpoint, "atomic_write", atomic_write)
 
 
@@ -101,6 +101,25 @@ def test_a_resumed_run_keeps_the_history_of_the_epochs_before_its_stop(datadir, 
     assert history[0] == before[0]
     assert set(history[1]) == {"epoch", "train_loss", "train_acc", "train_lr", "test_bcr", "test_acc"}
     assert history[1]["test_bcr"] == pytest.approx(results["test_last_epoch"]["bcr"])  # selected on the test set
+
+
+@pytest.mark.slow
+def test_a_stopped_meta_sampler_run_resumes_the_sampler_it_had_learnt(datadir, tmp_path, monkeypatch):
+    """Stage 2 with BALMS's meta sampler, stopped before epoch 2's checkpoint and resumed, ends with the sampler's
+    weights of the run that was not stopped: the checkpoint keeps what the sampler learnt in epoch 1."""
+    run_main(datadir, tmp_path, "LOSS.name", "BalancedSoftmax", "DEFAULT.exp_name", "BS")
+    runs = tmp_path / "CIFAR10LT" / "resnet32"
+    meta = ["TRAIN.stage2_from", str(runs / "BS"), "LOSS.name", "BalancedSoftmax", "DATASET.sampler", "meta",
+            "META_SAMPLER.batch_size", "16", "META_SAMPLER.lr", "0.5"]
+    run_main(datadir, tmp_path, *meta, "DEFAULT.exp_name", "whole")
+    run_until_crash(datadir, tmp_path, monkeypatch, 3, *meta, "DEFAULT.exp_name", "stopped")  # epoch 2's last
+    after_epoch_1 = torch.load(runs / "stopped" / "model-seed0.pt", weights_only=True)["meta_sampler"]["weight"]
+    run_main(datadir, tmp_path, *meta, "DEFAULT.exp_name", "stopped")
+
+    whole, resumed = (torch.load(runs / name / "model-seed0.pt", weights_only=True)["meta_sampler"]["weight"]
+                      for name in ("whole", "stopped"))
+    assert not torch.equal(whole, after_epoch_1)  # epoch 2 moved the sampler
+    torch.testing.assert_close(resumed, whole, rtol=1e-5, atol=1e-6)
 
 
 class WithGradScaler(Accelerator):
