@@ -87,6 +87,10 @@ NO_EFFECT = {
                                       "while DATASET.sampler is {c.DATASET.sampler}", "set DATASET.sampler meta")
        for key in ("lr", "batch_size", "init_pow")},
     "TRAIN.mixup_alpha": Ignored(lambda c: not c.TRAIN.mixup, "while TRAIN.mixup is false", "add TRAIN.mixup true"),
+    "TRAIN.remix": Ignored(lambda c: not c.TRAIN.mixup, "while TRAIN.mixup is false", "add TRAIN.mixup true"),
+    **{f"TRAIN.{key}": Ignored(lambda c: not (c.TRAIN.mixup and c.TRAIN.remix), "without TRAIN.mixup true and "
+                               "TRAIN.remix true", "add TRAIN.mixup true TRAIN.remix true")
+       for key in ("remix_kappa", "remix_tau")},
     "MODEL.classifier_init": Ignored(lambda c: c.MODEL.classifier == "normed",
                                      "with MODEL.classifier normed, which draws its own (LDAM-DRW's)",
                                      "set MODEL.classifier linear"),
@@ -253,9 +257,16 @@ def apply_overrides(cfg: DictConfig, overrides: list[str] = (), settings: list[S
         if ignored.when(cfg):  # else a later setting gave it its effect back
             where = f"{source}: " if source else ""
             fix = f"{ignored.fix}, or " if ignored.fix else ""
-            raise ConfigError(f"{where}{key} {value} has no effect {ignored.why.format(c=cfg)}: {fix}set {key} back "
-                              f"to {defaults[key]}")
+            raise ConfigError(f"{where}{key} {_as_written(value)} has no effect {ignored.why.format(c=cfg)}: {fix}set "
+                              f"{key} back to {_as_written(defaults[key])}")
     return cfg
+
+
+def _as_written(value) -> str:
+    """A setting's value as one writes it on the command line (YAML's true, false and null)."""
+    if value is None:
+        return "null"
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _set(cfg: DictConfig, key: str, text: str, valid: list[str], nullable: bool) -> None:
@@ -424,6 +435,13 @@ def _check_methods(cfg: DictConfig) -> None:
         raise ConfigError(f"LOSS.name LDAM takes cosine logits, scaled by LOSS.s {loss.s}: set MODEL.classifier normed")
     if cfg.TRAIN.mixup_alpha <= 0:
         raise ConfigError(f"TRAIN.mixup_alpha must be > 0 (BagofTricks-LT: 1.0), got {cfg.TRAIN.mixup_alpha}")
+    if cfg.TRAIN.mixup and cfg.TRAIN.remix:
+        if "reweight" in LOSS_KEYS.get(loss.name, ()) and loss.reweight != "none":
+            raise ConfigError(f"TRAIN.remix weighs each image's loss, which LOSS.reweight {loss.reweight}'s weighted "
+                              "mean does not split into: set LOSS.reweight none")
+        if not cfg.TRAIN.remix_kappa >= 1 or not 0 <= cfg.TRAIN.remix_tau <= 1:
+            raise ConfigError(f"TRAIN.remix_kappa must be >= 1 and TRAIN.remix_tau in [0, 1] (Chou et al.: 3 and "
+                              f"0.5), got {cfg.TRAIN.remix_kappa} and {cfg.TRAIN.remix_tau}")
     if cfg.DATASET.sampler == "progressive" and cfg.TRAIN.iterations is not None:
         raise ConfigError("DATASET.sampler progressive moves over TRAIN.epochs: set TRAIN.iterations null and give "
                           "the run's length in TRAIN.epochs")

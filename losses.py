@@ -4,7 +4,7 @@ focal (Lin et al. 2017) and LDAM (Cao et al., NeurIPS 2019); CE, focal and LDAM 
 number (Cui et al., CVPR 2019), from the first epoch (class-balanced) or from a later one (DRW, Cao et al.).
 
 Every loss takes hard labels, or the two labels of a mixed batch (mixup.MixedTargets), on which it is the
-lam-weighted sum of its values on each."""
+lam-weighted sum of its values on each (with Remix's weight per image, the mean of each image's weighted sum)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -58,10 +58,18 @@ class LongTailLoss(nn.Module):
         # float32 whatever the autocast: the losses exponentiate the logits
         logits = logits.float()
         if isinstance(target, MixedTargets):
+            if isinstance(target.lam, torch.Tensor):  # Remix: each image's own weights, on its own losses
+                lam = target.lam.float()
+                return (lam * self.per_image(logits, target.a) + (1 - lam) * self.per_image(logits, target.b)).mean()
             return target.lam * self.loss(logits, target.a) + (1 - target.lam) * self.loss(logits, target.b)
         return self.loss(logits, target)
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def per_image(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Each image's loss, whose plain mean is `loss` where no class weights apply (Remix reads it; with class
+        weights config.py refuses Remix, as a weighted mean does not split over images)."""
         raise NotImplementedError
 
 
@@ -70,6 +78,9 @@ class CrossEntropy(LongTailLoss):
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, target, weight=self.weight)
+
+    def per_image(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, target, weight=self.weight, reduction="none")
 
 
 class LogitAdjusted(LongTailLoss):
@@ -85,6 +96,9 @@ class LogitAdjusted(LongTailLoss):
         # The shift is what makes a softmax trained on long-tailed data estimate the balanced posterior;
         # at test time the raw logits are used, so the prior never enters prediction.
         return F.cross_entropy(logits + self.tau * self.log_prior.float(), target, reduction=self.reduction)
+
+    def per_image(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits + self.tau * self.log_prior.float(), target, reduction="none")
 
 
 class BalancedSoftmax(LogitAdjusted):
@@ -103,8 +117,11 @@ class Focal(LongTailLoss):
         self.gamma = gamma
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.per_image(logits, target).mean()
+
+    def per_image(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         ce = F.cross_entropy(logits, target, weight=self.weight, reduction="none")
-        return ((1 - torch.exp(-ce)) ** self.gamma * ce).mean()
+        return (1 - torch.exp(-ce)) ** self.gamma * ce
 
 
 class LDAM(LongTailLoss):
@@ -120,8 +137,14 @@ class LDAM(LongTailLoss):
         self.s = s
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        shifted = logits - F.one_hot(target, logits.shape[1]) * self.margins[target, None]
-        return F.cross_entropy(self.s * shifted, target, weight=self.weight)
+        return F.cross_entropy(self.s * self.shifted(logits, target), target, weight=self.weight)
+
+    def per_image(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.s * self.shifted(logits, target), target, weight=self.weight, reduction="none")
+
+    def shifted(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The logits with each image's target logit lowered by its class's margin."""
+        return logits - F.one_hot(target, logits.shape[1]) * self.margins[target, None]
 
 
 def _weights(num_per_cls: Counts, settings: dict) -> dict:

@@ -20,7 +20,7 @@ from errors import ConfigError, DatasetNotFoundError, NonFiniteLossError
 from losses import build_loss
 from meta_sampler import restore_sampler, sampler_state, with_meta_sampler
 from metrics import per_class_report, percent, summarize
-from mixup import Mixup
+from mixup import build_mixup
 from models import build_model
 from optim import build_optimizer, build_scheduler, fuse_on, run_length
 from run_folder import RunLock, default_exp_name
@@ -79,7 +79,7 @@ def run(cfg) -> None:
                           f"the classifier ({cfg.TRAIN.stage2_classifier}), {cfg.DATASET.sampler} sampling")
     model = model.to(memory_format=torch.channels_last)
     criterion = build_loss(cfg.LOSS.name, num_per_cls, cfg.LOSS).to(accelerator.device)
-    mixup = Mixup(cfg.TRAIN.mixup_alpha) if cfg.TRAIN.mixup else None
+    mixup = build_mixup(cfg.TRAIN, num_per_cls)  # input mixup or Remix, or None
     optimizer = build_optimizer(cfg.OPTIMIZER, model, fuse_on(accelerator.device.type, accelerator.mixed_precision))
     # split_batches: a prepared loader has as many batches as this one
     steps_per_epoch = math.ceil(len(loaders["train"]) / cfg.TRAIN.grad_accum_steps)

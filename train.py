@@ -40,10 +40,10 @@ def train_step(model, images, targets, criterion, optimizer, accelerator) -> tor
 
 def correct(outputs: torch.Tensor, targets: torch.Tensor | MixedTargets) -> torch.Tensor:
     """The batch's correct predictions; of a mixed batch, lam of a hit on the first label plus 1 - lam of one on the
-    second (BagofTricks-LT's training accuracy under mixup)."""
+    second (BagofTricks-LT's training accuracy under mixup), lam being Remix's own for each image."""
     predicted = outputs.argmax(1)
     if isinstance(targets, MixedTargets):
-        return (targets.lam * (predicted == targets.a).sum() + (1 - targets.lam) * (predicted == targets.b).sum()).float()
+        return (targets.lam * (predicted == targets.a) + (1 - targets.lam) * (predicted == targets.b)).sum().float()
     return (predicted == targets).sum().float()
 
 

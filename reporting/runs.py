@@ -91,9 +91,10 @@ class Run:
         """Everything that defines what was trained and reported, apart from the cell's own identity and the
         seed: runs pool over seeds only when this is equal."""
         config = completed(self.config)
+        unread = unread_method_keys(config)
         flat = {key: value for key, value in flatten(config).items()
                 if key not in IDENTITY_KEYS and not any(key == k or key.startswith(k + ".") for k in NOT_SETTINGS)
-                and key not in unread_method_keys(config)}
+                and key not in unread}
         flat["selected_by"] = self.results.get("selected_by", "evaluate.py" if self.status == "re-evaluation" else None)
         return tuple(sorted((key, json.dumps(value, sort_keys=True)) for key, value in flat.items()))
 
@@ -113,7 +114,7 @@ STAGE2_METHODS = {("retrain", "class_balanced", "CrossEntropyLoss"): "cRT",
 # Keys of the methods that the rest of a config can leave unread (config.NO_EFFECT): a loss's settings under another
 # loss, mixup_alpha without mixup. They do not tell runs apart
 METHOD_KEYS = ("LOSS.reweight", "LOSS.beta", "LOSS.drw_epoch", "LOSS.gamma", "LOSS.max_m", "LOSS.s", "LOSS.tau",
-               "TRAIN.mixup_alpha")
+               "TRAIN.mixup_alpha", "TRAIN.remix", "TRAIN.remix_kappa", "TRAIN.remix_tau")
 
 
 def unread_method_keys(config: dict) -> set[str]:
@@ -128,7 +129,7 @@ def unread_method_keys(config: dict) -> set[str]:
 REWEIGHT_NAMES = {"class_balanced": "class-balanced weights", "drw": "DRW"}
 SAMPLER_NAMES = {"class_balanced": "class-balanced sampling", "sqrt": "sqrt sampling",
                  "progressive": "progressive sampling"}
-METHOD_NAMED = ("LOSS.reweight", "TRAIN.mixup", "DATASET.sampler", "MODEL.classifier")
+METHOD_NAMED = ("LOSS.reweight", "TRAIN.mixup", "TRAIN.remix", "DATASET.sampler", "MODEL.classifier")
 
 
 def method_name(config: dict) -> str:
@@ -137,7 +138,8 @@ def method_name(config: dict) -> str:
     missing from an older config is at its default, which names nothing."""
     loss = str(lookup(config, "LOSS.name") or "?")
     normed = lookup(config, "MODEL.classifier") == "normed" and loss != "LDAM"
-    parts = [loss, REWEIGHT_NAMES.get(lookup(config, "LOSS.reweight")), "mixup" if lookup(config, "TRAIN.mixup") else None,
+    mixing = ("remix" if lookup(config, "TRAIN.remix") else "mixup") if lookup(config, "TRAIN.mixup") else None
+    parts = [loss, REWEIGHT_NAMES.get(lookup(config, "LOSS.reweight")), mixing,
              SAMPLER_NAMES.get(lookup(config, "DATASET.sampler")), "normed head" if normed else None]
     return " + ".join(part for part in parts if part)
 

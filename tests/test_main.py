@@ -508,6 +508,8 @@ METHODS = {  # run folder -> overrides beside a long tail of IF 10, 2 epochs
     "BS-mixup": ["LOSS.name", "BalancedSoftmax", "TRAIN.mixup", "true"],
     "LDAM-mixup": ["LOSS.name", "LDAM", "MODEL.classifier", "normed", "TRAIN.mixup", "true", "DATASET.loader",
                    "classic", "DATASET.num_workers", "0"],
+    "BS-remix": ["LOSS.name", "BalancedSoftmax", "TRAIN.mixup", "true", "TRAIN.remix", "true", "TRAIN.remix_kappa",
+                 "2.0"],
     "CE-sqrt": ["DATASET.sampler", "sqrt"],
     "CE-progressive": ["DATASET.sampler", "progressive"],
 }

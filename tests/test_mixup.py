@@ -1,5 +1,5 @@
 """mixup.Mixup: input mixup on whole batches (Zhang et al. 2018), the loss on both labels, as BagofTricks-LT's
-combiner.mix_up does it, inside train.train_one_epoch."""
+combiner.mix_up does it, inside train.train_one_epoch; mixup.Remix: Remix's label weights (Chou et al. 2020, eq. 10)."""
 from __future__ import annotations
 
 import pytest
@@ -10,7 +10,7 @@ from torch import nn
 import train
 from conftest import Batches
 from losses import build_loss
-from mixup import MixedTargets, Mixup
+from mixup import MixedTargets, Mixup, Remix, build_mixup
 
 
 def test_each_image_is_mixed_with_the_one_whose_label_it_takes_second():
@@ -79,3 +79,71 @@ def test_an_epoch_with_mixup_is_bagoftricks_mix_up_written_out(fresh_accelerate,
     assert scores["acc"] == pytest.approx(correct / 10, rel=1e-5)
     for ours, theirs in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(ours, theirs)
+
+
+# ------------------------------------------------------------------------------------------------------------ Remix
+REMIX_COUNTS = [500, 150, 60, 20, 5]  # ratios below and above kappa 3 between neighbours and far apart
+
+
+def remix_weight_by_the_paper(lam: float, n_i: float, n_j: float, kappa: float, tau: float) -> float:
+    """Chou et al., eq. 10: the label weight of y_i in lam x x_i + (1 - lam) x x_j."""
+    if n_i / n_j >= kappa and lam < tau:
+        return 0.0
+    if n_i / n_j <= 1 / kappa and 1 - lam < tau:
+        return 1.0
+    return lam
+
+
+@pytest.mark.parametrize("kappa, tau", [(3.0, 0.5), (1.5, 0.8), (10.0, 0.2)])
+def test_remix_mixes_as_mixup_and_weighs_each_images_labels_as_the_papers_equation(kappa, tau):
+    """From the same random state, Remix's images and label pairs are Mixup's, and each image's weight on its first
+    label is eq. 10 of the paper at Mixup's lam."""
+    images = torch.randn(64, 3, 4, 4)
+    targets = torch.randint(0, len(REMIX_COUNTS), (64,), generator=torch.Generator().manual_seed(0))
+    reassigned = 0
+    for draw in range(40):  # lams on both sides of tau
+        torch.manual_seed(draw)
+        mixed, labels = Mixup(1.0)(images, targets)
+        torch.manual_seed(draw)
+        remixed, relabels = Remix(1.0, REMIX_COUNTS, kappa, tau)(images, targets)
+        assert torch.equal(remixed, mixed) and torch.equal(relabels.a, labels.a) and torch.equal(relabels.b, labels.b)
+        expected = [remix_weight_by_the_paper(labels.lam, REMIX_COUNTS[a], REMIX_COUNTS[b], kappa, tau)
+                    for a, b in zip(labels.a.tolist(), labels.b.tolist())]
+        assert relabels.lam.tolist() == pytest.approx(expected)
+        reassigned += sum(weight != pytest.approx(labels.lam) for weight in expected)
+    assert reassigned > 0  # labels were reassigned, so the check saw both kinds of image
+
+
+@pytest.mark.parametrize("name", ["CrossEntropyLoss", "BalancedSoftmax", "LogitAdjusted", "Focal", "LDAM"])
+def test_a_remixed_batchs_loss_is_the_mean_of_each_images_weighted_losses(name):
+    """Each image's loss on each of its labels, computed alone (a batch of one), weighted by its own lam."""
+    torch.manual_seed(0)
+    criterion = build_loss(name, REMIX_COUNTS, {"gamma": 2.0})
+    logits = torch.randn(12, 5)
+    a, b = torch.randint(0, 5, (12,)), torch.randint(0, 5, (12,))
+    lam = torch.tensor([0.0, 1.0, 0.3, 0.7] * 3)
+    expected = sum(float(lam[i]) * criterion(logits[i:i + 1], a[i:i + 1])
+                   + (1 - float(lam[i])) * criterion(logits[i:i + 1], b[i:i + 1]) for i in range(12)) / 12
+    torch.testing.assert_close(criterion(logits, MixedTargets(a, b, lam)), expected)
+    # with every image at one lam, the loss is mixup's
+    same = torch.full((12,), 0.3)
+    torch.testing.assert_close(criterion(logits, MixedTargets(a, b, same)), criterion(logits, MixedTargets(a, b, 0.3)))
+
+
+def test_remixed_accuracy_counts_each_image_at_its_own_weights():
+    outputs = torch.eye(4)  # predicts 0, 1, 2, 3
+    labels = MixedTargets(torch.tensor([0, 1, 0, 0]), torch.tensor([1, 0, 2, 3]), torch.tensor([1.0, 0.0, 0.25, 0.5]))
+    assert float(train.correct(outputs, labels)) == pytest.approx(1.0 + 0.0 + 0.75 + 0.5)
+
+
+def test_the_train_section_picks_mixup_or_remix():
+    from omegaconf import OmegaConf
+
+    section = OmegaConf.create({"mixup": True, "mixup_alpha": 1.0, "remix": False, "remix_kappa": 3.0,
+                                "remix_tau": 0.5})
+    assert type(build_mixup(section, REMIX_COUNTS)) is Mixup
+    section.remix = True
+    remix = build_mixup(section, REMIX_COUNTS)
+    assert isinstance(remix, Remix) and (remix.kappa, remix.tau) == (3.0, 0.5)
+    section.mixup = False
+    assert build_mixup(section, REMIX_COUNTS) is None

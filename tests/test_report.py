@@ -487,6 +487,7 @@ def test_each_methods_rows_are_named_for_it(tmp_path):
         method_result(tmp_path, "CE-CB", seed, 0.41, "CrossEntropyLoss", LOSS__reweight="class_balanced")
         method_result(tmp_path, "Focal-CB", seed, 0.42, "Focal", LOSS__reweight="class_balanced", LOSS__gamma=2.0)
         method_result(tmp_path, "BS-mixup", seed, 0.55, "BalancedSoftmax", TRAIN__mixup=True)
+        method_result(tmp_path, "BS-remix", seed, 0.56, "BalancedSoftmax", TRAIN__mixup=True, TRAIN__remix=True)
         method_result(tmp_path, "CE-sqrt", seed, 0.43, "CrossEntropyLoss", DATASET__sampler="sqrt")
         method_result(tmp_path, "CE-progressive", seed, 0.44, "CrossEntropyLoss", DATASET__sampler="progressive",
                       TRAIN__mixup=True)
@@ -499,6 +500,7 @@ def test_each_methods_rows_are_named_for_it(tmp_path):
     assert [row[0] for row in rows] == [
         "CrossEntropyLoss", "CrossEntropyLoss + class-balanced weights", "CrossEntropyLoss + mixup + progressive sampling",
         "CrossEntropyLoss + normed head", "CrossEntropyLoss + sqrt sampling", "BalancedSoftmax + mixup",
+        "BalancedSoftmax + remix",
         "LogitAdjusted", "Focal + class-balanced weights", "LDAM + DRW"]
     assert all("(n=2)" in row[1] for row in rows)
 
