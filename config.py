@@ -433,6 +433,11 @@ def _check_methods(cfg: DictConfig) -> None:
                           f"{cfg.TRAIN.epochs - 1}): nothing would be reweighted; lower it")
     if loss.name == "LDAM" and cfg.MODEL.classifier != "normed":
         raise ConfigError(f"LOSS.name LDAM takes cosine logits, scaled by LOSS.s {loss.s}: set MODEL.classifier normed")
+    if (cfg.TRAIN.stage2_from is not None and cfg.TRAIN.stage2_classifier == "retrain"
+            and cfg.MODEL.classifier == "normed" and loss.name != "LDAM"):
+        raise ConfigError(f"TRAIN.stage2_classifier retrain would draw a normed head afresh, whose cosine logits in "
+                          f"[-1, 1] {loss.name} hardly trains (only LDAM scales them, by LOSS.s): set "
+                          "MODEL.classifier linear to retrain a linear head on the stage-1 features")
     if cfg.TRAIN.mixup_alpha <= 0:
         raise ConfigError(f"TRAIN.mixup_alpha must be > 0 (BagofTricks-LT: 1.0), got {cfg.TRAIN.mixup_alpha}")
     if cfg.TRAIN.mixup and cfg.TRAIN.remix:

@@ -15,6 +15,7 @@ class NormedLinear(nn.Module):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.register_parameter("bias", None)  # as nn.Linear(bias=False): code that reads a head's bias finds None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -194,3 +194,41 @@ def test_a_stage2_run_is_evaluated_and_resumed_after_its_stage1_files_moved(stag
     check_ok(resumed)
     assert "resuming" in resumed.stdout
     assert read(folder / "results-seed0.json")["stage1"] == results["stage1"]
+
+
+# ------------------------------------------------------------------------ stage 2 after LDAM-DRW (a normed head)
+def _after_ldam_drw(recipe: str, *overrides: str):
+    return load_config([ROOT / "configs.yaml", ROOT / "recipes" / "ldam_drw.yaml", ROOT / "recipes" / f"{recipe}.yaml"],
+                       ["TRAIN.stage2_from", "s1.pt", *overrides])
+
+
+def test_crt_after_ldam_drw_retrains_a_linear_head_on_plain_cross_entropy():
+    """A normed head drawn afresh gives cosine logits in [-1, 1], which cross-entropy hardly trains: cRT after
+    LDAM-DRW is refused until the head is linear, and then its loss is crt.yaml's plain cross-entropy, not DRW."""
+    with pytest.raises(ConfigError, match="set MODEL.classifier linear"):
+        check(_after_ldam_drw("crt"))
+    with pytest.raises(ConfigError, match="cosine logits in .-1, 1. CrossEntropyLoss hardly trains.*set "
+                                          "MODEL.classifier linear"):
+        check(_after_ldam_drw("crt", "MODEL.classifier_init", "model"))
+    cfg = _after_ldam_drw("crt", "MODEL.classifier", "linear")
+    check(cfg)
+    assert (cfg.LOSS.name, cfg.LOSS.reweight, cfg.MODEL.classifier, cfg.MODEL.classifier_init) == (
+        "CrossEntropyLoss", "none", "linear", "pytorch")
+    check(_after_ldam_drw("crt", "LOSS.name", "LDAM", "MODEL.classifier_init", "model"))  # LDAM scales its cosines
+
+
+def test_lws_after_ldam_drw_keeps_the_normed_head_and_scales_its_cosines():
+    cfg = _after_ldam_drw("lws")
+    check(cfg)
+    assert (cfg.MODEL.classifier, cfg.LOSS.reweight, cfg.TRAIN.stage2_classifier) == ("normed", "none", "lws")
+    torch.manual_seed(0)
+    model = Stage2Model(build_model("resnet32", 10, False, 32, classifier="normed")[0], "lws")
+    head = model.get_classifier()
+    assert head.bias is None  # the normed head has none, as nn.Linear(bias=False)
+    images = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        before = model(images)
+        head.scales.mul_(torch.arange(1.0, 11.0))
+        torch.testing.assert_close(model(images), before * torch.arange(1.0, 11.0))
+    assert before.abs().max() <= 1  # cosines
+    assert [name for name, p in model.named_parameters() if p.requires_grad] == ["model.fc.scales"]
