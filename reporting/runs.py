@@ -259,10 +259,10 @@ def seed_run(folder: Path, seed: int, folder_config: dict | None) -> Run:
     elif not state:
         run.note = "no checkpoint: stopped during its first epoch" if not paths["last"].exists() else \
             f"{paths['last'].name} is unreadable"
+    elif (who := holder(folder, seed)) is not None:  # its lock is held: see run_folder.RunLock
+        run.note = f"training now ({who})" if run.last_epoch < run.epochs else f"in its final test now ({who})"
     elif run.last_epoch == run.epochs:
         run.note = "trained every epoch, but stopped before writing its results (in the final test?)"
-    elif (who := holder(folder, seed)) is not None:  # its lock is held: see run_folder.RunLock
-        run.note = f"training now ({who})"
     else:
         run.note = "stopped mid-training: rerun the same command to resume it"
     return run

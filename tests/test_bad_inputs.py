@@ -444,6 +444,11 @@ def test_report_tells_a_run_training_now_from_one_that_stopped(bench):
         note = folder_runs(folder)[0].note
     assert note.startswith(f"training now (pid {os.getpid()} on ") and note.endswith(")")
     assert not (folder / ".seed0.lock").exists()
+    # every epoch trained, the results not yet written: in its final test while the lock is held, stopped after
+    seed_state(bench, folder, epoch=1, epochs=1)
+    with RunLock(folder, 0):
+        assert folder_runs(folder)[0].note.startswith("in its final test now (pid ")
+    assert folder_runs(folder)[0].note.startswith("trained every epoch, but stopped")
 
 
 def test_a_savedir_that_cannot_be_written_is_refused_before_any_work(bench, capsys, monkeypatch):
