@@ -2,7 +2,8 @@
 device, after augmentation: each image becomes lam x itself + (1 - lam) x another image of the batch, and the loss
 is taken on both labels (losses.LongTailLoss reads MixedTargets), as BagofTricks-LT's input mixup does. Remix (Chou et
 al., "Remix: Rebalanced Mixup", ECCV 2020 workshops) mixes the images alike but gives a mixed image wholly to the
-rarer label where the two classes' sizes differ by a factor kappa or more and the rarer image's share reaches tau."""
+rarer label where the two classes' sizes differ by a factor kappa or more and the rarer image's share exceeds
+1 - tau."""
 from __future__ import annotations
 
 from typing import NamedTuple
