@@ -197,7 +197,7 @@ def test_many_medium_few_on_the_generated_long_tail():
 # ---------------------------------------------------------------------------------------------------- config keys
 @pytest.mark.parametrize("overrides, named", [
     (["DATASET.listdir", "/lists"], "DATASET.listdir /lists has no effect on CIFAR10LT"),
-    (["DATASET.strict_sizes", "false"], "DATASET.strict_sizes False has no effect on CIFAR10LT"),
+    (["DATASET.strict_sizes", "false"], "DATASET.strict_sizes false has no effect on CIFAR10LT"),
     (["DATASET.name", "ImageNetLT", "DATASET.val_per_class", "5"], "selects on its published val list"),
     (["DATASET.name", "ImageNetLT", "DATASET.imbalance_type", "exp"], "train list fixes the class counts"),
     (["DATASET.name", "ImageNetLT", "DATASET.loader", "classic", "DATASET.cache_dir", "/c"], "DATASET.cache_dir"),
