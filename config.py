@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -26,6 +27,11 @@ LIST_BENCHMARKS = ("ImageNetLT", "PlacesLT", "iNat2018")
 # equal); LOSS.beta goes with reweight class_balanced or drw, LOSS.drw_epoch with drw
 LOSS_KEYS = {"CrossEntropyLoss": ("reweight",), "BalancedSoftmax": (), "LogitAdjusted": ("tau",),
              "Focal": ("gamma", "reweight"), "LDAM": ("max_m", "s", "reweight")}
+
+
+def _class_weighted(c: DictConfig) -> bool:
+    """Whether the loss weighs classes: LOSS.reweight class_balanced or drw, with a loss that reads it."""
+    return "reweight" in LOSS_KEYS.get(c.LOSS.name, ()) and c.LOSS.reweight != "none"
 
 
 def _listed(c: DictConfig) -> bool:
@@ -98,13 +104,21 @@ NO_EFFECT = {
     **{f"LOSS.{key}": Ignored(lambda c, key=key: key not in LOSS_KEYS.get(c.LOSS.name, ()), "with LOSS.name {c.LOSS.name}",
                               f"set LOSS.name {' or '.join(name for name, keys in LOSS_KEYS.items() if key in keys)}")
        for key in ("reweight", "gamma", "max_m", "s", "tau")},
-    "LOSS.beta": Ignored(lambda c: "reweight" not in LOSS_KEYS.get(c.LOSS.name, ()) or c.LOSS.reweight == "none",
+    "LOSS.beta": Ignored(lambda c: not _class_weighted(c),
                          "without class weights (LOSS.reweight {c.LOSS.reweight} with LOSS.name {c.LOSS.name})",
                          "set LOSS.reweight class_balanced or drw with CrossEntropyLoss, Focal or LDAM"),
     "LOSS.drw_epoch": Ignored(lambda c: "reweight" not in LOSS_KEYS.get(c.LOSS.name, ()) or c.LOSS.reweight != "drw",
                               "without deferred re-weighting (LOSS.reweight {c.LOSS.reweight} with LOSS.name "
                               "{c.LOSS.name})", "set LOSS.reweight drw with CrossEntropyLoss, Focal or LDAM"),
 }
+
+
+@functools.cache
+def _shipped_keys() -> tuple[str, ...]:
+    """The keys every whole config holds: configs.yaml's leaves, a DICT_VALUES dict counted as one key (read once)."""
+    leaves = [key for key in _leaf_keys(OmegaConf.load(SHIPPED))
+              if not any(key.startswith(f"{whole}.") for whole in DICT_VALUES)]
+    return (*leaves, *DICT_VALUES)
 
 
 def _leaf_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
@@ -187,9 +201,7 @@ def load_config(paths: str | Path | list, overrides: list[str] = ()) -> DictConf
         raise ConfigError(f"{paths[0]}: not valid YAML ({' '.join(str(error).split())})") from None
     if not isinstance(cfg, DictConfig):
         raise ConfigError(f"{paths[0]}: must be a mapping of sections; the first --config is configs.yaml")
-    keys = [key for key in _leaf_keys(OmegaConf.load(SHIPPED)) if not any(key.startswith(f"{whole}.") for whole in
-                                                                          DICT_VALUES)] + list(DICT_VALUES)
-    missing = [key for key in keys if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT]
+    missing = [key for key in _shipped_keys() if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT]
     if missing:
         raise ConfigError(f"{paths[0]} is an overlay, not a whole config (it lacks {', '.join(missing[:3])}"
                           f"{', ...' if len(missing) > 3 else ''}): the first --config must be configs.yaml, e.g. "
@@ -395,10 +407,10 @@ def check(cfg: DictConfig) -> None:
             raise ConfigError(f"{key} must be a whole number >= 0 and < 2**32, got {value}")
     check_exp_name(cfg.DEFAULT.exp_name)
     lr = cfg.OPTIMIZER.lr
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
+    if not _positive_number(lr):
         raise ConfigError(f"OPTIMIZER.lr must be a number > 0 (the peak learning rate), got {lr!r}")
     lr = cfg.OPTIMIZER.classifier_lr
-    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf):
+    if lr is not None and not _positive_number(lr):
         raise ConfigError(f"OPTIMIZER.classifier_lr must be a number > 0, or null for OPTIMIZER.lr; got {lr!r}")
     # fused and foreach stay open: setting either opts out of the fused optimizer optim.build_optimizer picks on a GPU
     _check_params("OPTIMIZER.params", OPTIMIZERS[cfg.OPTIMIZER.name], cfg.OPTIMIZER.params,
@@ -441,7 +453,7 @@ def _check_methods(cfg: DictConfig) -> None:
     if cfg.TRAIN.mixup_alpha <= 0:
         raise ConfigError(f"TRAIN.mixup_alpha must be > 0 (BagofTricks-LT: 1.0), got {cfg.TRAIN.mixup_alpha}")
     if cfg.TRAIN.mixup and cfg.TRAIN.remix:
-        if "reweight" in LOSS_KEYS.get(loss.name, ()) and loss.reweight != "none":
+        if _class_weighted(cfg):
             raise ConfigError(f"TRAIN.remix weighs each image's loss, which LOSS.reweight {loss.reweight}'s weighted "
                               "mean does not split into: set LOSS.reweight none")
         if not cfg.TRAIN.remix_kappa >= 1 or not 0 <= cfg.TRAIN.remix_tau <= 1:
@@ -450,6 +462,11 @@ def _check_methods(cfg: DictConfig) -> None:
     if cfg.DATASET.sampler == "progressive" and cfg.TRAIN.iterations is not None:
         raise ConfigError("DATASET.sampler progressive moves over TRAIN.epochs: set TRAIN.iterations null and give "
                           "the run's length in TRAIN.epochs")
+
+
+def _positive_number(value) -> bool:
+    """A finite number > 0, not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf
 
 
 def _three_numbers(values) -> bool:

@@ -95,10 +95,14 @@ class LogitAdjusted(LongTailLoss):
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         # The shift is what makes a softmax trained on long-tailed data estimate the balanced posterior;
         # at test time the raw logits are used, so the prior never enters prediction.
-        return F.cross_entropy(logits + self.tau * self.log_prior.float(), target, reduction=self.reduction)
+        return F.cross_entropy(self.adjusted(logits), target, reduction=self.reduction)
 
     def per_image(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits + self.tau * self.log_prior.float(), target, reduction="none")
+        return F.cross_entropy(self.adjusted(logits), target, reduction="none")
+
+    def adjusted(self, logits: torch.Tensor) -> torch.Tensor:
+        """The logits plus tau x the log training prior."""
+        return logits + self.tau * self.log_prior.float()
 
 
 class BalancedSoftmax(LogitAdjusted):

@@ -82,9 +82,9 @@ def train_one_epoch(model, loader, criterion, optimizer, accelerator, epoch: int
         if step == batches < len(loader):  # TRAIN.iterations ends inside this epoch; else the loader ends it
             break
     progress.close()
-    loss_sum, correct, seen = _reduce(accelerator, totals, seen)
+    loss_sum, hits, seen = _reduce(accelerator, totals, seen)
     _raise_if_not_finite(loss_sum, epoch, step)
-    return {"loss": loss_sum / seen, "acc": correct / seen, "lr": lr}
+    return {"loss": loss_sum / seen, "acc": hits / seen, "lr": lr}
 
 
 def _reduce(accelerator, sums: torch.Tensor, seen: int) -> list[float]:
