@@ -25,7 +25,7 @@ from models import build_model
 from optim import build_optimizer, build_scheduler, fuse_on, run_length
 from run_folder import RunLock, default_exp_name
 from runtime import cpu_only, mixed_precision
-from stage2 import freeze_for_stage2
+from stage2 import freeze_for_stage2, stage1_note
 from tracking import start_tracking
 from train import is_better, predict, train_one_epoch
 
@@ -77,6 +77,8 @@ def run(cfg) -> None:
     if stage1:
         accelerator.print(f"stage 2 from {stage1.checkpoint} ({stage1.loss}, epoch {stage1.epoch}): all frozen but "
                           f"the classifier ({cfg.TRAIN.stage2_classifier}), {cfg.DATASET.sampler} sampling")
+        if caveat := stage1_note(cfg, stage1):
+            accelerator.print(caveat)
     model = model.to(memory_format=torch.channels_last)
     criterion = build_loss(cfg.LOSS.name, num_per_cls, cfg.LOSS).to(accelerator.device)
     mixup = build_mixup(cfg.TRAIN, num_per_cls)  # input mixup or Remix, or None

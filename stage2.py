@@ -83,6 +83,19 @@ class Stage1(NamedTuple):
     sha256: str | None = None  # None in checkpoints written before it was recorded
 
 
+def stage1_note(cfg, stage1: Stage1) -> str | None:
+    """One line where a BALMS stage 2 (the meta sampler, or Balanced Softmax re-training, its matched baseline)
+    starts from a stage 1 that BALMS would not: every BALMS meta config loads a cross-entropy, instance-sampled stage 1
+    (github.com/jiawei-ren/BalancedMetaSoftmax-Classification at commit 34a61e432881816c2da14d577d6ed63501288f5f,
+    config/CIFAR10_LT/balms_imba200.yaml: model_dir resnet32_softmax_imba200)."""
+    balms = cfg.DATASET.sampler == "meta" or (cfg.LOSS.name == "BalancedSoftmax" and cfg.DATASET.sampler == "instance")
+    if not balms or stage1.loss in (None, "CrossEntropyLoss"):
+        return None
+    what = "the meta sampler" if cfg.DATASET.sampler == "meta" else "Balanced Softmax re-training"
+    return (f"note: {what} starts here from a {stage1.loss} stage 1; BALMS starts it from a CrossEntropyLoss one "
+            "(recipes/balms_meta.yaml), so this run measures something else")
+
+
 def stage1_path(cfg) -> Path:
     """TRAIN.stage2_from: a checkpoint file, or a run folder, whose best checkpoint of this run's seed is taken."""
     path = Path(cfg.TRAIN.stage2_from)

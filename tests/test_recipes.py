@@ -32,6 +32,10 @@ EXPECTED = {
     "lws": {0: 0.2, 4: 0.1 * (1 + math.cos(math.pi * 4 / 5))},
     "bs_retrain": {0: 0.1, 40: 0.05, 79: 0.05 * (1 + math.cos(math.pi * 79 / 80))},
     "balms_meta": {0: 0.1, 40: 0.05, 79: 0.05 * (1 + math.cos(math.pi * 79 / 80))},  # BALMS's meta stage, the same
+    # BALMS's meta stage on the list benchmarks (epochs): a cosine to 0, ImageNet-LT 20 epochs from 0.5, Places-LT
+    # 10 from 0.02
+    "balms_meta_imagenet_lt": {0: 0.5, 10: 0.25, 19: 0.25 * (1 + math.cos(math.pi * 19 / 20))},
+    "balms_meta_places_lt": {0: 0.02, 5: 0.01, 9: 0.01 * (1 + math.cos(math.pi * 9 / 10))},
     # the list benchmarks (epochs): BALMS's and the decoupling code's cosine from 0.2 to 0 over 90 epochs
     "imagenet_lt_resnet10": {0: 0.2, 45: 0.1, 89: 0.1 * (1 + np.cos(np.pi * 89 / 90))},
     "inat2018_resnet50": {0: 0.2, 45: 0.1, 89: 0.1 * (1 + np.cos(np.pi * 89 / 90))},
@@ -52,18 +56,27 @@ METHOD_RECIPES = {"ldam_drw": ("LDAM", "drw", "normed", False, 200),
                   "bs_mixup_400ep": ("BalancedSoftmax", "none", "linear", True, 400)}
 # where the classifier has its own (OPTIMIZER.classifier_lr): OLTR's Places-LT classifier starts at 0.1
 EXPECTED_HEAD = {"places_lt_stage1": {0: 0.1, 9: 0.1, 10: 0.01, 20: 1e-3, 29: 1e-3}}
-# Stage-2 recipes, merged after a stage-1 recipe, with the stage-1 run they start from
+# CIFAR's stage-2 recipes, merged after a stage-1 recipe, with the stage-1 run they start from
 STAGE2 = ("crt", "lws", "bs_retrain", "balms_meta")
-# the stage-1 recipe each stage-2 recipe is tested after (the others: ldam_200ep)
-STAGE1_OF = {"balms_meta": "balms"}
+# BALMS's meta stage on each data set: (META_SAMPLER.lr, .batch_size, .init_pow) and the BALMS config it follows
+# (commit 34a61e4); CIFAR's sampler settings are data/MetaSampler.py's defaults, its meta batch the training batch
+META_RECIPES = {"balms_meta": ((0.01, None, 0.0), "config/CIFAR10_LT/balms_imba200.yaml"),
+                "balms_meta_imagenet_lt": ((0.001, 1024, 0.1), "config/ImageNet_LT/balms_resnet10.yaml"),
+                "balms_meta_places_lt": ((0.001, 512, 0.3), "config/Places_LT/balms.yaml")}
+# the stage-1 recipe each stage-2 recipe is tested after (the others: ldam_200ep): BALMS's meta stage starts from a
+# cross-entropy, instance-sampled stage 1, each data set's own
+STAGE1_OF = {"balms_meta": "balms", "balms_meta_imagenet_lt": "imagenet_lt_resnet10",
+             "balms_meta_places_lt": "places_lt_stage1"}
 # the list benchmarks' recipes: data set -> (model, epochs, batch)
 LIST_RECIPES = {"imagenet_lt_resnet10": ("ImageNetLT", "resnet10", 90, 512),
                 "inat2018_resnet50": ("iNat2018", "resnet50", 90, 512),
-                "places_lt_stage1": ("PlacesLT", "resnet152", 30, 128)}
+                "places_lt_stage1": ("PlacesLT", "resnet152", 30, 128),
+                "balms_meta_imagenet_lt": ("ImageNetLT", "resnet10", 20, 512),
+                "balms_meta_places_lt": ("PlacesLT", "resnet152", 10, 256)}
 
 
 def recipe(path: Path):
-    if path.stem in STAGE2:
+    if path.stem in STAGE2 or path.stem in STAGE1_OF:
         stage1 = ROOT / "recipes" / f"{STAGE1_OF.get(path.stem, 'ldam_200ep')}.yaml"
         return load_config([ROOT / "configs.yaml", stage1, path],
                            ["TRAIN.stage2_from", "stage1/model-seed0-best.pt"])
@@ -146,6 +159,24 @@ def test_stage2_recipes_merge_after_either_stage1_recipe(stage1, stage2):
     check(cfg)
     assert cfg.SCHEDULER.warmup == 0 and cfg.DATASET.batch_size == 512
     assert cfg.DATASET.sampler == {"bs_retrain": "instance", "balms_meta": "meta"}.get(stage2, "class_balanced")
+
+
+@pytest.mark.parametrize("name", META_RECIPES)
+def test_balms_meta_recipes_follow_their_balms_config_from_a_cross_entropy_stage1(name):
+    """Each meta recipe names the BALMS file and commit it follows, takes its sampler settings, and is merged after
+    the stage-1 recipe that trains cross-entropy with instance sampling, as BALMS's stage 1 is."""
+    (lr, batch, init_pow), source = META_RECIPES[name]
+    text = (ROOT / "recipes" / f"{name}.yaml").read_text()
+    assert "commit 34a61e432881816c2da14d577d6ed63501288f5f" in " ".join(text.replace("#", " ").split())
+    assert source in text
+    cfg = recipe(ROOT / "recipes" / f"{name}.yaml")
+    check(cfg)
+    assert (cfg.META_SAMPLER.lr, cfg.META_SAMPLER.batch_size, cfg.META_SAMPLER.init_pow) == (lr, batch, init_pow)
+    assert (cfg.DATASET.sampler, cfg.LOSS.name, cfg.TRAIN.stage2_classifier) == ("meta", "BalancedSoftmax", "retrain")
+    stage1 = load_config([ROOT / "configs.yaml", ROOT / "recipes" / f"{STAGE1_OF[name]}.yaml"], [])
+    assert (stage1.LOSS.name, stage1.DATASET.sampler, stage1.TRAIN.stage2_from) == ("CrossEntropyLoss", "instance",
+                                                                                    None)
+    assert f"recipes/{STAGE1_OF[name]}.yaml" in text.split("\n\n")[0], "the opening comment names its stage 1"
 
 
 def test_balms_meta_names_its_commit_and_differs_from_bs_retrain_in_its_sampler_alone():

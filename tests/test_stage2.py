@@ -11,7 +11,7 @@ from conftest import ROOT, check_ok, read, run_main, run_script
 from errors import ConfigError
 from models import build_model
 from optim import build_optimizer
-from stage2 import ScaledClassifier, Stage2Model, freeze_for_stage2
+from stage2 import ScaledClassifier, Stage1, Stage2Model, freeze_for_stage2, stage1_note
 from test_main import check_error
 
 # CIFAR-10-LT from the cifar_root fixture: 10 validation images a class, then 90 down to 9 training images
@@ -194,6 +194,42 @@ def test_a_stage2_run_is_evaluated_and_resumed_after_its_stage1_files_moved(stag
     check_ok(resumed)
     assert "resuming" in resumed.stdout
     assert read(folder / "results-seed0.json")["stage1"] == results["stage1"]
+
+
+@pytest.mark.parametrize("recipe, stage1_loss, noted", [
+    ("balms_meta", "CrossEntropyLoss", False),  # BALMS as its authors run it
+    ("bs_retrain", "CrossEntropyLoss", False),  # its matched baseline
+    ("balms_meta", "BalancedSoftmax", True),
+    ("bs_retrain", "BalancedSoftmax", True),
+    ("bs_retrain", "LDAM", True),
+    ("crt", "BalancedSoftmax", False),          # cRT is not BALMS: from any stage 1, without a word
+    ("balms_meta", None, False),                # a checkpoint that does not record its loss: nothing to say
+])
+def test_a_balms_stage2_from_a_stage1_other_than_cross_entropy_is_noted(recipe, stage1_loss, noted):
+    cfg = load_config([ROOT / "configs.yaml", ROOT / "recipes" / "balms.yaml", ROOT / "recipes" / f"{recipe}.yaml"],
+                      ["TRAIN.stage2_from", "s1.pt"])
+    note = stage1_note(cfg, Stage1("/runs/s1/model-seed0-best.pt", stage1_loss, 3))
+    if noted:
+        assert note.startswith("note: ") and f"from a {stage1_loss} stage 1" in note and "CrossEntropyLoss" in note
+        assert "\n" not in note
+    else:
+        assert note is None
+
+
+def test_main_says_when_balanced_softmax_retraining_starts_from_a_balanced_softmax_stage1(stage1, cifar_root,
+                                                                                          tmp_path):
+    """The run still trains; the one line comes after the stage-2 line. The stage-1 file is the CE run's, its saved
+    config's loss changed to Balanced Softmax (as a Balanced Softmax stage 1 would record it)."""
+    state = torch.load(stage1 / "model-seed0-best.pt", map_location="cpu", weights_only=False)
+    state["config"]["LOSS"]["name"] = "BalancedSoftmax"
+    torch.save(state, tmp_path / "bs-stage1.pt")
+    proc = run_main(cifar_root, tmp_path, *STAGE1_DATA, "TRAIN.epochs", "1", "TRAIN.stage2_from",
+                    str(tmp_path / "bs-stage1.pt"), "LOSS.name", "BalancedSoftmax", "DEFAULT.exp_name", "s2-bs")
+    check_ok(proc)
+    lines = proc.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("stage 2 from "))
+    assert lines[at + 1].startswith("note: Balanced Softmax re-training starts here from a BalancedSoftmax stage 1")
+    assert (tmp_path / "CIFAR10LT" / "resnet32" / "s2-bs" / "results-seed0.json").is_file()
 
 
 # ------------------------------------------------------------------------ stage 2 after LDAM-DRW (a normed head)
