@@ -1,8 +1,9 @@
 """Write the CIFAR-LT training subset that the LDAM-DRW lineage draws, as a file for DATASET.train_subset.
 
-LDAM-DRW (kaidic/LDAM-DRW, imbalance_cifar.py) and the codebases built on it, the official Balanced Softmax code
-among them, seed NumPy's global generator, then for each class in turn shuffle the indices of its images and keep
-the first n of them. Given that file, this repository trains on exactly their images:
+LDAM-DRW (kaidic/LDAM-DRW, imbalance_cifar.py) seeds NumPy's global generator, then for each class in turn
+shuffles the indices of its images and keeps the first n of them. The official Balanced Softmax code
+(data/ImbalanceCIFAR.py) draws the same way but seeds nothing, so each of its runs draws other images; this draw is
+the one it makes once NumPy is seeded. Given that file, this repository trains on exactly their images:
 
     python tools/ldam_subset.py CIFAR10LT DATA --imbalance-factor 100 --seed 0 --out subset.txt
     python main.py --config configs.yaml DATASET.datadir DATA DATASET.train_subset subset.txt ...
