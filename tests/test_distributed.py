@@ -24,7 +24,7 @@ TEST_IMAGES = 200  # the cifar_root fixture's CIFAR-10 test set: 20 per class
 CPU_ONLY = {"CUDA_VISIBLE_DEVICES": ""}
 # Scores computed from the confusion matrix are exact; these come from the logits' float values, which may move
 # in the last bits with the batch each process evaluates
-FROM_LOGITS = ("loss", "auroc")
+FROM_LOGITS = ("loss", "auroc", "nll", "ece")
 
 
 def check_same_scores(got: dict, expected: dict) -> None:
