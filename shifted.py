@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from datasets import long_tail_counts
+from losses import effective_number_weights
 from metrics import class_groups, confusion_matrix
 
 # name -> (imbalance factor of the test set's profile, reversed): forward keeps class 0 at its full count, backward
@@ -23,6 +24,7 @@ DRAW = ("SADE's (test_all_cifar.py): class c keeps int(n x (1/f) ** (c / (C - 1)
         "LDAM-DRW's gen_imbalanced_data; uniform is the whole test set. Test images are not augmented")
 # The training samplers whose draw has a known class prior: training prior ** exponent (see model_log_prior)
 SAMPLER_EXPONENT = {"instance": 1.0, "sqrt": 0.5, "class_balanced": 0.0}
+WEIGHTED_LOSSES = ("CrossEntropyLoss", "Focal", "LDAM")  # the losses that LOSS.reweight gives class weights
 
 
 def shifted_counts(test_per_cls: list[int], factor: float, backward: bool) -> list[int]:
@@ -58,7 +60,8 @@ def model_log_prior(cfg, num_per_cls: list[int]) -> tuple[torch.Tensor | None, s
     classes by prior ** s (DATASET.sampler: instance 1, sqrt 1/2, class-balanced 0) and the loss adds a x log prior to
     the logits (Balanced Softmax a = 1, the logit-adjusted loss its tau, others 0), so the logits predict for
     prior ** (s - a): a Balanced Softmax model of instance sampling for the uniform prior, cross-entropy for the
-    training one. None where the sampler's prior is not fixed (progressive, meta)."""
+    training one. Class weights (LOSS.reweight, also DRW's, which the final epochs train with) multiply each class's
+    share. None where the sampler's prior is not fixed (progressive, meta)."""
     sampler = cfg.DATASET.sampler
     if sampler not in SAMPLER_EXPONENT:
         return None, f"not known: the {sampler} sampler's class prior changes in training"
@@ -67,6 +70,9 @@ def model_log_prior(cfg, num_per_cls: list[int]) -> tuple[torch.Tensor | None, s
     counts = torch.as_tensor(num_per_cls, dtype=torch.float64)
     log_prior = exponent * torch.log(counts / counts.sum())
     about = "the uniform prior" if exponent == 0 else f"the training prior ** {exponent:g}"
+    if cfg.LOSS.name in WEIGHTED_LOSSES and cfg.LOSS.reweight != "none":
+        log_prior = log_prior + torch.log(effective_number_weights(num_per_cls, cfg.LOSS.beta).double())
+        about += f" x the class weights ({cfg.LOSS.reweight})"
     return log_prior - torch.logsumexp(log_prior, 0), about
 
 

@@ -8,6 +8,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from losses import effective_number_weights
+
 from shifted import (SHIFTS, model_log_prior, prior_corrected, shifted_counts, shifted_indices, shifted_report,
                      shifted_table, split_order)
 
@@ -64,8 +66,9 @@ def test_split_order_undoes_the_sharding_of_the_evaluation_loaders():
     assert torch.equal(split_order(n, 1), torch.arange(n))
 
 
-def _config(loss: str, sampler: str = "instance", tau: float = 1.0):
-    return OmegaConf.create({"LOSS": {"name": loss, "tau": tau}, "DATASET": {"sampler": sampler}})
+def _config(loss: str, sampler: str = "instance", tau: float = 1.0, reweight: str = "none"):
+    return OmegaConf.create({"LOSS": {"name": loss, "tau": tau, "reweight": reweight, "beta": 0.99},
+                             "DATASET": {"sampler": sampler}})
 
 
 def _gaussian_problem(n: int = 3000):
@@ -81,16 +84,18 @@ def test_the_prior_corrected_prediction_is_the_bayes_classifier_under_the_test_p
     train = torch.tensor(TRAIN_COUNTS, dtype=torch.float64)
     test_counts = [3, 40, 7, 100, 1]
     bayes = (log_likelihood + torch.log(torch.tensor(test_counts, dtype=torch.float64))).argmax(1)
+    weights = effective_number_weights(TRAIN_COUNTS, 0.99).double()
     models = {  # what each model's logits estimate, up to a constant per image
-        ("CrossEntropyLoss", "instance"): log_likelihood + torch.log(train / train.sum()) + 3.0,
-        ("BalancedSoftmax", "instance"): log_likelihood - 1.0,
-        ("CrossEntropyLoss", "class_balanced"): log_likelihood,
-        ("CrossEntropyLoss", "sqrt"): log_likelihood + 0.5 * torch.log(train),
+        ("CrossEntropyLoss", "instance", "none"): log_likelihood + torch.log(train / train.sum()) + 3.0,
+        ("BalancedSoftmax", "instance", "none"): log_likelihood - 1.0,
+        ("CrossEntropyLoss", "class_balanced", "none"): log_likelihood,
+        ("CrossEntropyLoss", "sqrt", "none"): log_likelihood + 0.5 * torch.log(train),
+        ("CrossEntropyLoss", "instance", "class_balanced"): log_likelihood + torch.log(train * weights),
     }
-    for (loss, sampler), logits in models.items():
-        log_prior, _ = model_log_prior(_config(loss, sampler), TRAIN_COUNTS)
+    for (loss, sampler, reweight), logits in models.items():
+        log_prior, _ = model_log_prior(_config(loss, sampler, reweight=reweight), TRAIN_COUNTS)
         corrected = prior_corrected(logits, log_prior, test_counts).argmax(1)
-        assert torch.equal(corrected, bayes), (loss, sampler)
+        assert torch.equal(corrected, bayes), (loss, sampler, reweight)
         assert not torch.equal(logits.argmax(1), bayes)  # uncorrected, each predicts for another prior
 
 
