@@ -41,8 +41,8 @@ from metrics import per_class_report, percent, summarize
 from models import build_model, classifier_name
 from posthoc import POST_HOC, adjusted_logits, parse_taus
 from run_folder import check_writable
-from shifted import model_log_prior, shifted_report, shifted_table
 from runtime import cpu_only, mixed_precision
+from shifted import model_log_prior, shifted_report, shifted_table
 from stage2 import Stage2Model, load_stage1
 from train import Predictions, is_better, predict
 
@@ -87,8 +87,9 @@ def evaluate_checkpoint(path: Path, out: Path, overrides: list[str], post_hoc: d
     with accelerator.main_process_first():
         splits = build_splits(cfg.DATASET, data_seed(cfg), names)
     if temperature and "val" not in splits:
-        raise ConfigError(f"--temperature fits on the validation split, and {path.name}'s run has none "
-                          "(DATASET.val_per_class 0): it is never fitted on the test set")
+        raise ConfigError(f"--temperature fits on the validation split, and {path.name}'s run held none out "
+                          "(DATASET.val_per_class 0): it is never fitted on the test set; train with "
+                          "DATASET.val_per_class > 0 to calibrate")
     num_per_cls = saved["num_per_cls"] if saved else list(splits["train"].num_per_cls.values())
     mean, std = (saved["mean"], saved["std"]) if saved else normalization(cfg.DATASET, splits["train"])
     loaders = {name: eval_loader(cfg.DATASET, splits[name], mean, std, accelerator)
