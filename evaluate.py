@@ -1,5 +1,6 @@
 """Evaluate saved weights on the test set without training:
-`python evaluate.py RUN_FOLDER_OR_CHECKPOINT [--last] [--out DIR] [--logit-adjust TAUS] [--tau-norm TAUS] [KEY VALUE ...]`.
+`python evaluate.py RUN_FOLDER_OR_CHECKPOINT [--last] [--out DIR] [--logit-adjust TAUS] [--tau-norm TAUS]
+[--temperature] [KEY VALUE ...]`.
 
 A run folder evaluates each seed's best checkpoint (`--last`: its final-epoch one); a `.pt` file evaluates that
 checkpoint. The config saved inside each checkpoint rebuilds the data and the model; overrides adjust what does
@@ -13,6 +14,11 @@ writes its own results into a folder of --out named for it. Given several taus (
 validation split the tau with the best validation score (TRAIN.ckp_metric) is chosen and written down, and only its
 test scores are reported; without one (iNat 2018's val list is its test list), every tau gets its own folder
 (logit_adjust_tau0.5/). Tau is never chosen on the test set.
+
+Beside bcr, every evaluation reports the test ECE and NLL, and top-1 accuracy on the 11 shifted test sets of SADE
+(forward50 ... uniform ... backward50, shifted.py), as the model predicts and with each set's prior known.
+--temperature fits a temperature on the validation split (never the test set), reports the test ECE and NLL before
+and after it, and the prior-corrected accuracies of the scaled logits beside the plain ones.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ from accelerate import Accelerator
 from omegaconf import OmegaConf
 from torch import nn
 
+from calibration import reliability_bins, temperature_line, temperature_scaling, top_confidence
 from checkpoint import load_checkpoint, output_glob, output_paths, output_seeds, save_json
 from config import apply_overrides, check, data_seed, with_defaults
 from datasets import build_splits, eval_loader, image_side, normalization
@@ -35,6 +42,7 @@ from models import build_model, classifier_name
 from posthoc import POST_HOC, adjusted_logits, parse_taus
 from run_folder import check_writable
 from runtime import cpu_only, mixed_precision
+from shifted import model_log_prior, shifted_report, shifted_table
 from stage2 import Stage2Model, load_stage1
 from train import Predictions, is_better, predict
 
@@ -63,18 +71,25 @@ def checkpoint_and_config(path: Path, overrides: list[str]) -> tuple[dict, objec
     return state, cfg
 
 
-def evaluate_checkpoint(path: Path, out: Path, overrides: list[str], post_hoc: dict[str, list[float]]) -> None:
-    """The checkpoint's test scores into `out`, and each post-hoc method's (name -> taus) into a folder of its own."""
+def evaluate_checkpoint(path: Path, out: Path, overrides: list[str], post_hoc: dict[str, list[float]],
+                        temperature: bool = False) -> None:
+    """The checkpoint's test scores into `out`, and each post-hoc method's (name -> taus) into a folder of its own;
+    `temperature`: temperature scaling fitted on the validation split too."""
     state, cfg = checkpoint_and_config(path, overrides)
     seed = cfg.DEFAULT.seed
     precision, why = mixed_precision(cfg.TRAIN.mixed_precision)
     accelerator = Accelerator(cpu=cpu_only(), mixed_precision=precision)
     saved = state.get("data")  # what the weights were trained on; written before checkpoints held it: rebuilt
     # Scoring the test set needs the test images alone where the checkpoint holds its class counts and normalisation
-    # (a released file); a post-hoc correction also takes the validation split, which comes from the training images
-    names = ("test",) if saved and not post_hoc else None
+    # (a released file); a post-hoc correction or a temperature also takes the validation split, which comes from the
+    # training images
+    names = ("test",) if saved and not (post_hoc or temperature) else None
     with accelerator.main_process_first():
         splits = build_splits(cfg.DATASET, data_seed(cfg), names)
+    if temperature and "val" not in splits:
+        raise ConfigError(f"--temperature fits on the validation split, and {path.name}'s run held none out "
+                          "(DATASET.val_per_class 0): it is never fitted on the test set; train with "
+                          "DATASET.val_per_class > 0 to calibrate")
     num_per_cls = saved["num_per_cls"] if saved else list(splits["train"].num_per_cls.values())
     mean, std = (saved["mean"], saved["std"]) if saved else normalization(cfg.DATASET, splits["train"])
     loaders = {name: eval_loader(cfg.DATASET, splits[name], mean, std, accelerator)
@@ -90,13 +105,23 @@ def evaluate_checkpoint(path: Path, out: Path, overrides: list[str], post_hoc: d
     model = accelerator.prepare(model.to(memory_format=torch.channels_last))
     logits, targets = predict(model, loaders["test"], accelerator)
     scores = summarize(logits, targets, num_per_cls)
+    calibration = {"reliability": reliability_bins(*top_confidence(logits, targets))}
+    if temperature:
+        calibration |= temperature_scaling(*predict(model, loaders["val"], accelerator), logits, targets)
+    shifted = shifted_report(logits, targets, splits["test"].targets, num_per_cls, *model_log_prior(cfg, num_per_cls),
+                             accelerator.num_processes, calibration.get("temperature"))
     record = {"checkpoint": str(path.resolve()), "epoch": state.get("epoch"), "num_per_cls": num_per_cls,
               "config": OmegaConf.to_container(cfg), "stage1": stage1}
     if accelerator.is_main_process:
-        write_results(out, seed, {**record, "test": scores}, Predictions(logits, targets))
+        write_results(out, seed, {**record, "test": scores, "shifted": shifted, "calibration": calibration},
+                      Predictions(logits, targets))
     accelerator.print(f"{path.name} (epoch {state.get('epoch')}, {accelerator.num_processes} process(es), "
                       f"precision {precision}{why}): test bcr {percent(scores['bcr'])} acc {percent(scores['acc'])} "
-                      f"| results in {output_paths(out, seed)['results']}")
+                      f"ECE {percent(scores['ece'])} NLL {scores['nll']:.4f} | results in "
+                      f"{output_paths(out, seed)['results']}")
+    if temperature:
+        accelerator.print(temperature_line(calibration))
+    accelerator.print(shifted_table(shifted))
     if not post_hoc:
         return
     features = {name: classifier_inputs(model, loader, accelerator) for name, loader in loaders.items()}
@@ -201,6 +226,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tau-norm", type=taus, nargs="?", const=[1.0], metavar="TAU[,TAU...]",
                         help="also report the classifier's weight rows divided by their norm ** tau, without the "
                         "bias (default tau 1)")
+    parser.add_argument("--temperature", action="store_true",
+                        help="also fit temperature scaling on the validation split and report it")
     parser.add_argument("overrides", nargs="*", help="dotted KEY VALUE pairs, e.g. DATASET.datadir /data")
     args = parser.parse_intermixed_args(argv)  # overrides may follow the options
     post_hoc = {method: getattr(args, method) for method in POST_HOC if getattr(args, method) is not None}
@@ -211,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
             raise ConfigError(f"--out {out} is the run folder itself: pick another, so training outputs stay intact")
         check_out(out, post_hoc)
         for path in found:
-            evaluate_checkpoint(path, out, args.overrides, post_hoc)
+            evaluate_checkpoint(path, out, args.overrides, post_hoc, args.temperature)
     except (ConfigError, DatasetNotFoundError) as error:
         sys.exit(f"error: {error}")
 

@@ -12,6 +12,7 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, TorchDynamoPlugin, gather_object, set_seed
 from omegaconf import OmegaConf
 
+from calibration import reliability_bins, top_confidence
 from checkpoint import (load_checkpoint, output_paths, restore_best, restore_scaler, resume_state, rng_state, run_dir,
                         run_finished, save_best, save_json, save_torch, set_rng_state)
 from config import check, data_seed, load_config
@@ -25,6 +26,7 @@ from models import build_model
 from optim import build_optimizer, build_scheduler, fuse_on, run_length
 from run_folder import RunLock, default_exp_name
 from runtime import cpu_only, mixed_precision
+from shifted import model_log_prior, shifted_report, shifted_table
 from stage2 import freeze_for_stage2, stage1_note
 from tracking import start_tracking
 from train import is_better, predict, train_one_epoch
@@ -168,10 +170,14 @@ def run(cfg) -> None:
     last = summarize(*tested[epochs], num_per_cls)
     logits, targets = tested[best_epoch]
     selected = last if best_epoch == epochs else summarize(logits, targets, num_per_cls)
+    shifted = shifted_report(logits, targets, splits["test"].targets, num_per_cls, *model_log_prior(cfg, num_per_cls),
+                             accelerator.num_processes)
     if accelerator.is_main_process:  # the results file last: it marks the run finished (run_finished)
         save_json(per_class_report(logits, targets, num_per_cls), paths["per_class"])
         save_json({"selected_by": f"{select_on} {metric}", "best_epoch": best_epoch, "epochs": epochs,
-                   "test": selected, "test_last_epoch": last, "num_per_cls": num_per_cls, "config": config,
+                   "test": selected, "test_last_epoch": last, "shifted": shifted,
+                   "calibration": {"reliability": reliability_bins(*top_confidence(logits, targets))},
+                   "num_per_cls": num_per_cls, "config": config,
                    "stage1": about["stage1"], "history": history,
                    "ran_on": {"device": str(accelerator.device), "processes": accelerator.num_processes,
                               "mixed_precision": precision, "torch": torch.__version__}},
@@ -181,6 +187,7 @@ def run(cfg) -> None:
     accelerator.print(f"test (epoch {best_epoch}, by {select_on} {metric}): bcr {percent(selected['bcr'])} "
                       f"acc {percent(selected['acc'])} | last epoch: bcr {percent(last['bcr'])} | results in "
                       f"{paths['results']}")
+    accelerator.print(shifted_table(shifted))
     accelerator.end_training()
 
 

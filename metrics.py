@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from calibration import expected_calibration_error
+
 # The standard shot groups of the long-tail literature, by training images per class
 MANY_SHOT, FEW_SHOT = 100, 20
 # per_class_report writes the whole confusion matrix up to this many classes (CIFAR-100's 10,000 cells); at iNat
@@ -60,8 +62,8 @@ def class_groups(num_per_cls: list[int]) -> dict[str, list[int]]:
 
 
 def summarize(logits: torch.Tensor, targets: torch.Tensor, num_per_cls: list[int]) -> dict[str, float | None]:
-    """acc, bcr (mean per-class recall), macro precision/recall/f1, AUROC, the loss of the raw logits,
-    worst-class accuracy and each group's mean per-class accuracy (None for a group without classes).
+    """acc, bcr (mean per-class recall), macro precision/recall/f1, AUROC, the loss of the raw logits (the NLL, also
+    under that name beside the ECE of their top softmax probability, calibration.py), worst-class accuracy and each group's mean per-class accuracy (None for a group without classes).
     Every per-class mean (bcr, precision, recall, f1) is over the classes with at least one test image: a class
     without any has no recall, and its precision, 0 then, would pull the mean down for a class not tested."""
     logits, num_classes = logits.float(), len(num_per_cls)
@@ -69,8 +71,9 @@ def summarize(logits: torch.Tensor, targets: torch.Tensor, num_per_cls: list[int
     scores = per_class_scores(confusion)
     present = confusion.sum(1) > 0
     recall = scores["recall"][present]
+    nll = F.cross_entropy(logits, targets).item()
     result = {
-        "loss": F.cross_entropy(logits, targets).item(),
+        "loss": nll,
         "acc": (confusion.diag().sum() / confusion.sum()).item(),
         "bcr": recall.mean().item(),
         "precision": scores["precision"][present].mean().item(),
@@ -78,6 +81,8 @@ def summarize(logits: torch.Tensor, targets: torch.Tensor, num_per_cls: list[int
         "f1": scores["f1"][present].mean().item(),
         "auroc": auroc(logits.softmax(1), targets),
         "worst_class_acc": recall.min().item(),
+        "nll": nll,
+        "ece": expected_calibration_error(logits, targets),
     }
     for group, classes in class_groups(num_per_cls).items():
         members = [c for c in classes if present[c]]

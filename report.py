@@ -9,7 +9,10 @@ several machines or SLURM array tasks, say), and writes into --out (default: the
 - report.csv: one row per (run folder, seed), every scalar test metric beside the settings that identify it;
 - report_cells.csv: one row per table cell (mean, std, n of each metric over seeds);
 - bcr_vs_imbalance.png, per_class_<dataset>_IF<k>.png, confusion_<dataset>_IF<k>.png, curves_<dataset>_IF<k>.png
-  (the selection split's bcr and the training loss after every epoch).
+  (the selection split's bcr and the training loss after every epoch);
+- reliability.png (a reliability diagram per run, evaluations included) and shifted_accuracy.png (top-1 accuracy
+  on the 11 shifted test sets, forward50 ... uniform ... backward50, with and without each set's prior: a line per
+  run).
 
 Runs are pooled over seeds only when everything else in their config is the same (paths, logging and other
 settings that do not change what is trained aside); runs that differ otherwise get rows of their own, labelled
@@ -24,6 +27,7 @@ import sys
 from pathlib import Path
 
 from checkpoint import output_glob
+from reporting.calibration_figures import calibration_figures
 from reporting.figures import make_figures
 from reporting.runs import common_root, find_runs
 from reporting.tables import write_cells_csv, write_markdown, write_runs_csv
@@ -49,6 +53,8 @@ def report(roots: Path | list[Path], factor=None, out: Path | None = None) -> li
     root = common_root(roots)
     complete = [run for run in runs if run.status == "complete"]
     figures, notes = make_figures(out, complete, factor)
+    scored = calibration_figures(out, [run for run in runs if run.status != "incomplete"], root)  # evaluations too
+    figures, notes = figures + scored[0], notes + scored[1]
     write_markdown(out / "report.md", root, runs, figures, notes)
     write_runs_csv(out / "report.csv", root, runs)
     write_cells_csv(out / "report_cells.csv", complete)

@@ -24,7 +24,7 @@ TEST_IMAGES = 200  # the cifar_root fixture's CIFAR-10 test set: 20 per class
 CPU_ONLY = {"CUDA_VISIBLE_DEVICES": ""}
 # Scores computed from the confusion matrix are exact; these come from the logits' float values, which may move
 # in the last bits with the batch each process evaluates
-FROM_LOGITS = ("loss", "auroc")
+FROM_LOGITS = ("loss", "auroc", "nll", "ece")
 
 
 def check_same_scores(got: dict, expected: dict) -> None:
@@ -88,6 +88,9 @@ def test_two_process_evaluation_matches_one_process(two_process_run, cifar_root,
     assert sum(map(sum, one_cls["confusion_matrix"])) == TEST_IMAGES
     # and both equal the test scores the 2-process training run wrote for the same (best) weights
     check_same_scores(one["test"], read(folder / "results-seed0.json")["test"])
+    # the shifted test sets are drawn in the test set's own order, whichever process scored each image
+    assert two["shifted"] == one["shifted"] == read(folder / "results-seed0.json")["shifted"]
+    assert one["shifted"]["forward50"]["n"] < TEST_IMAGES == one["shifted"]["uniform"]["n"]
 
 
 def hugging_face_datasets_installed(folder: Path) -> dict:

@@ -114,7 +114,7 @@ def test_a_documented_command_parses_and_resolves_its_config(command, monkeypatc
         import evaluate
         seen = {}
 
-        def evaluate_checkpoint(path, out, overrides, post_hoc):
+        def evaluate_checkpoint(path, out, overrides, post_hoc, temperature=False):
             # the checkpoint's saved config stands in as configs.yaml's, with the command's overrides merged in
             check(apply_overrides(load_config(ROOT / "configs.yaml"), overrides))
             seen["post_hoc"] = post_hoc
