@@ -13,6 +13,7 @@ import torch
 from omegaconf import OmegaConf
 
 from errors import ConfigError
+from storage import atomic_write  # the one way files are written: checkpoint.atomic_write
 
 # Keys that may change between a run and its resumption without changing what is trained
 # (where the folder lies is one of them: a run folder moved or copied elsewhere resumes there)
@@ -74,13 +75,6 @@ def _seed_in(name: str, template: str) -> int | None:
     return int(match[1])
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call `write(temporary_path)`, then move the result over `path`: a crash never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_json(data, path: Path) -> None:
     def write(tmp):
         with open(tmp, "w") as f:
@@ -90,6 +84,12 @@ def save_json(data, path: Path) -> None:
 
 def save_torch(obj, path: Path) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def save_config(cfg, path: Path) -> None:
+    """The resolved config as YAML (configs-seed{s}.yaml): a crash while writing it never leaves half of one, which
+    the next run would refuse as a run with other settings."""
+    atomic_write(path, lambda tmp: OmegaConf.save(cfg, tmp))
 
 
 # What a checkpoint says about its weights, as plain data: the resolved config, the data they were trained on (class
@@ -159,12 +159,17 @@ def _saved_epoch(path: Path) -> int | Unreadable | None:
 def unreadable(path: Path, error: Exception) -> str:
     """Why `path` could not be read, in a few words: a file of another kind, or a damaged (truncated) one."""
     if path.suffix not in (".json", ".yaml"):  # a checkpoint
-        with open(path, "rb") as f:
-            head = f.read(2)
-        if head != b"PK" and head[:1] != b"\x80":  # torch.save writes a zip archive; older torch, a pickle
+        if not _looks_saved(path):
             return "not a checkpoint: torch.save writes no such file"
         return "damaged, e.g. truncated by a full disk or a copy cut short"
     return f"damaged: {' '.join(str(error).split())[:120]}"
+
+
+def _looks_saved(path: Path) -> bool:
+    """Whether a file begins as torch.save's do: a zip archive, or (older torch) a pickle."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return head == b"PK" or head[:1] == b"\x80"
 
 
 def set_aside(path: Path, why: str, what: str) -> Path:
@@ -192,7 +197,10 @@ def load_checkpoint(path: Path) -> dict:
     try:
         with torch.serialization.safe_globals(OLDER_RNG_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as error:
+        if not _looks_saved(path):  # a JSON or any other file torch.save never writes: it runs nothing
+            raise ConfigError(f"{path} cannot be read ({unreadable(path, error)}): pass a checkpoint main.py wrote "
+                              f"({output_glob('last')}), or the run folder that holds it") from None
         try:
             found = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)) or "objects"
         except Exception:  # not even a readable archive

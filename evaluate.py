@@ -36,6 +36,7 @@ from posthoc import POST_HOC, adjusted_logits, parse_taus
 from run_folder import check_writable
 from runtime import cpu_only, mixed_precision
 from stage2 import Stage2Model, load_stage1
+from storage import fault_line
 from train import Predictions, is_better, predict
 
 
@@ -214,6 +215,10 @@ def main(argv: list[str] | None = None) -> None:
             evaluate_checkpoint(path, out, args.overrides, post_hoc)
     except (ConfigError, DatasetNotFoundError) as error:
         sys.exit(f"error: {error}")
+    except OSError as error:  # a full, failing or read-only disk, named in one line (storage.py); others are bugs
+        if (line := fault_line(error)) is None:
+            raise
+        sys.exit(f"error: {line}")
 
 
 if __name__ == "__main__":

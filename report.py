@@ -27,6 +27,7 @@ from checkpoint import output_glob
 from reporting.figures import make_figures
 from reporting.runs import common_root, find_runs
 from reporting.tables import write_cells_csv, write_markdown, write_runs_csv
+from storage import fault_line
 
 
 class ReportError(Exception):
@@ -72,6 +73,10 @@ def main(argv: list[str] | None = None) -> None:
     except ReportError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except OSError as error:  # a full, failing or read-only disk, named in one line (storage.py); others are bugs
+        if (line := fault_line(error)) is None:
+            raise
+        sys.exit(f"error: {line}")
     print(f"wrote {len(written)} files to {args.out or args.results_dirs[0]}:")
     for path in written:
         print(f"  {path}")

@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 from config import LIST_BENCHMARKS
-from errors import ConfigError
+from errors import ConfigError, StorageError
+from storage import is_write_fault, name_too_long, rewrite, write_fault
 
 # Beside a seed's outputs while a process trains it: "pid host", held with flock, removed at the end
 LOCK_NAME = ".seed{seed}.lock"
@@ -46,6 +47,9 @@ def check_writable(folder: Path, key: str) -> None:
         raise ConfigError(f"{key} {folder}: {existing} is not a folder: pick a folder, or a path where one can be made")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"{key} {folder}: {existing} is not writable: pick a folder you can write to")
+    if (piece := name_too_long(path)) is not None:
+        raise ConfigError(f"{key} {folder}: a name in it is longer than the file system allows, {piece}: shorten "
+                          "DEFAULT.exp_name (or the folder names of DEFAULT.savedir)")
 
 
 class RunLock:
@@ -67,7 +71,7 @@ class RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._take()
-        except ConfigError:
+        except (ConfigError, OSError):
             self._tidy()
             raise
         return self
@@ -87,9 +91,14 @@ class RunLock:
             if self.path.exists() and os.path.samestat(os.fstat(file.fileno()), os.stat(self.path)):
                 break
             file.close()
-        file.truncate(0)
-        file.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        file.flush()
+        try:
+            rewrite(file, f"pid {os.getpid()} on {socket.gethostname()}\n")
+        except OSError as error:  # a full disk: no empty lock file stays to say nothing about who held it
+            self.path.unlink(missing_ok=True)
+            file.close()
+            if is_write_fault(error):
+                raise StorageError(write_fault(self.path, error)) from None
+            raise
         self.file = file
 
     def __exit__(self, *exc) -> None:

@@ -14,6 +14,7 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from checkpoint import output_paths  # noqa: E402
 from metrics import FULL_CONFUSION  # noqa: E402
+from storage import atomic_write  # noqa: E402
 
 from .pooling import (Cell, column_key, column_label, fmt, label_keys, loss_key, mean_std, natural,  # noqa: E402
                       number, pool, row_label, settings_id)
@@ -52,8 +53,10 @@ def short(loss: str) -> str:
 
 
 def save(fig, path: Path) -> None:
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:  # the format from the name: the temporary file's ends in .tmp
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=path.suffix[1:]))
+    finally:
+        plt.close(fig)
 
 
 # ---------------------------------------------------------------- bcr against imbalance factor
