@@ -150,6 +150,8 @@ def _trained(path: Path) -> bool:
     try:
         with open(results) as f:
             return "checkpoint" not in json.load(f)
+    except FileNotFoundError:  # a per-class file alone: evaluate.py's, stopped before its results (main.py's has more)
+        return False
     except (OSError, ValueError, TypeError):
         return True  # unreadable: not evaluate.py's to replace
 

@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from checkpoint import output_paths  # noqa: E402
+from errors import StorageError  # noqa: E402
 from metrics import FULL_CONFUSION  # noqa: E402
 from storage import atomic_write  # noqa: E402
 
@@ -285,6 +286,8 @@ def make_figures(out: Path, runs: list[Run], factor) -> tuple[list[str], list[st
         try:
             plot(out / name, *args)
             written.append(name)
+        except StorageError:  # the disk, not the results: the command ends in its one line
+            raise
         except Exception as error:  # noqa: BLE001
             plt.close("all")
             notes.append(f"{name} could not be drawn: {type(error).__name__}: {error}")
