@@ -21,6 +21,7 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
 
+import checkpoint
 import storage
 from conftest import ROOT, main_args, read
 from errors import StorageError
@@ -127,7 +128,7 @@ def fail_each_write(monkeypatch, tmp_path, script: str, argv_for, watched_for, e
     return Faulted(names, savedirs)
 
 
-SLOW_TOO = [False, pytest.param(True, marks=pytest.mark.slow)]  # by turns ENOSPC and EIO; --slow: both at each write
+SLOW_TOO = [False, pytest.param(True, marks=pytest.mark.slow)]  # by turns ENOSPC and EIO; --slow: both, each write
 
 
 @pytest.mark.slow
@@ -193,3 +194,181 @@ def test_report_survives_a_failed_write_at_each_of_its_writes(bench, tmp_path, m
     assert any(name.endswith(".png") for name in faulted.names)
     for savedir in faulted.savedirs:
         assert digest(savedir / "report") == digest(tmp_path / "count" / "report"), savedir.name
+
+
+# ---------------------------------------------------------------- kill -9 in the final test and in the results
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", ["final-test", "results-seed0-per-class.json", "results-seed0.json"])
+def test_a_run_killed_in_its_final_test_or_its_results_finishes_with_the_same_numbers(bench, tmp_path, moment):
+    """kill -9 as the final test pass begins, or with a results file half way to its place (written, not renamed):
+    the same command finishes with the losses and test bcr of a run never killed, and leaves no temporary file.
+    With a validation split, so that the final test is a pass of its own."""
+    overrides = ["DATASET.val_per_class", "1"]
+    argv = main_args(bench / "data", tmp_path / "never-killed", *RUN, *overrides)
+    check = subprocess.run([sys.executable, str(ROOT / "tests" / "fake_cifar.py"), str(bench / "data"), "main.py",
+                            "--config", CONFIG, *argv], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert check.returncode == 0, check.stderr[-2000:]
+    argv = ["--config", CONFIG, *main_args(bench / "data", tmp_path / "killed", *RUN, *overrides)]
+    killed = subprocess.run([sys.executable, str(ROOT / "tests" / "kill_at.py"), moment, str(bench / "data"),
+                             "main.py", *argv], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    folder = run_folder(tmp_path / "killed")
+    assert not (folder / "results-seed0.json").exists()
+    again = subprocess.run([sys.executable, str(ROOT / "tests" / "fake_cifar.py"), str(bench / "data"), "main.py",
+                            *argv], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr[-2000:]
+    assert "resuming" in again.stdout
+    assert numbers(folder) == numbers(run_folder(tmp_path / "never-killed"))
+    assert leftovers(folder) == []
+
+
+# ---------------------------------------------------------------- the atomic write, the lock, names too long
+
+def test_an_interrupted_write_leaves_the_old_file_whole_and_no_temporary_file(tmp_path):
+    """The write raises half way (ENOSPC after some bytes): the file it was replacing is as it was, no temporary
+    file stays, and the error is one line naming the file and the fault."""
+    path = tmp_path / "results.json"
+    path.write_text("old")
+
+    def half(tmp: Path) -> None:
+        tmp.write_text("new, but cut")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+    with pytest.raises(StorageError) as raised:
+        storage.atomic_write(path, half)
+    assert path.read_text() == "old" and os.listdir(tmp_path) == ["results.json"]
+    assert str(raised.value).startswith(f"cannot write {path}: no space left on /") and "\n" not in str(raised.value)
+
+
+def test_torch_s_own_write_failure_is_a_storage_error_and_leaves_no_temporary_file(tmp_path):
+    """torch.save raises RuntimeError, not OSError, when its writer fails (here on /dev/full, as on a full disk)."""
+    def to_full_disk(tmp: Path) -> None:
+        tmp.write_bytes(b"PK")
+        torch.save({"weights": torch.zeros(1000)}, "/dev/full")
+    with pytest.raises(StorageError, match=r"cannot write .*model\.pt: "):
+        storage.atomic_write(tmp_path / "model.pt", to_full_disk)
+    assert os.listdir(tmp_path) == []
+
+
+def test_ctrl_c_during_a_write_leaves_no_temporary_file(tmp_path):
+    def interrupted(tmp: Path) -> None:
+        tmp.write_text("part")
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        storage.atomic_write(tmp_path / "a.json", interrupted)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_write_syncs_the_file_then_its_folder(tmp_path, monkeypatch):
+    """fsync of the file's data before the rename, of the folder after it: a rename is durable once both are."""
+    synced, fsync = [], os.fsync
+
+    def record(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        fsync(fd)
+    monkeypatch.setattr(os, "fsync", record)
+    storage.atomic_write(tmp_path / "a.json", lambda tmp: tmp.write_text("{}"))
+    assert synced == [str(tmp_path / ".a.json.tmp"), str(tmp_path)]
+
+
+def test_the_lock_on_a_full_disk_leaves_no_empty_lock_file(tmp_path, monkeypatch):
+    from run_folder import RunLock
+
+    with monkeypatch.context() as patch:
+        WriteFaults(patch, tmp_path, fail_at=1)
+        with pytest.raises(StorageError, match=r"cannot write .*\.seed0\.lock: no space left"):
+            with RunLock(tmp_path / "run", 0):
+                pass
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_exp_name_too_long_for_the_file_system_is_refused_before_training(bench, tmp_path):
+    code, line = command("main", train(bench, tmp_path, "DEFAULT.exp_name", "x" * 300))
+    assert code == 1 and "DEFAULT.exp_name" in line and "longer than the file system allows" in line, line
+    assert "300 bytes, at most 255" in line and not (tmp_path / "CIFAR10LT").exists()
+    code, line = command("main", train(bench, tmp_path, "DEFAULT.exp_name", "x" * 255, "TRAIN.epochs", "1"))
+    assert code == 0, line
+
+
+def test_a_storage_fault_raised_outside_a_write_is_one_line_too(bench, tmp_path, monkeypatch):
+    """A folder made on a full disk (mkdir raises ENOSPC): the one line, not a traceback."""
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "CIFAR10LT"))
+    monkeypatch.setattr(Path, "mkdir", full)
+    code, line = command("main", train(bench, tmp_path))
+    assert code == 1 and line.startswith(f"error: cannot write {tmp_path / 'CIFAR10LT'}: no space left on"), line
+
+
+# ---------------------------------------------------------------- finished means its files are whole
+
+def finished_copy(bench: Path, tmp_path: Path) -> Path:
+    shutil.copytree(bench / "clean", tmp_path / "copy")
+    return run_folder(tmp_path / "copy")
+
+
+def report_skips(tmp_path: Path, capsys, folder: Path, name: str) -> None:
+    """report.py leaves the run out of its tables, naming the file and the command that repairs it."""
+    code, _ = command("report", [str(tmp_path / "copy"), "--out", str(tmp_path / "report")])
+    err = capsys.readouterr().err
+    assert code == 0 and f"skipped {folder / 'results-seed0.json'}: {name} is unreadable" in err, err
+    assert "main.py command" in err, err
+    assert f"{name} is unreadable" in (tmp_path / "report" / "report.md").read_text().split("## Incomplete")[1]
+
+
+def test_a_finished_run_with_a_damaged_per_class_file_is_named_and_made_whole_again(bench, tmp_path, capsys):
+    """report.py names it; main.py, run again, keeps it aside and writes it again in its final test, to the bytes
+    the run wrote; the report then tables the run."""
+    folder = finished_copy(bench, tmp_path)
+    whole = (folder / "results-seed0-per-class.json").read_bytes()
+    (folder / "results-seed0-per-class.json").write_text('{"acc": "garbage"}')
+    report_skips(tmp_path, capsys, folder, "results-seed0-per-class.json")
+    code, line = command("main", train(bench, tmp_path / "copy"))
+    out = capsys.readouterr().out
+    assert code == 0, line
+    assert "results-seed0-per-class.json cannot be read (num_per_cls is not a list" in out, out
+    assert "kept as results-seed0-per-class.json.damaged" in out, out
+    assert (folder / "results-seed0-per-class.json").read_bytes() == whole
+    assert numbers(folder) == numbers(run_folder(bench / "clean"))
+    command("report", [str(tmp_path / "copy"), "--out", str(tmp_path / "report")])
+    assert "skipped" not in capsys.readouterr().err
+
+
+def test_a_finished_run_with_a_truncated_best_checkpoint_is_named_with_the_way_out(bench, tmp_path, capsys):
+    """The clean run selected epoch 1 of 2: its last checkpoint cannot write the best one again. report.py names
+    it; main.py, run again, refuses in one line naming it and the way out, and changes nothing."""
+    folder = finished_copy(bench, tmp_path)
+    path = folder / "model-seed0-best.pt"
+    path.write_bytes(path.read_bytes()[:1000])
+    report_skips(tmp_path, capsys, folder, "model-seed0-best.pt")
+    before = digest(folder)
+    code, line = command("main", train(bench, tmp_path / "copy"))
+    assert code == 1 and "model-seed0-best.pt cannot be read" in line and "DEFAULT.overwrite true" in line, line
+    assert digest(folder) == before
+
+
+def test_report_skips_a_results_file_of_the_wrong_type_and_reports_the_rest(bench, tmp_path, capsys):
+    """A string where test.bcr's number belongs: named with its key, left out; the other run is reported."""
+    shutil.copytree(run_folder(bench / "clean"), run_folder(tmp_path / "runs", "good"))
+    bad = run_folder(tmp_path / "runs", "bad")
+    shutil.copytree(run_folder(bench / "clean"), bad)
+    results = read(bad / "results-seed0.json")
+    results["test"]["bcr"] = "0.5"
+    (bad / "results-seed0.json").write_text(json.dumps(results))
+    code, _ = command("report", [str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert f"skipped {bad / 'results-seed0.json'}: results-seed0.json is not as main.py writes it (test.bcr is " \
+           '"0.5", not a number)' in err, err
+    report = (tmp_path / "runs" / "report.md").read_text()
+    assert "CrossEntropyLoss" in report.split("## Incomplete")[0] and "test.bcr" in report.split("## Incomplete")[1]
+
+
+def test_a_damaged_config_beside_a_last_checkpoint_is_named_kept_aside_and_written_again(bench, tmp_path, capsys):
+    """The last checkpoint holds the config: the run resumes (here: is found finished) and says what it did."""
+    folder = finished_copy(bench, tmp_path)
+    (folder / "configs-seed0.yaml").write_text("DEFAULT: [unclosed\n")
+    code, line = command("main", train(bench, tmp_path / "copy"))
+    out = capsys.readouterr().out
+    assert code == 0, line
+    assert "configs-seed0.yaml cannot be read" in out and "kept as configs-seed0.yaml.damaged" in out, out
+    assert checkpoint.read_saved_config(folder / "configs-seed0.yaml")["DEFAULT"]["exp_name"] == "f"
