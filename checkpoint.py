@@ -198,10 +198,11 @@ def load_checkpoint(path: Path) -> dict:
     try:
         with torch.serialization.safe_globals(OLDER_RNG_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
+    except pickle.UnpicklingError:
         if not _looks_saved(path):  # a JSON or any other file torch.save never writes: it runs nothing
-            raise ConfigError(f"{path} cannot be read ({unreadable(path, error)}): pass a checkpoint main.py wrote "
-                              f"({output_glob('last')}), or the run folder that holds it") from None
+            raise ConfigError(f"{path} cannot be read (not a checkpoint: torch.save writes no such file): pass a "
+                              f"checkpoint main.py wrote ({output_glob('last')}), or the run folder that holds it") \
+                from None
         try:
             found = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)) or "objects"
         except Exception:  # not even a readable archive
