@@ -48,8 +48,9 @@ def check_writable(folder: Path, key: str) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"{key} {folder}: {existing} is not writable: pick a folder you can write to")
     if (piece := name_too_long(path)) is not None:
+        shorten = "DEFAULT.exp_name (or the folder names of DEFAULT.savedir)" if key == "DEFAULT.savedir" else key
         raise ConfigError(f"{key} {folder}: a name in it is longer than the file system allows, {piece}: shorten "
-                          "DEFAULT.exp_name (or the folder names of DEFAULT.savedir)")
+                          f"{shorten}")
 
 
 class RunLock:
