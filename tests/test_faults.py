@@ -144,13 +144,13 @@ def test_main_survives_a_failed_write_at_each_of_its_writes(bench, tmp_path, mon
         assert numbers(run_folder(savedir)) == expected, savedir.name
 
 
-def test_main_survives_a_failed_write_of_its_lock_its_first_checkpoint_and_its_results(bench, tmp_path, monkeypatch):
-    """The default suite's share of the test above: the first write (the lock), the first checkpoint and the last
-    write (the results file), by turns ENOSPC and EIO."""
+def test_main_survives_a_failed_write_of_its_lock_config_first_checkpoint_and_results(bench, tmp_path, monkeypatch):
+    """The default suite's share of the test above: the first write (the lock), the config, the first checkpoint
+    and the last write (the results file), by turns ENOSPC and EIO."""
     expected = numbers(run_folder(bench / "clean"))
     faulted = fail_each_write(monkeypatch, tmp_path, "main", lambda savedir: train(bench, savedir), run_folder,
-                              every=False, only=[1, 4, -1])
-    assert faulted.names[0] == ".seed0.lock" and faulted.names[3] == "model-seed0.pt" and \
+                              every=False, only=[1, 2, 4, -1])
+    assert faulted.names[:2] == [".seed0.lock", "configs-seed0.yaml"] and faulted.names[3] == "model-seed0.pt" and \
         faulted.names[-1] == "results-seed0.json", faulted.names
     for savedir in faulted.savedirs:
         assert numbers(run_folder(savedir)) == expected, savedir.name
