@@ -11,7 +11,7 @@ from pathlib import Path
 
 from config import LIST_BENCHMARKS
 from errors import ConfigError, StorageError
-from storage import is_write_fault, name_too_long, rewrite, write_fault
+from storage import is_write_fault, name_too_long, nearest_existing, rewrite, write_fault
 
 # Beside a seed's outputs while a process trains it: "pid host", held with flock, removed at the end
 LOCK_NAME = ".seed{seed}.lock"
@@ -42,15 +42,15 @@ def _imbalance(data) -> str:
 def check_writable(folder: Path, key: str) -> None:
     """`folder` exists as a writable folder, or can be made one: its nearest existing parent is a writable folder."""
     path = Path(folder).absolute()
-    existing = next(p for p in (path, *path.parents) if p.exists())
+    if (piece := name_too_long(path)) is not None:  # first: a name too long cannot even be looked up
+        shorten = "DEFAULT.exp_name (or the folder names of DEFAULT.savedir)" if key == "DEFAULT.savedir" else key
+        raise ConfigError(f"{key} {folder}: a name in it is longer than the file system allows, {piece}: shorten "
+                          f"{shorten}")
+    existing = nearest_existing(path)
     if not existing.is_dir():
         raise ConfigError(f"{key} {folder}: {existing} is not a folder: pick a folder, or a path where one can be made")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"{key} {folder}: {existing} is not writable: pick a folder you can write to")
-    if (piece := name_too_long(path)) is not None:
-        shorten = "DEFAULT.exp_name (or the folder names of DEFAULT.savedir)" if key == "DEFAULT.savedir" else key
-        raise ConfigError(f"{key} {folder}: a name in it is longer than the file system allows, {piece}: shorten "
-                          f"{shorten}")
 
 
 class RunLock:

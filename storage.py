@@ -104,10 +104,21 @@ def write_fault(path: Path | str | None, error: BaseException) -> str:
     return f"cannot write {path}: {what.format(mount=mount)}: {todo}, {AGAIN}"
 
 
+def nearest_existing(path: Path) -> Path:
+    """`path` or its nearest parent that exists (a name too long to look up counts as missing)."""
+    path = Path(path).absolute()
+    for candidate in (path, *path.parents):
+        try:
+            os.stat(candidate)
+            return candidate
+        except OSError:  # missing, or ENAMETOOLONG, which Path.exists raises
+            continue
+    return Path("/")
+
+
 def mount_point(path: Path) -> Path:
     """The mount point of the file system that holds (or would hold) `path`."""
-    path = Path(path).absolute()
-    existing = next(p for p in (path, *path.parents) if p.exists())
+    existing = nearest_existing(path)
     while not os.path.ismount(existing):
         existing = existing.parent
     return existing
@@ -124,7 +135,7 @@ def name_too_long(path: Path) -> str | None:
     """The first piece of `path` longer than its file system allows for a name, as "<piece> (N bytes, at most M)",
     else None: a run refused before training, instead of failing at its first write."""
     path = Path(path).absolute()
-    existing = next(p for p in (path, *path.parents) if p.exists())
+    existing = nearest_existing(path)
     limit = os.pathconf(existing, "PC_NAME_MAX")
     for piece in path.parts:
         if len(os.fsencode(piece)) > limit:
