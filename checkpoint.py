@@ -6,6 +6,7 @@ import os
 import pickle
 import random
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 from omegaconf import OmegaConf
 
 from errors import ConfigError
+from storage import atomic_write  # the one way files are written: checkpoint.atomic_write
 
 # Keys that may change between a run and its resumption without changing what is trained
 # (where the folder lies is one of them: a run folder moved or copied elsewhere resumes there)
@@ -74,13 +76,6 @@ def _seed_in(name: str, template: str) -> int | None:
     return int(match[1])
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call `write(temporary_path)`, then move the result over `path`: a crash never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_json(data, path: Path) -> None:
     def write(tmp):
         with open(tmp, "w") as f:
@@ -90,6 +85,12 @@ def save_json(data, path: Path) -> None:
 
 def save_torch(obj, path: Path) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def save_config(cfg, path: Path) -> None:
+    """The resolved config as YAML (configs-seed{s}.yaml): a crash while writing it never leaves half of one, which
+    the next run would refuse as a run with other settings."""
+    atomic_write(path, lambda tmp: OmegaConf.save(cfg, tmp))
 
 
 # What a checkpoint says about its weights, as plain data: the resolved config, the data they were trained on (class
@@ -159,12 +160,17 @@ def _saved_epoch(path: Path) -> int | Unreadable | None:
 def unreadable(path: Path, error: Exception) -> str:
     """Why `path` could not be read, in a few words: a file of another kind, or a damaged (truncated) one."""
     if path.suffix not in (".json", ".yaml"):  # a checkpoint
-        with open(path, "rb") as f:
-            head = f.read(2)
-        if head != b"PK" and head[:1] != b"\x80":  # torch.save writes a zip archive; older torch, a pickle
+        if not _looks_saved(path):
             return "not a checkpoint: torch.save writes no such file"
         return "damaged, e.g. truncated by a full disk or a copy cut short"
     return f"damaged: {' '.join(str(error).split())[:120]}"
+
+
+def _looks_saved(path: Path) -> bool:
+    """Whether a file begins as torch.save's do: a zip archive, or (older torch) a pickle."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return head == b"PK" or head[:1] == b"\x80"
 
 
 def set_aside(path: Path, why: str, what: str) -> Path:
@@ -193,6 +199,10 @@ def load_checkpoint(path: Path) -> dict:
         with torch.serialization.safe_globals(OLDER_RNG_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
+        if not _looks_saved(path):  # a JSON or any other file torch.save never writes: it runs nothing
+            raise ConfigError(f"{path} cannot be read (not a checkpoint: torch.save writes no such file): pass a "
+                              f"checkpoint main.py wrote ({output_glob('last')}), or the run folder that holds it") \
+                from None
         try:
             found = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)) or "objects"
         except Exception:  # not even a readable archive
@@ -269,20 +279,101 @@ def _changed_keys(saved: dict, current: dict, prefix: str = "") -> list[str]:
 
 
 def run_finished(paths: dict[str, Path], state: dict, write: bool = True) -> bool:
-    """Whether the results file was written after the epoch the last checkpoint holds: it is written once, at the
-    end, so a checkpoint of an earlier epoch (put back by hand, say) is a run to resume, whatever results exist. A
-    damaged results file is set aside (by the process that may `write`): resuming writes it again from the
-    checkpoints, as the final test does."""
+    """Whether the results file was written after the epoch the last checkpoint holds, and the files of the run are
+    whole: it is written once, at the end, so a checkpoint of an earlier epoch (put back by hand, say) is a run to
+    resume, whatever results exist. A damaged results or per-class file is set aside (by the process that may
+    `write`): resuming writes it again from the checkpoints, as the final test does; so is a damaged best
+    checkpoint or its scores (restore_best), where the last checkpoint holds them, and otherwise named in one line."""
     if not paths["results"].exists():
         return False
+    final_test = f"the final test writes it again from {paths['last'].name} and {paths['best'].name}"
     try:
         with open(paths["results"]) as f:
-            return json.load(f).get("epochs") == state["epoch"]
-    except (OSError, ValueError, AttributeError) as error:
+            results = json.load(f)
+        problem = results_problem(results)
+    except (OSError, ValueError) as error:
+        problem = unreadable(paths["results"], error)
+    if problem:
         if write:
-            set_aside(paths["results"], unreadable(paths["results"], error),
-                      f"the final test writes it again from {paths['last'].name} and {paths['best'].name}")
+            set_aside(paths["results"], problem, final_test)
         return False
+    if results.get("epochs") != state["epoch"]:
+        return False
+    if any(_saved_epoch(paths[kind]) != state["best_epoch"] for kind in ("best", "best_results")):
+        return False  # restore_best writes them again, or names the one it cannot
+    counts = results.get("num_per_cls") or (state.get("data") or {}).get("num_per_cls")
+    problem = per_class_problem(paths["per_class"], len(counts) if counts else None)
+    if problem and write and paths["per_class"].exists():
+        set_aside(paths["per_class"], problem, final_test)
+    return problem is None
+
+
+# What metrics.summarize writes as one number each (and "<group>_acc"): report.py averages them over seeds
+SCALAR_SCORES = ("loss", "acc", "bcr", "precision", "recall", "f1", "auroc")
+
+
+def results_problem(results) -> str | None:
+    """What in a results file (main.py's or evaluate.py's) is not as they write it, naming the key, else None."""
+    if not isinstance(results, dict):
+        return f"not a JSON object but a {type(results).__name__}"
+    expected = {"test": dict, "test_last_epoch": dict, "num_per_cls": list, "config": dict, "history": list,
+                "stage1": dict, "post_hoc": dict, "selected_by": str, "checkpoint": str, "best_epoch": int,
+                "epochs": int, "epoch": int}
+    for key, kind in expected.items():
+        if results.get(key) is not None and not isinstance(results[key], kind):
+            return f"{key} is a {type(results[key]).__name__}, not a {kind.__name__}"
+    if not isinstance(results.get("test"), dict):
+        return "it has no test scores (test)"
+    numbers = [(f"{part}.{key}", value) for part in ("test", "test_last_epoch")
+               for key, value in (results.get(part) or {}).items()
+               if not isinstance(value, (list, dict)) or key in SCALAR_SCORES or key.endswith("_acc")]
+    numbers += [(f"history[{i}].{key}", value) for i, row in enumerate(results.get("history") or [])
+                for key, value in (row.items() if isinstance(row, dict) else [("", row)])]
+    numbers += [(f"num_per_cls[{i}]", value) for i, value in enumerate(results.get("num_per_cls") or [])]
+    numbers += [("post_hoc.tau", (results.get("post_hoc") or {}).get("tau"))]
+    for key, value in numbers:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"{key} is {json.dumps(value)[:40]}, not a number"
+    return None
+
+
+def per_class_problem(path: Path, num_classes: int | None) -> str | None:
+    """What is wrong with a per-class file (missing, unreadable, not as metrics.per_class_report writes it for
+    `num_classes` classes, any number where None), else None."""
+    try:
+        with open(path) as f:
+            report = json.load(f)
+    except FileNotFoundError:
+        return "missing"
+    except (OSError, ValueError) as error:
+        return unreadable(path, error)
+    if not isinstance(report, dict):
+        return f"not a JSON object but a {type(report).__name__}"
+    num_classes = num_classes or len(report.get("num_per_cls") or [])
+    for key in ("num_per_cls", "acc"):  # what report.py reads, and what every version of the file holds
+        values = report.get(key)
+        if not isinstance(values, list) or len(values) != num_classes or not values:
+            return f"{key} is not a list of {num_classes} values, one per class"
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            return f"{key} holds a value that is not a number"
+    return None
+
+
+def whole_checkpoint(path: Path) -> str | None:
+    """Why the checkpoint at `path` is not whole, read cheaply (the zip archive's directory, which a truncated file
+    loses), else None: for report.py, which reads many runs; a full check loads it (load_checkpoint)."""
+    if not path.exists():
+        return "missing"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            archive.infolist()
+    except (OSError, zipfile.BadZipFile):
+        with open(path, "rb") as f:
+            if f.read(1) == b"\x80":  # older torch's pickle, which has no directory to read
+                return None
+        return "not a checkpoint: torch.save writes no such file" if not _looks_saved(path) else \
+            "damaged, e.g. truncated by a full disk or a copy cut short"
+    return None
 
 
 def read_last(path: Path) -> dict:
@@ -303,16 +394,20 @@ def read_last(path: Path) -> dict:
 
 def read_saved_config(path: Path) -> dict:
     """A seed's saved config (configs-seed{s}.yaml), or a one-line refusal naming it where it is damaged."""
-    try:
-        config = OmegaConf.to_container(OmegaConf.load(path))
-    except Exception as error:  # a truncated or hand-edited file
-        config = Unreadable(unreadable(path, error))
-    if not isinstance(config, dict):
-        why = config if isinstance(config, Unreadable) else "not a config"
-        raise ConfigError(f"{path} cannot be read ({why}): it tells which settings this seed ran with; repair it, or "
+    config = _saved_config(path)
+    if isinstance(config, Unreadable):
+        raise ConfigError(f"{path} cannot be read ({config}): it tells which settings this seed ran with; repair it, or "
                           "set DEFAULT.overwrite true to train this seed again (its files are replaced), or pick a new "
                           "DEFAULT.exp_name")
     return config
+
+
+def _saved_config(path: Path) -> dict | Unreadable:
+    try:
+        config = OmegaConf.to_container(OmegaConf.load(path))
+    except Exception as error:  # a truncated or hand-edited file
+        return Unreadable(unreadable(path, error))
+    return config if isinstance(config, dict) else Unreadable("not a config")
 
 
 def resume_state(cfg, paths: dict[str, Path], write: bool = True) -> dict | None:
@@ -336,6 +431,10 @@ def resume_state(cfg, paths: dict[str, Path], write: bool = True) -> dict | None
     current = OmegaConf.to_container(cfg)
     if state is not None:
         saved = state["config"]
+        if write and paths["config"].exists() and isinstance(why := _saved_config(paths["config"]), Unreadable):
+            # the last checkpoint holds the same config: the file is written again from it
+            set_aside(paths["config"], why, f"written again from {paths['last'].name}, which holds the same config")
+            save_config(OmegaConf.create(saved), paths["config"])
         if state.get("stage1") is not None and current["TRAIN"]["stage2_from"] is not None:
             # a stage-2 checkpoint holds every weight and where stage 1 was: the stage-1 files may have moved since
             current["TRAIN"]["stage2_from"] = saved["TRAIN"]["stage2_from"]

@@ -193,6 +193,8 @@ def load_config(paths: str | Path | list, overrides: list[str] = ()) -> DictConf
     must have an effect (NO_EFFECT)."""
     paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(path) for path in paths]
     for path in paths:
+        if path.is_dir():
+            raise ConfigError(f"config file {path} is a folder: pass a YAML file, e.g. --config configs.yaml")
         if not path.is_file():
             raise ConfigError(f"config file {path} not found: pass --config configs.yaml")
     try:

@@ -13,3 +13,8 @@ class DatasetNotFoundError(FileNotFoundError):
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or inf; the last good checkpoint stays in place."""
+
+
+class StorageError(OSError):
+    """A file could not be written (a full, failing or read-only disk): the message names the file, what failed and
+    what to do, and the entry points print it as one line (see storage.py)."""

@@ -44,6 +44,7 @@ from run_folder import check_writable
 from runtime import cpu_only, mixed_precision
 from shifted import model_log_prior, shifted_report, shifted_table
 from stage2 import Stage2Model, load_stage1
+from storage import fault_line
 from train import Predictions, is_better, predict
 
 
@@ -174,6 +175,8 @@ def _trained(path: Path) -> bool:
     try:
         with open(results) as f:
             return "checkpoint" not in json.load(f)
+    except FileNotFoundError:  # a per-class file alone: evaluate.py's, stopped before its results (main.py's has more)
+        return False
     except (OSError, ValueError, TypeError):
         return True  # unreadable: not evaluate.py's to replace
 
@@ -241,6 +244,10 @@ def main(argv: list[str] | None = None) -> None:
             evaluate_checkpoint(path, out, args.overrides, post_hoc, args.temperature)
     except (ConfigError, DatasetNotFoundError) as error:
         sys.exit(f"error: {error}")
+    except OSError as error:  # a full, failing or read-only disk, named in one line (storage.py); others are bugs
+        if (line := fault_line(error)) is None:
+            raise
+        sys.exit(f"error: {line}")
 
 
 if __name__ == "__main__":

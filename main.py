@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from calibration import reliability_bins, top_confidence
 from checkpoint import (load_checkpoint, output_paths, restore_best, restore_scaler, resume_state, rng_state, run_dir,
-                        run_finished, save_best, save_json, save_torch, set_rng_state)
+                        run_finished, save_best, save_config, save_json, save_torch, set_rng_state)
 from config import check, data_seed, load_config
 from datasets import build_loaders, build_splits, image_side, normalization
 from errors import ConfigError, DatasetNotFoundError, NonFiniteLossError
@@ -28,6 +28,7 @@ from run_folder import RunLock, default_exp_name
 from runtime import cpu_only, mixed_precision
 from shifted import model_log_prior, shifted_report, shifted_table
 from stage2 import freeze_for_stage2, stage1_note
+from storage import fault_line
 from tracking import start_tracking
 from train import is_better, predict, train_one_epoch
 
@@ -117,7 +118,7 @@ def run(cfg) -> None:
                       "img_size": image_side(splits["train"])}}
     if accelerator.is_main_process:
         paths["config"].parent.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, paths["config"])
+        save_config(cfg, paths["config"])
         save_json({"num_per_cls": num_per_cls, "val_per_class": cfg.DATASET.val_per_class,
                    "test_per_class": list(splits["test"].num_per_cls.values()),
                    "classes": list(splits["train"].classes), "mean": mean, "std": std}, paths["class_counts"])
@@ -210,6 +211,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: {error}")
     except KeyboardInterrupt:
         sys.exit("interrupted: run the same command again to continue from the last saved epoch")
+    except OSError as error:  # a full, failing or read-only disk, named in one line (storage.py); others are bugs
+        if (line := fault_line(error)) is None:
+            raise
+        sys.exit(f"error: {line}")
 
 
 if __name__ == "__main__":

@@ -26,11 +26,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from checkpoint import output_glob
+from checkpoint import output_glob, output_paths
 from reporting.calibration_figures import calibration_figures
 from reporting.figures import make_figures
 from reporting.runs import common_root, find_runs
 from reporting.tables import write_cells_csv, write_markdown, write_runs_csv
+from storage import fault_line
 
 
 class ReportError(Exception):
@@ -48,6 +49,8 @@ def report(roots: Path | list[Path], factor=None, out: Path | None = None) -> li
     if not runs:
         raise ReportError(f"no runs under {' '.join(map(str, roots))}: no {output_glob('config')}, "
                           f"{output_glob('results')} or {output_glob('last')}")
+    for run in (run for run in runs if run.damaged):  # left out of the tables, said here and in report.md
+        print(f"skipped {run.folder / output_paths(run.folder, run.seed)['results'].name}: {run.note}", file=sys.stderr)
     out = out or roots[0]
     out.mkdir(parents=True, exist_ok=True)
     root = common_root(roots)
@@ -78,6 +81,10 @@ def main(argv: list[str] | None = None) -> None:
     except ReportError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except OSError as error:  # a full, failing or read-only disk, named in one line (storage.py); others are bugs
+        if (line := fault_line(error)) is None:
+            raise
+        sys.exit(f"error: {line}")
     print(f"wrote {len(written)} files to {args.out or args.results_dirs[0]}:")
     for path in written:
         print(f"  {path}")

@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 from config import LIST_BENCHMARKS
-from errors import ConfigError
+from errors import ConfigError, StorageError
+from storage import is_write_fault, name_too_long, nearest_existing, rewrite, write_fault
 
 # Beside a seed's outputs while a process trains it: "pid host", held with flock, removed at the end
 LOCK_NAME = ".seed{seed}.lock"
@@ -41,7 +42,11 @@ def _imbalance(data) -> str:
 def check_writable(folder: Path, key: str) -> None:
     """`folder` exists as a writable folder, or can be made one: its nearest existing parent is a writable folder."""
     path = Path(folder).absolute()
-    existing = next(p for p in (path, *path.parents) if p.exists())
+    if (piece := name_too_long(path)) is not None:  # first: a name too long cannot even be looked up
+        shorten = "DEFAULT.exp_name (or the folder names of DEFAULT.savedir)" if key == "DEFAULT.savedir" else key
+        raise ConfigError(f"{key} {folder}: a name in it is longer than the file system allows, {piece}: shorten "
+                          f"{shorten}")
+    existing = nearest_existing(path)
     if not existing.is_dir():
         raise ConfigError(f"{key} {folder}: {existing} is not a folder: pick a folder, or a path where one can be made")
     if not os.access(existing, os.W_OK | os.X_OK):
@@ -67,7 +72,7 @@ class RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._take()
-        except ConfigError:
+        except (ConfigError, OSError):
             self._tidy()
             raise
         return self
@@ -87,9 +92,14 @@ class RunLock:
             if self.path.exists() and os.path.samestat(os.fstat(file.fileno()), os.stat(self.path)):
                 break
             file.close()
-        file.truncate(0)
-        file.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        file.flush()
+        try:
+            rewrite(file, f"pid {os.getpid()} on {socket.gethostname()}\n")
+        except OSError as error:  # a full disk: no empty lock file stays to say nothing about who held it
+            self.path.unlink(missing_ok=True)
+            file.close()
+            if is_write_fault(error):
+                raise StorageError(write_fault(self.path, error)) from None
+            raise
         self.file = file
 
     def __exit__(self, *exc) -> None:

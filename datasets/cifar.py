@@ -74,8 +74,8 @@ class _LongTailedCIFAR:
                 why = f"{type(error).__name__}: {' '.join(str(error).split())[:80] or 'empty or cut short'}"
             if why:
                 break
-        else:
-            name, why = self.base_folder, "its files do not hold torchvision's CIFAR format"
+        else:  # each file holds what it should, in shapes torchvision does not read: the folder is the culprit
+            name, why = "", "its files do not hold torchvision's CIFAR format"
         return ConfigError(f"{type(self).__name__}: {folder / name} is damaged ({why}), though it passed the md5 "
                            f"check: delete {folder} and set DATASET.download true to fetch it again, or put back the "
                            f"extracted python version of {self.filename}")

@@ -29,6 +29,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from errors import ConfigError
+from storage import atomic_write
 
 from .lists import ListLT
 from .loaders import DRAWN_SAMPLERS, ClassSampler, classic_loader
@@ -131,21 +132,23 @@ def ensure_cache(split: ListLT, cache_dir: str | Path, side: int, threads: int, 
         f"{len(split) * side * side * 3 / 2**30:.1f} GiB)")
     remove_stale_partials(path, log)
     partial = path.with_name(f"{path.name}.partial-{socket.gethostname()}-{os.getpid()}")  # a writer of its own
-    data = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(split), side, side, 3))
 
-    def fill(index: int) -> None:
-        data[index] = _square(split, index, side)
+    def decode(tmp: Path) -> None:
+        data = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(split), side, side, 3))
+        with open(tmp, "r+b") as f:  # the whole file taken now: a full disk fails here, not as a SIGBUS mid-decode
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
 
-    try:
+        def fill(index: int) -> None:
+            data[index] = _square(split, index, side)
+
         with ThreadPoolExecutor(max(1, threads)) as pool:  # PIL decodes and resizes outside the GIL
             list(pool.map(fill, range(len(split))))
         data.flush()
-        del data
-        os.replace(partial, path)
-    except BaseException:  # an error or Ctrl-C; what a killed process leaves, the next decode removes
-        partial.unlink(missing_ok=True)
-        raise
-    stamp_file.write_text(json.dumps(stamp))
+
+    # an error or Ctrl-C removes the partial file (storage.atomic_write); what a killed process leaves, the next
+    # decode removes
+    atomic_write(path, decode, tmp=partial)
+    atomic_write(stamp_file, lambda tmp: tmp.write_text(json.dumps(stamp)))
     return path
 
 

@@ -17,6 +17,7 @@ from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from shifted import SHIFTS  # noqa: E402
 
+from .figures import save  # noqa: E402
 from .runs import Run  # noqa: E402
 
 PANELS_A_ROW = 4
@@ -65,8 +66,7 @@ def plot_reliability(path: Path, runs: list[Run], root: Path) -> None:
         if k == 0:
             top.legend(fontsize=7, loc="upper left")
     fig.suptitle(f"Reliability of the test predictions ({len(bins['count'])} equal-width bins)")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)  # atomically, closing the figure
 
 
 def plot_shifted(path: Path, runs: list[Run], root: Path) -> None:
@@ -96,8 +96,7 @@ def plot_shifted(path: Path, runs: list[Run], root: Path) -> None:
     ax.add_artist(first)
     fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8, title="run", title_fontsize=8)
     ax.set_title("Accuracy on the shifted test sets (top-1 accuracy, not bcr: a shifted set is not balanced)")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)  # atomically, closing the figure
 
 
 def calibration_figures(out: Path, runs: list[Run], root: Path) -> tuple[list[str], list[str]]:

@@ -13,7 +13,9 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from checkpoint import output_paths  # noqa: E402
+from errors import StorageError  # noqa: E402
 from metrics import FULL_CONFUSION  # noqa: E402
+from storage import atomic_write  # noqa: E402
 
 from .pooling import (Cell, column_key, column_label, fmt, label_keys, loss_key, mean_std, natural,  # noqa: E402
                       number, pool, row_label, settings_id)
@@ -52,8 +54,10 @@ def short(loss: str) -> str:
 
 
 def save(fig, path: Path) -> None:
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:  # the format from the name: the temporary file's ends in .tmp
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=path.suffix[1:]))
+    finally:
+        plt.close(fig)
 
 
 # ---------------------------------------------------------------- bcr against imbalance factor
@@ -282,6 +286,8 @@ def make_figures(out: Path, runs: list[Run], factor) -> tuple[list[str], list[st
         try:
             plot(out / name, *args)
             written.append(name)
+        except StorageError:  # the disk, not the results: the command ends in its one line
+            raise
         except Exception as error:  # noqa: BLE001
             plt.close("all")
             notes.append(f"{name} could not be drawn: {type(error).__name__}: {error}")

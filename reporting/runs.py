@@ -10,7 +10,8 @@ from typing import NamedTuple
 
 import yaml
 
-from checkpoint import RESUMABLE_CHANGES, SHARED_CONFIG, load_checkpoint, output_paths, output_seeds
+from checkpoint import (RESUMABLE_CHANGES, SHARED_CONFIG, load_checkpoint, output_paths, output_seeds,
+                        per_class_problem, results_problem, whole_checkpoint)
 from omegaconf import OmegaConf
 
 from config import LIST_BENCHMARKS, NO_EFFECT, with_defaults
@@ -43,6 +44,7 @@ class Run:
     note: str = ""
     last_epoch: int | None = None     # epochs finished, for an incomplete run
     epochs: int | None = None         # the epochs it trains, TRAIN.iterations' too (see run_epochs); None: unknown
+    damaged: bool = False             # it wrote its results, but a file of it is damaged: see `note`
 
     @property
     def dataset(self) -> str:
@@ -249,7 +251,12 @@ def seed_run(folder: Path, seed: int, folder_config: dict | None) -> Run:
         # evaluate.py writes the same file names, with the checkpoint it evaluated instead of a selection; a post-hoc
         # correction of a checkpoint is a row of its own
         status = "re-evaluation" if "checkpoint" in results and "post_hoc" not in results else "complete"
-        config = results.get("config") or folder_config or {}
+        config = results.get("config") if isinstance(results.get("config"), dict) else folder_config or {}
+        damage = damaged(paths, results)
+        if damage:  # "finished" means its files are whole: not in the tables, and the way to repair it said
+            return Run(folder, seed, config, "incomplete", note=damage, damaged=True,
+                       last_epoch=results.get("epochs") if isinstance(results.get("epochs"), int) else None,
+                       epochs=run_epochs(config, {}))
         return Run(folder, seed, config, status, results, epochs=run_epochs(config, results))
     state = read_checkpoint(paths["last"]) or {}
     config = state.get("config") or folder_config or {}
@@ -266,6 +273,26 @@ def seed_run(folder: Path, seed: int, folder_config: dict | None) -> Run:
     else:
         run.note = "stopped mid-training: rerun the same command to resume it"
     return run
+
+
+def damaged(paths: dict[str, Path], results: dict) -> str | None:
+    """What keeps a finished run (or evaluation) out of the tables, naming the file, the key and the command that
+    writes it again: a results file not as main.py and evaluate.py write it, a damaged per-class file, or (main.py's)
+    a damaged checkpoint. None where its files are whole."""
+    evaluated = "checkpoint" in results
+    again = ("rerun the evaluate.py command that wrote it" if evaluated else
+             "rerun the run's main.py command, which writes it again from its checkpoints (or names what it cannot)")
+    problem = results_problem(results)
+    if problem:
+        writer = "evaluate.py" if evaluated else "main.py"
+        return f"{paths['results'].name} is not as {writer} writes it ({problem}): {again}"
+    checks = [(paths["per_class"], per_class_problem(paths["per_class"], len(results.get("num_per_cls") or []) or None))]
+    if not evaluated:
+        checks += [(paths[kind], whole_checkpoint(paths[kind])) for kind in ("best", "last")]
+    for path, problem in checks:
+        if problem not in (None, "missing"):  # a file removed on purpose (to save space) leaves the scores whole
+            return f"{path.name} is unreadable ({problem}): {again}"
+    return None
 
 
 def find_runs(roots: list[Path]) -> list[Run]:

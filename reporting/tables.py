@@ -7,6 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from metrics import FEW_SHOT, MANY_SHOT
+from storage import atomic_write
 
 from .pooling import (DASH, column_key, column_label, fmt, imbalance_label, label_keys, loss_key, mean_std, natural,
                       pool, row_label, settings_id)
@@ -192,7 +193,7 @@ def write_markdown(path: Path, root: Path, runs: list[Run], figures: list[str], 
     for name in figures:
         lines += [f"![{name}]({name})", ""]
     lines += [f"- {note}" for note in notes]
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
 
 
 # ---------------------------------------------------------------- csv
@@ -205,17 +206,16 @@ def write_runs_csv(path: Path, root: Path, runs: list[Run]) -> None:
               "settings_id", "selected_by", "best_epoch", "epochs", "last_epoch", "note",
               *CSV_SETTINGS,
               *[f"test_{m}" for m in metrics], *[f"test_last_epoch_{m}" for m in metrics]]
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        for run in runs:
-            row = [str(run.folder.relative_to(root)), run.seed, run.status, run.dataset, run.column.kind,
-                   run.column.factor, run.loss, run.model, settings_id(run.settings),
-                   run.results.get("selected_by", ""), run.results.get("best_epoch", run.results.get("epoch", "")),
-                   run.epochs, run.last_epoch if run.status == "incomplete" else "", run.note]
-            row += [lookup(run.config, key) for key in CSV_SETTINGS]
-            row += [run.score(m) for m in metrics] + [run.score(m, "test_last_epoch") for m in metrics]
-            writer.writerow(["" if value is None else value for value in row])
+    rows = []
+    for run in runs:
+        row = [str(run.folder.relative_to(root)), run.seed, run.status, run.dataset, run.column.kind,
+               run.column.factor, run.loss, run.model, settings_id(run.settings),
+               run.results.get("selected_by", ""), run.results.get("best_epoch", run.results.get("epoch", "")),
+               run.epochs, run.last_epoch if run.status == "incomplete" else "", run.note]
+        row += [lookup(run.config, key) for key in CSV_SETTINGS]
+        row += [run.score(m) for m in metrics] + [run.score(m, "test_last_epoch") for m in metrics]
+        rows.append(row)
+    save_csv(path, header, rows)
 
 
 def write_cells_csv(path: Path, runs: list[Run]) -> None:
@@ -223,15 +223,24 @@ def write_cells_csv(path: Path, runs: list[Run]) -> None:
     metrics = ("bcr", "acc", "f1", "auroc", *GROUP_METRICS)
     header = ["dataset", "imbalance_type", "imbalance_factor", "loss", "model", "settings_id", "selected_by",
               "seeds", *[f"{m}_{s}" for m in (*metrics, "last_epoch_bcr") for s in ("mean", "std", "n")]]
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        for cell in pool(runs):
-            key, first = cell.key, cell.runs[0]
-            row = [key.column.dataset, key.column.kind, key.column.factor, key.loss, key.model,
-                   settings_id(key.settings), first.results.get("selected_by", ""),
-                   " ".join(str(run.seed) for run in cell.runs)]
-            for metric in metrics:
-                row += mean_std(cell.scores(metric))
-            row += mean_std(cell.scores("bcr", "test_last_epoch"))
-            writer.writerow(["" if value is None else value for value in row])
+    rows = []
+    for cell in pool(runs):
+        key, first = cell.key, cell.runs[0]
+        row = [key.column.dataset, key.column.kind, key.column.factor, key.loss, key.model,
+               settings_id(key.settings), first.results.get("selected_by", ""),
+               " ".join(str(run.seed) for run in cell.runs)]
+        for metric in metrics:
+            row += mean_std(cell.scores(metric))
+        row += mean_std(cell.scores("bcr", "test_last_epoch"))
+        rows.append(row)
+    save_csv(path, header, rows)
+
+
+def save_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    """A CSV file, an empty cell where a value is None, written as every output is (storage.atomic_write)."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(["" if value is None else value for value in row] for row in rows)
+    atomic_write(path, write)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Callable, NamedTuple
 
+import numpy as np
 import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
@@ -276,6 +277,16 @@ CASES: dict[str, Callable[[Bench], Case]] = {
         "evaluate", [str(write(b.tmp / "notes.pt", "some text\n"))], ["notes.pt", "not a checkpoint"]),
     "a truncated checkpoint to evaluate": lambda b: Case(
         "evaluate", [str(cut_copy(b, "model-seed0-best.pt"))], ["model-seed0-best.pt", "damaged"]),
+    "a JSON file as a checkpoint to evaluate": lambda b: Case(
+        "evaluate", [str(shutil.copy(b.folder / "results-seed0.json", b.tmp / "scores.json"))],
+        ["scores.json", "not a checkpoint"]),
+    "a folder as --config": lambda b: Case("main", ["--config", str(b.tmp)], [str(b.tmp), "is a folder"]),
+    "a CIFAR file of the wrong shape": lambda b: Case(
+        "main", train(b, "DEFAULT.exp_name", "x", datadir=damaged_cifar(b, "shape")),
+        ["cifar/cifar-10-batches-py is damaged", "torchvision's CIFAR format"]),
+    "an exp_name too long for the file system": lambda b: Case(
+        "main", train(b, "DEFAULT.exp_name", "x" * 300, datadir=nowhere(b)),
+        ["DEFAULT.exp_name", "longer than the file system allows"]),
     "a text file as TRAIN.stage2_from": lambda b: Case(
         "main", train(b, "DEFAULT.exp_name", "s2", "TRAIN.stage2_from", str(write(b.tmp / "notes.pt", "text\n"))),
         ["notes.pt", "not a checkpoint"]),
@@ -307,6 +318,8 @@ def damaged_cifar(b: Bench, how: str) -> Path:
         truncate(path)
     elif how == "empty":
         path.write_bytes(b"")
+    elif how == "shape":  # every key there, the images not 3 x 32 x 32
+        path.write_bytes(pickle.dumps({"data": np.zeros((5, 10), dtype=np.uint8), "labels": [0] * 5}))
     else:
         path.write_bytes(pickle.dumps({"pixels": []}))
     accept_files_in(datadir)

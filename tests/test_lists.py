@@ -360,3 +360,21 @@ def test_the_data_benchmark_runs_and_reports_json():
                 "decode_jpeg_list_img_s", "fast_worker_1thread_img_s", "alt_roi_align_1thread_img_s"):
         assert report[key] > 0, key
     assert report["images"] == 16 and report["cpu"]
+
+
+@pytest.mark.parametrize("fail_at", [1, 2], ids=["the-images", "the-stamp"])
+def test_a_failed_cache_write_is_one_storage_error_and_leaves_no_partial_file(imagenet_lt, tmp_path, monkeypatch,
+                                                                             fail_at):
+    """The decoded images, then their stamp, each fail as on a full disk (tests/faults.py): one StorageError naming
+    the file, no partial or temporary file left, and the next call writes the cache whole."""
+    from errors import StorageError
+    from faults import WriteFaults, leftovers
+
+    split = quiet(ListLT, "ImageNetLT", imagenet_lt, "val", num_classes=8, strict_sizes=False)
+    with monkeypatch.context() as patch:
+        faults = WriteFaults(patch, tmp_path, fail_at=fail_at)
+        with pytest.raises(StorageError, match="cannot write .*: no space left on"):
+            ensure_cache(split, tmp_path, 37, threads=1, log=lambda *a: None)
+    assert faults.names[-1].endswith(".u8" if fail_at == 1 else ".json") and leftovers(tmp_path) == []
+    path = ensure_cache(split, tmp_path, 37, threads=1, log=lambda *a: None)
+    assert np.load(path, mmap_mode="r").shape == (40, 37, 37, 3) and leftovers(tmp_path) == []
