@@ -144,6 +144,11 @@ def _pairs(overrides: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
+def overridden_keys(overrides: list[str]) -> set[str]:
+    """The keys that dotted `KEY VALUE` (or `KEY=VALUE`) overrides set."""
+    return {key for key, _ in _pairs(list(overrides))}
+
+
 def _parse(key: str, text: str, default, nullable: bool):
     """Parse a value as YAML and check that its type matches the default's; null only where the YAML has null."""
     try:
