@@ -11,12 +11,13 @@ from torchvision.datasets import cifar as torchvision_cifar
 
 from errors import ConfigError, DatasetNotFoundError
 
-from .long_tail import draw_splits, given_splits, profile_counts, read_subset
+from .long_tail import draw_splits, given_splits, ldam_splits, profile_counts, read_subset
 
 
 class _LongTailedCIFAR:
     """Mixin over torchvision's CIFAR classes; `split` is 'train' (long-tailed), 'val' (balanced, held out of
-    the training images) or 'test' (whole and balanced). `root` is torchvision's: the folder that holds (or
+    the training images) or 'test' (whole and balanced). `draw` picks the training images: 'torch' (draw_splits,
+    the validation split first) or 'ldam' (LDAM-DRW's, ldam_splits); a `subset` file gives them instead. `root` is torchvision's: the folder that holds (or
     receives) the extracted data; `in_datadir` finds it under a DATASET.datadir."""
 
     mean: tuple[float, float, float]
@@ -38,7 +39,7 @@ class _LongTailedCIFAR:
 
     def __init__(self, root: str, train: bool = True, transform=None, target_transform=None, download: bool = False,
                  imb_type: str | None = None, imbalance_factor: float = 1, seed: int = 0, val_per_class: int = 0,
-                 split: str | None = None, subset: str | None = None) -> None:
+                 split: str | None = None, subset: str | None = None, draw: str = "torch") -> None:
         split = split or ("train" if train else "test")
         if split not in ("train", "val", "test"):
             raise ValueError(f"unknown split {split!r}; choose one of: train, val, test")
@@ -53,6 +54,10 @@ class _LongTailedCIFAR:
         if split != "test":
             if subset is not None:  # drawn elsewhere, e.g. by another codebase: see DATASET.train_subset
                 keep = given_splits(self.targets, read_subset(subset, len(self.targets)), val_per_class, seed)[split]
+            elif draw == "ldam":  # LDAM-DRW's images: their profile counts from the whole largest class
+                n_max = np.bincount(self.targets).max()
+                counts = profile_counts(type(self).__name__, self.classes, int(n_max), imb_type, imbalance_factor, 0)
+                keep = ldam_splits(self.targets, counts, val_per_class, seed)[split]
             else:
                 n_max = np.bincount(self.targets).max() - val_per_class
                 counts = profile_counts(type(self).__name__, self.classes, int(n_max), imb_type, imbalance_factor,
