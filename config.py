@@ -67,6 +67,8 @@ NO_EFFECT = {
     "DATASET.imbalance_type": Ignored(_listed, "on {c.DATASET.name}, whose train list fixes the class counts"),
     "DATASET.val_per_class": Ignored(_listed, "on {c.DATASET.name}, which selects on its published val list"),
     "DATASET.train_subset": Ignored(_listed, "on {c.DATASET.name}, whose train list is the subset"),
+    "DATASET.verify": Ignored(lambda c: c.DATASET.name not in ("CIFAR10LT", "CIFAR100LT"),
+                              "on {c.DATASET.name}: only CIFAR's files have published md5s"),
     "DATASET.draw": Ignored(lambda c: c.DATASET.name not in ("CIFAR10LT", "CIFAR100LT") or
                             c.DATASET.train_subset is not None,
                             "unless CIFAR draws its training images (CIFAR10LT or CIFAR100LT, DATASET.train_subset "

@@ -44,7 +44,7 @@ def build_splits(cfg, data_seed: int, names: tuple[str, ...] | None = None) -> d
         with_val = with_val or ImageFolderLT.has_val_folder(cfg.datadir)
         build = ImageFolderLT
     else:  # CIFAR in the seed's datadir/CIFAR10 (or CIFAR100), else in datadir itself
-        kwargs.update(subset=cfg.train_subset, draw=cfg.draw)
+        kwargs.update(subset=cfg.train_subset, draw=cfg.draw, verify=cfg.verify)
         build = dataset.in_datadir
     names = names or ["train", "test"] + (["val"] if with_val else [])
     return {name: build(cfg.datadir, split=name, **kwargs) for name in names}

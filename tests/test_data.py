@@ -499,3 +499,52 @@ def test_draw_is_refused_where_it_has_no_effect_and_unknown_draws_are_named(cifa
         load_config("configs.yaml", ["DATASET.draw", "ldam", "DATASET.train_subset", _subset_file(tmp_path, [1, 2])])
     with pytest.raises(ConfigError, match=r"DATASET.draw 'cui' is not valid; choose one of: torch, ldam"):
         check(load_config("configs.yaml", ["DATASET.draw", "cui"]))
+
+
+# ---------------------------------------------------------------- DATASET.verify: present files with other md5s
+
+def _one_file_rewritten(tmp_path, monkeypatch) -> tuple[Path, str]:
+    """Generated CIFAR-10 whose files torchvision's md5 lists accept, but for data_batch_3, as if it were written
+    anew: its path and its md5."""
+    from fake_cifar import make_cifar
+
+    from torchvision.datasets.utils import calculate_md5
+
+    make_cifar(tmp_path, 10, train_per_class=20, test_per_class=2)
+    folder = tmp_path / CIFAR10.base_folder
+    md5 = {path.name: calculate_md5(str(path)) for path in folder.iterdir()}
+    monkeypatch.setattr(CIFAR10, "train_list", [[name, "0" * 32 if name == "data_batch_3" else md5[name]]
+                                                for name, _ in CIFAR10.train_list])
+    monkeypatch.setattr(CIFAR10, "test_list", [[name, md5[name]] for name, _ in CIFAR10.test_list])
+    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5[CIFAR10.meta["filename"]]})
+    return folder / "data_batch_3", md5["data_batch_3"]
+
+
+@pytest.mark.parametrize("download", [False, True])
+def test_present_files_with_another_md5_are_refused_naming_file_md5s_and_switch(tmp_path, monkeypatch, download):
+    import torchvision.datasets.cifar as tv_cifar
+
+    from datasets import build_splits
+
+    rewritten, found = _one_file_rewritten(tmp_path, monkeypatch)
+    downloads = []
+    monkeypatch.setattr(tv_cifar, "download_and_extract_archive", lambda *args, **kwargs: downloads.append(args))
+    with pytest.raises(ConfigError) as info:
+        build_splits(_dataset_cfg(tmp_path, download=download), 0)
+    message = str(info.value)
+    assert "\n" not in message and str(rewritten) in message
+    assert f"its md5 is {found}, not {'0' * 32}" in message and "DATASET.verify false" in message
+    assert not downloads  # nothing fetched over the files that are there
+    # the test split reads the test file alone, whose md5 is torchvision's
+    assert len(build_splits(_dataset_cfg(tmp_path, download=download), 0, ("test",))["test"]) == 20
+
+
+def test_verify_false_reads_the_files_that_are_there(tmp_path, monkeypatch):
+    from datasets import build_splits
+
+    _one_file_rewritten(tmp_path, monkeypatch)
+    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": "1" * 32})  # the meta file is read too
+    cfg = load_config("configs.yaml", ["DATASET.datadir", str(tmp_path), "DATASET.download", "false",
+                                       "DATASET.verify", "false"])
+    splits = build_splits(cfg.DATASET, 0)
+    assert len(splits["train"]) == 200 and splits["train"].classes == [f"class{c}" for c in range(10)]
