@@ -143,7 +143,7 @@ def default_out(path: Path, last: bool) -> Path:
     the checkout's tracked folders, such as weights/)."""
     if path.is_dir():
         return path / ("evaluation-last" if last else "evaluation")
-    in_run = bool(output_seeds(path.parent, "config"))  # main.py wrote the folder
+    in_run = path.parent.is_dir() and bool(output_seeds(path.parent, "config"))  # main.py wrote the folder
     return (path.parent if in_run else Path("results")) / "evaluation" / path.stem
 
 
