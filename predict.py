@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
         files = image_files(args.images)
         side = data["img_size"]
         resize = eval_side(side) if dataset in LIST_DATASETS else side
-        transform = T.Compose([T.Resize(resize), T.CenterCrop(side), T.ToTensor(), T.Normalize(data["mean"], data["std"])])
+        transform = T.Compose([T.Resize(resize), T.CenterCrop(side), T.ToTensor(),
+                               T.Normalize(data["mean"], data["std"])])
         accelerator = Accelerator(cpu=cpu_only())
         model = accelerator.prepare(model)
         top = min(args.top, len(data["classes"]))
