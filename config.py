@@ -67,6 +67,12 @@ NO_EFFECT = {
     "DATASET.imbalance_type": Ignored(_listed, "on {c.DATASET.name}, whose train list fixes the class counts"),
     "DATASET.val_per_class": Ignored(_listed, "on {c.DATASET.name}, which selects on its published val list"),
     "DATASET.train_subset": Ignored(_listed, "on {c.DATASET.name}, whose train list is the subset"),
+    "DATASET.verify": Ignored(lambda c: c.DATASET.name not in ("CIFAR10LT", "CIFAR100LT"),
+                              "on {c.DATASET.name}: only CIFAR's files have published md5s"),
+    "DATASET.draw": Ignored(lambda c: c.DATASET.name not in ("CIFAR10LT", "CIFAR100LT") or
+                            c.DATASET.train_subset is not None,
+                            "unless CIFAR draws its training images (CIFAR10LT or CIFAR100LT, DATASET.train_subset "
+                            "null)"),
 
     "SCHEDULER.warmup_start": Ignored(lambda c: c.SCHEDULER.warmup == 0, "while SCHEDULER.warmup is 0",
                                       "set SCHEDULER.warmup above 0"),
@@ -142,6 +148,11 @@ def _pairs(overrides: list[str]) -> list[tuple[str, str]]:
             key, value = item, items.pop(0)
         pairs.append((key, value))
     return pairs
+
+
+def overridden_keys(overrides: list[str]) -> set[str]:
+    """The keys that dotted `KEY VALUE` (or `KEY=VALUE`) overrides set."""
+    return {key for key, _ in _pairs(list(overrides))}
 
 
 def _parse(key: str, text: str, default, nullable: bool):
@@ -317,8 +328,8 @@ def check(cfg: DictConfig) -> None:
     import timm
 
     from models import CLASSIFIER_INITS, CLASSIFIERS  # importing models registers resnet32 with timm
-    from datasets import (AUGMENTATIONS, DATASETS, FAST_AUGMENTATIONS, FAST_LIST_AUGMENTATIONS, IMBALANCE_TYPES,
-                          LIST_AUGMENTATIONS, SAMPLERS)
+    from datasets import (AUGMENTATIONS, DATASETS, DRAWS, FAST_AUGMENTATIONS, FAST_LIST_AUGMENTATIONS,
+                          IMBALANCE_TYPES, LIST_AUGMENTATIONS, SAMPLERS)
     from losses import LOSSES, REWEIGHTS
     from meta_sampler import META, check_meta_sampler
     from optim import INTERVALS, OPTIMIZERS, SCHEDULERS
@@ -333,6 +344,7 @@ def check(cfg: DictConfig) -> None:
     one_of("DATASET.name", data.name, DATASETS)
     one_of("DATASET.imbalance_type", data.imbalance_type, IMBALANCE_TYPES)
     one_of("DATASET.loader", data.loader, ("fast", "classic"))
+    one_of("DATASET.draw", data.draw, DRAWS)
     one_of("DATASET.sampler", data.sampler, (*SAMPLERS, META))
     one_of("LOSS.name", cfg.LOSS.name, LOSSES)
     one_of("LOSS.reweight", cfg.LOSS.reweight, REWEIGHTS)

@@ -4,9 +4,15 @@
 
 A run folder evaluates each seed's best checkpoint (`--last`: its final-epoch one); a `.pt` file evaluates that
 checkpoint. The config saved inside each checkpoint rebuilds the data and the model; overrides adjust what does
-not change the weights' meaning, such as `DATASET.datadir` when the data moved. Results go to `--out`
-(default: RUN_FOLDER/evaluation/) under the training run's file names, so report.py and your scripts read them
-alike; the training outputs are never touched.
+not change the weights' meaning, such as `DATASET.datadir` when the data moved. Results go to `--out` under the
+training run's file names, so report.py and your scripts read them alike; the training outputs are never touched,
+nor another checkpoint's evaluation. The default: RUN_FOLDER/evaluation/ (evaluation-last/ with --last); for a
+checkpoint file, a folder named after it, results/evaluation/NAME/ (RUN_FOLDER/evaluation/NAME/ for a file in a run
+folder), NAME being the file's name without .pt.
+
+On a CPU the scores are computed in fp32 (a released file's test set takes seconds), so that every CPU gives the same
+digits: bf16 rounds differently from one CPU to the next. `TRAIN.mixed_precision fp16` (or bf16) asks for the
+training run's precision instead; on a GPU that is the default.
 
 --logit-adjust (logits minus tau x log of the training prior) and --tau-norm (each class's weight row divided by its
 norm to the power tau, the bias dropped, as Kang et al.'s method has it) correct the classifier after training; each
@@ -34,7 +40,7 @@ from torch import nn
 
 from calibration import reliability_bins, temperature_line, temperature_scaling, top_confidence
 from checkpoint import load_checkpoint, output_glob, output_paths, output_seeds, save_json
-from config import apply_overrides, check, data_seed, with_defaults
+from config import apply_overrides, check, data_seed, overridden_keys, with_defaults
 from datasets import build_splits, eval_loader, image_side, normalization
 from errors import ConfigError, DatasetNotFoundError
 from metrics import per_class_report, percent, summarize
@@ -78,7 +84,10 @@ def evaluate_checkpoint(path: Path, out: Path, overrides: list[str], post_hoc: d
     `temperature`: temperature scaling fitted on the validation split too."""
     state, cfg = checkpoint_and_config(path, overrides)
     seed = cfg.DEFAULT.seed
-    precision, why = mixed_precision(cfg.TRAIN.mixed_precision)
+    if cpu_only() and "TRAIN.mixed_precision" not in overridden_keys(overrides):
+        precision, why = "no", " (fp32, the default on a CPU: TRAIN.mixed_precision fp16 for the run's own)"
+    else:
+        precision, why = mixed_precision(cfg.TRAIN.mixed_precision)
     accelerator = Accelerator(cpu=cpu_only(), mixed_precision=precision)
     saved = state.get("data")  # what the weights were trained on; written before checkpoints held it: rebuilt
     # Scoring the test set needs the test images alone where the checkpoint holds its class counts and normalisation
@@ -137,6 +146,8 @@ def evaluate_checkpoint(path: Path, out: Path, overrides: list[str], post_hoc: d
             return summarize(*found, num_per_cls), found
         if "val" in features:  # choose tau on validation; only the chosen one meets the test set
             on_val = {tau: scored("val", tau)[0][metric] for tau in taus}
+            accelerator.print(f"  {POST_HOC[method]}, val {metric} by tau: " +
+                              ", ".join(f"{tau:g} {percent(score)}" for tau, score in on_val.items()))
             best = None
             for tau in taus:
                 best = tau if best is None or is_better(metric, on_val[tau], on_val[best]) else best
@@ -152,9 +163,20 @@ def evaluate_checkpoint(path: Path, out: Path, overrides: list[str], post_hoc: d
                               how["chosen_on"] else "") + f": test bcr {percent(scores['bcr'])} | results in {folder}")
 
 
-def check_out(out: Path, post_hoc: dict[str, list[float]]) -> None:
+def default_out(path: Path, last: bool) -> Path:
+    """Where the evaluation of `path` (a run folder, or a checkpoint file) goes without --out: the run folder's
+    evaluation/ (evaluation-last/), or a folder named after the file, in its run folder or else in results/ (outside
+    the checkout's tracked folders, such as weights/)."""
+    if path.is_dir():
+        return path / ("evaluation-last" if last else "evaluation")
+    in_run = path.parent.is_dir() and bool(output_seeds(path.parent, "config"))  # main.py wrote the folder
+    return (path.parent if in_run else Path("results")) / "evaluation" / path.stem
+
+
+def check_out(out: Path, post_hoc: dict[str, list[float]], found: list[Path]) -> None:
     """Refuse, before any evaluation, an --out that is no folder, or a folder (or the post-hoc methods' folders in it)
-    that holds a training run's files: evaluate.py writes results under the training run's file names."""
+    that holds a training run's files, or the evaluation of a checkpoint other than those `found`: evaluate.py writes
+    results under the training run's file names."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is not a folder: pick a folder for the results (default: RUN_FOLDER/evaluation)")
     check_writable(out, "--out")
@@ -166,6 +188,12 @@ def check_out(out: Path, post_hoc: dict[str, list[float]]) -> None:
         if training:
             raise ConfigError(f"--out {out}: {folder} holds a training run's files ({', '.join(training)}), which "
                               "evaluate.py would write over: pick another folder (default: RUN_FOLDER/evaluation)")
+        evaluated = {str(path.resolve()) for path in found}
+        for seed in output_seeds(folder, "results"):
+            other = _evaluated(output_paths(folder, seed)["results"])
+            if other is not None and other not in evaluated:
+                raise ConfigError(f"--out {out}: {folder} holds the evaluation of another checkpoint ({other}), which "
+                                  "this one would write over: pick another folder with --out")
 
 
 def _trained(path: Path) -> bool:
@@ -179,6 +207,15 @@ def _trained(path: Path) -> bool:
         return False
     except (OSError, ValueError, TypeError):
         return True  # unreadable: not evaluate.py's to replace
+
+
+def _evaluated(results: Path) -> str | None:
+    """The checkpoint that an evaluate.py results file names, else None."""
+    try:
+        with open(results) as f:
+            return json.load(f).get("checkpoint")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def write_results(folder: Path, seed: int, results: dict, found: Predictions) -> None:
@@ -223,7 +260,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path", type=Path, help="a run folder written by main.py, or one checkpoint (.pt)")
     parser.add_argument("--last", action="store_true", help="in a run folder, the final-epoch checkpoints")
-    parser.add_argument("--out", type=Path, help="folder for the results (default: RUN_FOLDER/evaluation)")
+    parser.add_argument("--out", type=Path, help="folder for the results (default: RUN_FOLDER/evaluation, or for a "
+                        "checkpoint file results/evaluation/NAME, NAME its file name without .pt)")
     parser.add_argument("--logit-adjust", type=taus, nargs="?", const=[1.0], metavar="TAU[,TAU...]",
                         help="also report logits minus tau x log(training prior) (default tau 1)")
     parser.add_argument("--tau-norm", type=taus, nargs="?", const=[1.0], metavar="TAU[,TAU...]",
@@ -236,10 +274,10 @@ def main(argv: list[str] | None = None) -> None:
     post_hoc = {method: getattr(args, method) for method in POST_HOC if getattr(args, method) is not None}
     try:
         found = checkpoints(args.path, args.last)
-        out = args.out or found[0].parent / "evaluation"
+        out = args.out or default_out(args.path, args.last)
         if out.resolve() == found[0].parent.resolve():
             raise ConfigError(f"--out {out} is the run folder itself: pick another, so training outputs stay intact")
-        check_out(out, post_hoc)
+        check_out(out, post_hoc, found)
         for path in found:
             evaluate_checkpoint(path, out, args.overrides, post_hoc, args.temperature)
     except (ConfigError, DatasetNotFoundError) as error:

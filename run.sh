@@ -15,6 +15,11 @@
 #                                                 # SAVEDIR/logs/<data set>-<run folder>-seed<s>.log
 #   sbatch --array=0-7 run.sh                     # SLURM: 8 array tasks share the sweep (submit from this folder)
 #
+# On CIFAR the runs follow the protocol of the README's table: LDAM-DRW's draw of the training images (DATASET.draw
+# ldam, seeded by the run's seed) and the checkpoint selected on 50 validation images a class from outside it
+# (DATASET.val_per_class 50). `bash run.sh DATASET.val_per_class 0` selects on the test set instead (the results say
+# "test bcr"), `DATASET.draw torch` draws this repository's own subset.
+#
 # Each run's folder (DEFAULT.exp_name) is <loss>-IF_<k>, followed by -<recipe> with a RECIPE (its file name without
 # .yaml), so that the sweeps of two recipes never share a folder; on a list benchmark it is <loss>-<recipe>. It is
 # the name main.py gives a run without DEFAULT.exp_name. SEEDS, DATASETS, FACTORS and LOSSES are checked first.
@@ -128,6 +133,10 @@ for seed in $SEEDS; do
         name="$loss-IF_$factor$suffix"
         header="dataset: $dataset, loss: $loss, IF: $factor, seed: $seed"
         imbalance=(DATASET.imbalance_type exp DATASET.imbalance_factor "$factor")
+        protocol=()  # the table's, on CIFAR: LDAM-DRW's draw, 50 validation images a class from outside it
+        case $dataset in
+          CIFAR10LT|CIFAR100LT) protocol=(DATASET.draw ldam DATASET.val_per_class 50) ;;
+        esac
         if [ "$factor" = listed ]; then
           label="$dataset $loss seed $seed"
           header="dataset: $dataset, loss: $loss, seed: $seed"
@@ -135,7 +144,7 @@ for seed in $SEEDS; do
           imbalance=()
         fi
         args=(DEFAULT.exp_name "$name" DEFAULT.seed "$seed" DEFAULT.savedir "$SAVEDIR"
-              DATASET.name "$dataset" "${imbalance[@]}" LOSS.name "$loss")
+              DATASET.name "$dataset" "${imbalance[@]}" "${protocol[@]}" LOSS.name "$loss")
         if [ "$JOBS" = 1 ]; then
           echo "== $header"
           launch "$label" "${args[@]}"

@@ -21,7 +21,8 @@ from models import classifier_name
 STAGE2_CLASSIFIERS = ("retrain", "lws")  # TRAIN.stage2_classifier
 # Settings that decide which images a run trains, validates and tests on: a stage-2 run must share its stage-1 run's,
 # or its validation images may be ones stage 1 trained on
-SAME_IMAGES = ("DATASET.imbalance_type", "DATASET.imbalance_factor", "DATASET.train_subset", "DATASET.val_per_class")
+SAME_IMAGES = ("DATASET.imbalance_type", "DATASET.imbalance_factor", "DATASET.train_subset", "DATASET.draw",
+               "DATASET.val_per_class")
 
 
 class ScaledClassifier(nn.Module):
@@ -139,8 +140,11 @@ def load_stage1(cfg, head: str, num_classes: int) -> tuple[dict, Stage1]:
            "pass a checkpoint of this data set")
     differ("MODEL.name", cfg.MODEL.name, section("MODEL.name"), "is of another model", f"set MODEL.name {section('MODEL.name')}")
     for key in SAME_IMAGES:
-        differ(key, cfg.DATASET[key.split(".")[1]], section(key), "was trained on other images",
-               f"set {key} {section(key)}")
+        their_value = section(key)
+        if key == "DATASET.draw" and their_value is None:  # saved before the key: the one draw there was
+            their_value = "torch"
+        differ(key, cfg.DATASET[key.split(".")[1]], their_value, "was trained on other images",
+               f"set {key} {their_value}")
     their_seed = _data_seed(theirs["DEFAULT"])
     differ("data seed (DEFAULT.data_seed, else DEFAULT.seed)", _data_seed(cfg.DEFAULT), their_seed,
            "was trained on other images", f"set DEFAULT.data_seed {their_seed}")

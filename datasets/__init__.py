@@ -10,7 +10,7 @@ from .list_loaders import FAST_LIST_AUGMENTATIONS, LIST_AUGMENTATIONS, classic_e
 from .lists import LIST_DATASETS, ListLT, list_splits
 from .loaders import (AUGMENTATIONS, FAST_AUGMENTATIONS, SAMPLERS, ClassBalancedSampler, ClassSampler, TensorLoader,
                       class_probabilities, classic_loader, classic_transform)
-from .long_tail import IMBALANCE_TYPES, draw_splits, long_tail_counts
+from .long_tail import DRAWS, IMBALANCE_TYPES, draw_splits, ldam_draw, long_tail_counts
 
 DATASETS = {"CIFAR10LT": CIFAR10LT, "CIFAR100LT": CIFAR100LT, "ImageFolderLT": ImageFolderLT,
             **{name: ListLT for name in LIST_DATASETS}}  # the list benchmarks: ImageNetLT, PlacesLT, iNat2018
@@ -44,7 +44,7 @@ def build_splits(cfg, data_seed: int, names: tuple[str, ...] | None = None) -> d
         with_val = with_val or ImageFolderLT.has_val_folder(cfg.datadir)
         build = ImageFolderLT
     else:  # CIFAR in the seed's datadir/CIFAR10 (or CIFAR100), else in datadir itself
-        kwargs["subset"] = cfg.train_subset
+        kwargs.update(subset=cfg.train_subset, draw=cfg.draw, verify=cfg.verify)
         build = dataset.in_datadir
     names = names or ["train", "test"] + (["val"] if with_val else [])
     return {name: build(cfg.datadir, split=name, **kwargs) for name in names}

@@ -7,6 +7,8 @@ import torch
 from errors import ConfigError
 
 IMBALANCE_TYPES = ("exp", "step", None)
+# How CIFAR's long-tailed subset is drawn (DATASET.draw): draw_splits, or LDAM-DRW's draw (ldam_splits)
+DRAWS = ("torch", "ldam")
 
 
 def long_tail_counts(n_max: int, num_classes: int, imb_type: str | None, imbalance_factor: float) -> list[int]:
@@ -69,6 +71,40 @@ def given_splits(targets, train: np.ndarray, val_per_class: int, seed: int) -> d
                           "selects on the test set), or list fewer images of that class")
     val = draw_splits(outside, [0] * len(left), val_per_class, seed)["val"]
     return {"train": np.sort(train), "val": val}
+
+
+def ldam_draw(targets, counts: list[int], seed: int) -> np.ndarray:
+    """The training images of LDAM-DRW's draw (kaidic/LDAM-DRW, imbalance_cifar.py), which BALMS and the codebases
+    built on it train on: NumPy's legacy generator seeded once (theirs is the global one, `np.random.seed`), then
+    per class in turn a shuffle of its indices and the first counts[c] of them."""
+    targets = np.asarray(targets)
+    generator = np.random.RandomState(seed)  # the global generator's stream, leaving the global state untouched
+    chosen = []
+    for cls, count in enumerate(counts):
+        indices = np.flatnonzero(targets == cls)
+        generator.shuffle(indices)
+        chosen.append(indices[:count])
+    return np.sort(np.concatenate(chosen))
+
+
+def ldam_splits(targets, counts: list[int], val_per_class: int, seed: int) -> dict[str, np.ndarray]:
+    """LDAM-DRW's draw as the training split, and a balanced validation split of `val_per_class` images a class from
+    outside it (given_splits). Where the draw leaves fewer than `val_per_class` images of a class outside it (at IF
+    100 it keeps all 5,000 of CIFAR-10's class 0), the class's images of highest index leave the draw for it."""
+    targets = np.asarray(targets)
+    train = ldam_draw(targets, counts, seed)
+    dropped = []
+    for cls, pool in enumerate(np.bincount(targets)):
+        drawn = train[targets[train] == cls]  # sorted: the last are those of highest index
+        short = val_per_class - (pool - len(drawn))
+        if short >= len(drawn):
+            raise ConfigError(f"class {cls} has {pool} images, too few to hold out DATASET.val_per_class "
+                              f"{val_per_class} and keep one to train on: lower DATASET.val_per_class")
+        if short > 0:
+            dropped.append(drawn[len(drawn) - short:])
+    if dropped:
+        train = np.setdiff1d(train, np.concatenate(dropped))
+    return given_splits(targets, train, val_per_class, seed)
 
 
 def read_subset(path: str, num_images: int) -> np.ndarray:

@@ -12,6 +12,7 @@ from errors import ConfigError
 
 from . import resnet10, resnet_cifar  # noqa: F401  registers resnet10 and resnet32
 from .heads import CLASSIFIERS, NormedLinear
+from .resnet_cifar import CifarResNet
 
 SMALL_IMAGE = 64  # at this side or below, an ImageNet stem (stride 4) leaves too little map for the later stages
 
@@ -60,6 +61,13 @@ def adapt(model: nn.Module, name: str, img_size: int, pretrained: bool, classifi
                                              f"{img_size}x{img_size} images"]))
         if pretrained:
             note += "; the pretrained first convolution was replaced and is trained from scratch"
+    elif img_size <= SMALL_IMAGE and not isinstance(model, CifarResNet):
+        info = getattr(model, "feature_info", None)
+        stride = info[-1].get("reduction") if isinstance(info, list) and info and isinstance(info[-1], dict) else None
+        maps = f" (stride {stride}: {max(img_size // stride, 1)}x{max(img_size // stride, 1)} maps in its last " \
+               "stage)" if stride else ""
+        note = "; ".join(filter(None, [note, f"{name}: ImageNet stem kept on {img_size}x{img_size} images{maps}; "
+                                             "only timm ResNets get the CIFAR stem"]))
     if classifier_init == "pytorch":
         model.get_classifier().reset_parameters()
     return model, note

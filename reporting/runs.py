@@ -263,11 +263,12 @@ def seed_run(folder: Path, seed: int, folder_config: dict | None) -> Run:
     run = Run(folder, seed, config, "incomplete", last_epoch=state.get("epoch", 0), epochs=run_epochs(config, state))
     if paths["results"].exists():
         run.note = f"{paths['results'].name} is unreadable"
-    elif not state:
-        run.note = "no checkpoint: stopped during its first epoch" if not paths["last"].exists() else \
-            f"{paths['last'].name} is unreadable"
-    elif (who := holder(folder, seed)) is not None:  # its lock is held: see run_folder.RunLock
+    elif not state and paths["last"].exists():
+        run.note = f"{paths['last'].name} is unreadable"
+    elif (who := holder(folder, seed)) is not None:  # its lock is held (in its first epoch too): run_folder.RunLock
         run.note = f"training now ({who})" if run.last_epoch < run.epochs else f"in its final test now ({who})"
+    elif not state:
+        run.note = "no checkpoint: stopped during its first epoch"
     elif run.last_epoch == run.epochs:
         run.note = "trained every epoch, but stopped before writing its results (in the final test?)"
     else:

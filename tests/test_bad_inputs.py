@@ -462,6 +462,11 @@ def test_report_tells_a_run_training_now_from_one_that_stopped(bench):
     with RunLock(folder, 0):
         assert folder_runs(folder)[0].note.startswith("in its final test now (pid ")
     assert folder_runs(folder)[0].note.startswith("trained every epoch, but stopped")
+    # in its first epoch: the config written, no checkpoint yet, the lock held
+    (folder / "model-seed0.pt").unlink()
+    assert folder_runs(folder)[0].note == "no checkpoint: stopped during its first epoch"
+    with RunLock(folder, 0):
+        assert folder_runs(folder)[0].note.startswith(f"training now (pid {os.getpid()} on ")
 
 
 def test_a_savedir_that_cannot_be_written_is_refused_before_any_work(bench, capsys, monkeypatch):

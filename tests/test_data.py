@@ -11,7 +11,7 @@ import pytest
 import torch
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from config import load_config
+from config import check, data_seed, load_config
 from datasets import CIFAR10LT, CIFAR100LT, DatasetNotFoundError, build_splits
 from datasets.long_tail import draw_splits, long_tail_counts, read_subset
 from errors import ConfigError
@@ -444,3 +444,107 @@ def test_a_train_subset_that_leaves_too_few_images_for_validation_is_one_line(ci
                   subset=_subset_file(tmp_path, whole_class))
     message = str(info.value)
     assert "\n" not in message and "0 images of class 0" in message and "DATASET.val_per_class <= 0" in message
+
+
+# ---------------------------------------------------------------- DATASET.draw ldam: LDAM-DRW's images, no file
+
+def _ldam_draw_splits(cifar_root, seed: int, val_per_class: int, *overrides: str) -> dict:
+    cfg = load_config("configs.yaml", ["DATASET.datadir", str(cifar_root), "DATASET.download", "false",
+                                       "DATASET.draw", "ldam", "DATASET.imbalance_type", "exp",
+                                       "DATASET.imbalance_factor", "10", "DATASET.val_per_class", str(val_per_class),
+                                       "DEFAULT.seed", str(seed), *overrides])
+    check(cfg)
+    return build_splits(cfg.DATASET, data_seed(cfg))
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_draw_ldam_trains_on_the_images_tools_ldam_subset_writes(cifar_root, tmp_path, seed):
+    drawn = _ldam_subset(cifar_root, tmp_path, seed)
+    full = np.asarray(CIFAR10(str(cifar_root), train=True, download=False).targets)
+    splits = _ldam_draw_splits(cifar_root, seed, 0)
+    # the split keeps the training images in index order: its labels and pixels are the file's images'
+    assert splits["train"].targets == full[drawn].tolist()
+    assert np.array_equal(splits["train"].data, CIFAR10(str(cifar_root), train=True, download=False).data[drawn])
+
+
+def test_draw_ldam_with_validation_is_the_tables_protocol(cifar_root, tmp_path):
+    """As the full-length table was made: the draw's file less the last `val` lines of class 0 (which the draw keeps
+    whole), then DATASET.val_per_class from outside it; the same train and val splits without the file."""
+    val = 5
+    drawn = _ldam_subset(cifar_root, tmp_path, 0)
+    labels = np.asarray(CIFAR10(str(cifar_root), train=True, download=False).targets)
+    assert (labels[drawn] == 0).sum() == (labels == 0).sum()  # the draw keeps all of class 0
+    held = drawn[labels[drawn] == 0][-val:]
+    by_file = _subset_file(tmp_path, [i for i in drawn if i not in held])
+    cfg = load_config("configs.yaml", ["DATASET.datadir", str(cifar_root), "DATASET.download", "false",
+                                       "DATASET.train_subset", by_file, "DATASET.val_per_class", str(val)])
+    expected = build_splits(cfg.DATASET, 0)
+    found = _ldam_draw_splits(cifar_root, 0, val)
+    for split in ("train", "val"):
+        assert found[split].targets == expected[split].targets
+        assert np.array_equal(found[split].data, expected[split].data)
+    assert found["train"].num_per_cls[0] == (labels == 0).sum() - val and len(found["val"]) == 10 * val
+
+
+def test_draw_ldam_leaves_the_global_numpy_generator_alone(cifar_root):
+    np.random.seed(11)
+    expected = np.random.rand()
+    np.random.seed(11)
+    _ldam_draw_splits(cifar_root, 0, 0)
+    assert np.random.rand() == expected
+
+
+def test_draw_is_refused_where_it_has_no_effect_and_unknown_draws_are_named(cifar_root, tmp_path):
+    with pytest.raises(ConfigError, match=r"DATASET.draw .*no effect.*DATASET.train_subset null"):
+        load_config("configs.yaml", ["DATASET.draw", "ldam", "DATASET.train_subset", _subset_file(tmp_path, [1, 2])])
+    with pytest.raises(ConfigError, match=r"DATASET.draw 'cui' is not valid; choose one of: torch, ldam"):
+        check(load_config("configs.yaml", ["DATASET.draw", "cui"]))
+
+
+# ---------------------------------------------------------------- DATASET.verify: present files with other md5s
+
+def _one_file_rewritten(tmp_path, monkeypatch) -> tuple[Path, str]:
+    """Generated CIFAR-10 whose files torchvision's md5 lists accept, but for data_batch_3, as if it were written
+    anew: its path and its md5."""
+    from fake_cifar import make_cifar
+
+    from torchvision.datasets.utils import calculate_md5
+
+    make_cifar(tmp_path, 10, train_per_class=20, test_per_class=2)
+    folder = tmp_path / CIFAR10.base_folder
+    md5 = {path.name: calculate_md5(str(path)) for path in folder.iterdir()}
+    monkeypatch.setattr(CIFAR10, "train_list", [[name, "0" * 32 if name == "data_batch_3" else md5[name]]
+                                                for name, _ in CIFAR10.train_list])
+    monkeypatch.setattr(CIFAR10, "test_list", [[name, md5[name]] for name, _ in CIFAR10.test_list])
+    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5[CIFAR10.meta["filename"]]})
+    return folder / "data_batch_3", md5["data_batch_3"]
+
+
+@pytest.mark.parametrize("download", [False, True])
+def test_present_files_with_another_md5_are_refused_naming_file_md5s_and_switch(tmp_path, monkeypatch, download):
+    import torchvision.datasets.cifar as tv_cifar
+
+    from datasets import build_splits
+
+    rewritten, found = _one_file_rewritten(tmp_path, monkeypatch)
+    downloads = []
+    monkeypatch.setattr(tv_cifar, "download_and_extract_archive", lambda *args, **kwargs: downloads.append(args))
+    with pytest.raises(ConfigError) as info:
+        build_splits(_dataset_cfg(tmp_path, download=download), 0)
+    message = str(info.value)
+    assert "\n" not in message and str(rewritten) in message
+    assert f"its md5 is {found}, not {'0' * 32}" in message and "DATASET.verify false" in message
+    assert not downloads  # nothing fetched over the files that are there
+    # the test split reads the test file alone, whose md5 is torchvision's
+    assert len(build_splits(_dataset_cfg(tmp_path, download=download), 0, ("test",))["test"]) == 20
+
+
+def test_verify_false_reads_the_files_that_are_there(tmp_path, monkeypatch):
+    from datasets import build_splits
+
+    _one_file_rewritten(tmp_path, monkeypatch)
+    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": "1" * 32})  # the meta file is read too
+    cfg = load_config("configs.yaml", ["DATASET.datadir", str(tmp_path), "DATASET.download", "false",
+                                       "DATASET.verify", "false"])
+    splits = build_splits(cfg.DATASET, 0)
+    assert len(splits["train"]) == 200 and splits["train"].classes == [f"class{c}" for c in range(10)]

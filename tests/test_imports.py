@@ -8,7 +8,7 @@ from pathlib import Path
 from conftest import ROOT
 
 PACKAGES = ("datasets", "models", "reporting")
-ENTRY_POINTS = ("main", "evaluate", "bench", "report")
+ENTRY_POINTS = ("main", "evaluate", "bench", "report", "predict")
 
 
 def module_name(path: Path) -> str:

@@ -64,6 +64,13 @@ def test_resnet32_has_no_pretrained_weights_and_says_so_as_a_config_error():
     assert "MODEL.pretrained" in str(info.value) and "\n" not in str(info.value)
 
 
+def test_another_timm_model_on_32x32_images_keeps_its_imagenet_stem_and_says_so():
+    _, note = build_model("mobilenetv3_small_050", 10, False, 32)
+    assert "mobilenetv3_small_050: ImageNet stem kept on 32x32 images (stride 32: 1x1 maps" in note
+    assert "ImageNet stem" not in build_model("resnet32", 10, False, 32)[1]  # made for CIFAR
+    assert "ImageNet stem" not in build_model("mobilenetv3_small_050", 10, False, 224)[1]
+
+
 def test_resnet18_gets_the_cifar_stem_on_32x32_images():
     model, note = build_model("resnet18", 10, False, 32)
     assert isinstance(model.conv1, nn.Conv2d)

@@ -77,7 +77,6 @@ def runs(cifar_root, tmp_path_factory):
 def test_tau_is_chosen_on_validation_and_written_down(runs, cifar_root):
     _, folders = runs
     out = folders["val"] / "evaluation"
-    # at the checkpoint's own precision (bf16 on a CPU with bf16 units): the classifier runs under the same autocast
     proc = run_script("evaluate.py", cifar_root, str(folders["val"]), "--logit-adjust", "0,1,2", "--tau-norm", "0")
     check_ok(proc)
     adjusted = read(out / "logit_adjust" / "results-seed0.json")
@@ -86,6 +85,9 @@ def test_tau_is_chosen_on_validation_and_written_down(runs, cifar_root):
     assert set(choice["val"]) == {"0.0", "1.0", "2.0"}
     assert choice["val"][str(choice["tau"])] == max(choice["val"].values())
     assert choice["tau"] == next(float(t) for t, v in choice["val"].items() if v == max(choice["val"].values()))
+    # each tau's validation score is printed, not only written down
+    printed = next(line for line in proc.stdout.splitlines() if "--logit-adjust, val bcr by tau:" in line)
+    assert printed.split("by tau: ")[1] == ", ".join(f"{float(t):g} {100 * v:.2f} %" for t, v in choice["val"].items())
     assert adjusted["selected_by"] == "val bcr"  # the checkpoint's own selection, as its run wrote it
     assert not (out / "logit_adjust_tau1").exists()  # no test scores for the taus not chosen
     # tau 0, the only one given for tau-norm, is chosen; it scores without the bias, so not the plain logits

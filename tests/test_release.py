@@ -97,3 +97,53 @@ def test_evaluate_scores_a_released_file_from_the_test_images_alone(run_folder, 
     expected = summarize(logits, torch.as_tensor(test.targets), COUNTS)
     assert results["test"]["bcr"] == pytest.approx(expected["bcr"])
     assert results["test"]["many_acc"] == pytest.approx(expected["many_acc"])
+
+
+def _released_twice(run_folder, tmp_path) -> list[Path]:
+    """Two released files of the run, ce.pt and bs.pt, saved as a bf16 run saves its config (fp16)."""
+    folder, _ = run_folder
+    files = [tmp_path / "weights" / f"{name}.pt" for name in ("ce", "bs")]
+    for path in files:
+        _tool("release").main([str(folder), "--out", str(path)])
+        state = load_checkpoint(path)
+        state["config"]["TRAIN"]["mixed_precision"] = "fp16"
+        path.unlink()
+        save_torch(state, path)
+    return files
+
+
+def _evaluate(*args: str) -> None:
+    import evaluate
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    evaluate.main(list(args))
+
+
+def test_a_checkpoint_file_is_scored_in_fp32_on_a_cpu_into_a_folder_named_after_it(run_folder, tmp_path, monkeypatch,
+                                                                                   capsys):
+    _, datadir = run_folder
+    files = _released_twice(run_folder, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    for path in files:
+        _evaluate(str(path), "DATASET.datadir", str(datadir))
+        assert "precision no (fp32, the default on a CPU" in capsys.readouterr().out
+    for path in files:  # outside weights/, one folder per file: the second did not write over the first
+        results = read(tmp_path / "results" / "evaluation" / path.stem / "results-seed0.json")
+        assert results["checkpoint"] == str(path.resolve())
+    assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == ["bs.pt", "ce.pt"]
+    # a precision asked for is the one that runs
+    _evaluate(str(files[0]), "--out", str(tmp_path / "bf16"), "DATASET.datadir", str(datadir),
+              "TRAIN.mixed_precision", "bf16")
+    assert "precision bf16" in capsys.readouterr().out
+
+
+def test_an_evaluation_of_another_checkpoint_is_never_written_over(run_folder, tmp_path, monkeypatch):
+    _, datadir = run_folder
+    ce, bs = _released_twice(run_folder, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    _evaluate(str(ce), "--out", "mine", "DATASET.datadir", str(datadir))
+    _evaluate(str(ce), "--out", "mine", "DATASET.datadir", str(datadir))  # the same checkpoint again: replaced
+    with pytest.raises(SystemExit, match=r"holds the evaluation of another checkpoint .*ce\.pt.*pick another folder"):
+        _evaluate(str(bs), "--out", "mine", "DATASET.datadir", str(datadir))
+    assert read(tmp_path / "mine" / "results-seed0.json")["checkpoint"] == str(ce.resolve())

@@ -94,6 +94,23 @@ def test_sweep_covers_seeds_datasets_factors_and_losses_but_bs_at_if_1(tmp_path)
     assert done.stderr.strip().splitlines()[-1] == f"failed: report.py {tmp_path / 'results'}"
 
 
+def test_cifar_runs_follow_the_tables_protocol_unless_told_otherwise(tmp_path):
+    # LDAM-DRW's draw and a validation split, as the README's table was made; the list benchmarks keep their lists
+    runs = launched(run_sh(tmp_path, LAUNCH="echo", FACTORS="100", PYTHON=recorder(tmp_path)).stdout)
+    assert [(r["DATASET.draw"], r["DATASET.val_per_class"]) for r in runs] == [("ldam", "50")] * 4
+    listed = run_sh(tmp_path, LAUNCH="echo", DATASETS="ImageNetLT", PYTHON=recorder(tmp_path)).stdout
+    assert "DATASET.draw" not in listed and "DATASET.val_per_class" not in listed
+    test_selected = run_sh(tmp_path, "DATASET.val_per_class", "0", LAUNCH="echo", FACTORS="100",
+                           PYTHON=recorder(tmp_path)).stdout
+    words = shlex.split(test_selected.splitlines()[1])  # the first run: the user's pair comes last, and wins
+    assert words[-2:] == ["DATASET.val_per_class", "0"]
+    from config import load_config
+
+    configs, overrides = parse(words[1:])
+    cfg = load_config([ROOT / name for name in configs], [word for pair in overrides.items() for word in pair])
+    assert (cfg.DATASET.draw, cfg.DATASET.val_per_class) == ("ldam", 0)
+
+
 def test_failed_runs_are_listed_and_the_exit_status_is_1(tmp_path):
     done = run_sh(tmp_path, LAUNCH="false", DATASETS="CIFAR100LT", FACTORS="50")
     assert done.returncode == 1

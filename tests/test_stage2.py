@@ -112,6 +112,7 @@ def test_a_missing_stage1_checkpoint_is_refused(stage1, tmp_path):
     (["DATASET.name", "CIFAR100LT"], "is of another data set: DATASET.name CIFAR10LT there, CIFAR100LT in this run"),
     (["DATASET.imbalance_factor", "20"], "was trained on other images: DATASET.imbalance_factor 10 there, 20 in this run"),
     (["DEFAULT.data_seed", "3"], "data seed (DEFAULT.data_seed, else DEFAULT.seed) 0 there, 3 in this run"),
+    (["DATASET.draw", "ldam"], "was trained on other images: DATASET.draw torch there, ldam in this run"),
 ])
 def test_a_stage1_checkpoint_of_other_data_is_refused_naming_both_sides(stage1, overrides, both_sides):
     assert both_sides in _refusal(_stage2_cfg(stage1, *overrides))

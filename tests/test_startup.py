@@ -3,7 +3,8 @@ data, so reading the data does nothing twice."""
 from __future__ import annotations
 
 import pytest
-import torchvision.datasets.cifar
+
+import datasets.cifar
 
 from config import load_config
 from conftest import ROOT
@@ -15,9 +16,8 @@ def test_each_cifar_file_is_hashed_once(cifar_root, monkeypatch, download):
     """Building the train, val and test splits checks each of CIFAR's six data files' md5 once, not once per split
     (and, when downloading, twice per split): 180 MB of hashing, 2 s a check on a CPU."""
     hashed = []
-    check = torchvision.datasets.cifar.check_integrity
-    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity",
-                        lambda path, md5=None: hashed.append(path) or check(path, md5))
+    md5 = datasets.cifar.calculate_md5
+    monkeypatch.setattr(datasets.cifar, "calculate_md5", lambda path: hashed.append(path) or md5(path))
     monkeypatch.setattr(CIFAR10LT, "_verified", set(), raising=False)  # as in a fresh process
     cfg = load_config(ROOT / "configs.yaml", ["DATASET.datadir", str(cifar_root), "DATASET.download", download,
                                               "DATASET.val_per_class", "5"])

@@ -1,4 +1,5 @@
-"""Write the CIFAR-LT training subset that the LDAM-DRW lineage draws, as a file for DATASET.train_subset.
+"""Write the CIFAR-LT training subset that the LDAM-DRW lineage draws, as a file for DATASET.train_subset
+(`DATASET.draw ldam` trains on the same images without a file).
 
 LDAM-DRW (kaidic/LDAM-DRW, imbalance_cifar.py) seeds NumPy's global generator, then for each class in turn
 shuffles the indices of its images and keeps the first n of them. The official Balanced Softmax code
@@ -22,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from datasets import CIFAR10LT, CIFAR100LT, long_tail_counts  # noqa: E402
+from datasets import CIFAR10LT, CIFAR100LT, ldam_draw, long_tail_counts  # noqa: E402
 
 DATASETS = {"CIFAR10LT": CIFAR10LT, "CIFAR100LT": CIFAR100LT}
 
@@ -39,18 +40,6 @@ def training_labels(dataset: type, datadir: str) -> np.ndarray:
             entry = pickle.load(file, encoding="latin1")
         labels += entry.get("labels", entry.get("fine_labels"))
     return np.asarray(labels)
-
-
-def ldam_draw(labels: np.ndarray, counts: list[int], seed: int) -> np.ndarray:
-    """The LDAM-DRW lineage's draw: NumPy's global generator seeded once, then per class a shuffle of its indices
-    and the first counts[c] of them."""
-    np.random.seed(seed)
-    chosen = []
-    for cls, count in enumerate(counts):
-        indices = np.where(labels == cls)[0]
-        np.random.shuffle(indices)
-        chosen.append(indices[:count])
-    return np.sort(np.concatenate(chosen))
 
 
 def main(argv: list[str] | None = None) -> None:
