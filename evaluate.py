@@ -7,8 +7,9 @@ not change the weights' meaning, such as `DATASET.datadir` when the data moved. 
 (default: RUN_FOLDER/evaluation/) under the training run's file names, so report.py and your scripts read them
 alike; the training outputs are never touched.
 
---logit-adjust (logits minus tau x log of the training prior) and --tau-norm (each class's weight row divided by its
-norm to the power tau, the bias dropped, as Kang et al.'s method has it) correct the classifier after training; each
+--logit-adjust (the classifier's own logits minus tau x log of the training prior) and --tau-norm (each class's weight
+row divided by its norm to the power tau, the bias dropped, as Kang et al.'s method has it; a normed head's features
+and rows normalised as it normalises them, so there only LWS's scales change) correct the classifier after training; each
 writes its own results into a folder of --out named for it. Given several taus (`0,0.5,1`), where the run held out a
 validation split the tau with the best validation score (TRAIN.ckp_metric) is chosen and written down, and only its
 test scores are reported; without one (iNat 2018's val list is its test list), every tau gets its own folder
@@ -106,7 +107,7 @@ def evaluate_checkpoint(path: Path, out: Path, overrides: list[str], post_hoc: d
     for method, taus in post_hoc.items():
         def scored(split: str, tau: float) -> tuple[dict, Predictions]:
             with torch.no_grad(), accelerator.autocast():  # the classifier at the model's own precision: tau 0 is plain
-                logits = adjusted_logits(method, features[split].logits, head.weight, head.bias, num_per_cls, tau)
+                logits = adjusted_logits(method, features[split].logits, head, num_per_cls, tau)
             found = Predictions(logits.float(), features[split].targets)
             return summarize(*found, num_per_cls), found
         if "val" in features:  # choose tau on validation; only the chosen one meets the test set

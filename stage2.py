@@ -33,15 +33,6 @@ class ScaledClassifier(nn.Module):
         self.linear = linear.requires_grad_(False)
         self.scales = nn.Parameter(torch.ones(linear.out_features))
 
-    @property
-    def weight(self) -> torch.Tensor:
-        """The weight of the linear classifier this one computes (tau-normalisation reads it)."""
-        return self.linear.weight * self.scales[:, None]
-
-    @property
-    def bias(self) -> torch.Tensor | None:
-        return None if self.linear.bias is None else self.linear.bias * self.scales
-
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.linear(features) * self.scales
 
