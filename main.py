@@ -18,7 +18,7 @@ from config import check, data_seed, load_config
 from datasets import build_loaders, build_splits, image_side, normalization
 from errors import ConfigError, DatasetNotFoundError, NonFiniteLossError
 from losses import build_loss
-from meta_sampler import restore_sampler, sampler_state, with_meta_sampler
+from meta_sampler import LEARNS_ON_VAL, checkpoint_selection, restore_sampler, sampler_state, with_meta_sampler
 from metrics import per_class_report, percent, summarize
 from mixup import build_mixup
 from models import build_model
@@ -66,8 +66,9 @@ def run(cfg) -> None:
     num_per_cls = list(splits["train"].num_per_cls.values())
     loaders = build_loaders(cfg.DATASET, splits, seed, accelerator, cfg.TRAIN.epochs)  # progressive sampling's length
     select_on = "val" if "val" in loaders else "test"
+    selected_by = checkpoint_selection(cfg, select_on)  # "val bcr", or the last epoch where val is learnt on
     accelerator.print(f"{cfg.DATASET.name} in {splits['train'].root}: {len(splits['train'])} training images, classes "
-                      f"from {max(num_per_cls)} to {min(num_per_cls)} images; best checkpoint by {select_on} {metric}")
+                      f"from {max(num_per_cls)} to {min(num_per_cls)} images; checkpoint by {selected_by}")
 
     pretrained = cfg.MODEL.pretrained and cfg.TRAIN.stage2_from is None  # stage 2 loads stage 1's weights instead
     model, note = build_model(cfg.MODEL.name, len(num_per_cls), pretrained, image_side(splits["train"]),
@@ -130,9 +131,9 @@ def run(cfg) -> None:
             scheduler.step()
         predictions = predict(model, loaders[select_on], accelerator)
         scores = summarize(*predictions, num_per_cls)
-        if is_better(metric, scores[metric], best):
+        if selected_by == LEARNS_ON_VAL or is_better(metric, scores[metric], best):
             best, best_epoch = scores[metric], epoch + 1
-            best_results = {"epoch": best_epoch, "selected_by": f"{select_on} {metric}", select_on: scores}
+            best_results = {"epoch": best_epoch, "selected_by": selected_by, select_on: scores}
         history.append({"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_scores.items()},
                         f"{select_on}_bcr": scores["bcr"], f"{select_on}_acc": scores["acc"]})
         if select_on == "test":
@@ -168,7 +169,7 @@ def run(cfg) -> None:
     selected = last if best_epoch == epochs else summarize(logits, targets, num_per_cls)
     if accelerator.is_main_process:  # the results file last: it marks the run finished (run_finished)
         save_json(per_class_report(logits, targets, num_per_cls), paths["per_class"])
-        save_json({"selected_by": f"{select_on} {metric}", "best_epoch": best_epoch, "epochs": epochs,
+        save_json({"selected_by": selected_by, "best_epoch": best_epoch, "epochs": epochs,
                    "test": selected, "test_last_epoch": last, "num_per_cls": num_per_cls, "config": config,
                    "stage1": about["stage1"], "history": history,
                    "ran_on": {"device": str(accelerator.device), "processes": accelerator.num_processes,
@@ -176,7 +177,7 @@ def run(cfg) -> None:
                   paths["results"])
     accelerator.log({**{f"test/{k}": v for k, v in selected.items() if v is not None},
                      **{f"test_last_epoch/{k}": v for k, v in last.items() if v is not None}})
-    accelerator.print(f"test (epoch {best_epoch}, by {select_on} {metric}): bcr {percent(selected['bcr'])} "
+    accelerator.print(f"test (epoch {best_epoch}, by {selected_by}): bcr {percent(selected['bcr'])} "
                       f"acc {percent(selected['acc'])} | last epoch: bcr {percent(last['bcr'])} | results in "
                       f"{paths['results']}")
     accelerator.end_training()

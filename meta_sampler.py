@@ -11,7 +11,7 @@ one SGD step of the classifier on its batch lowers the cross-entropy on a class-
    dampening, Nesterov and weight decay as they stand), with torch.func;
 4. scores the stepped classifier by cross-entropy on a class-balanced meta batch, drawn as BALMS draws its meta set:
    from the training split (CIFAR, and here ImageFolderLT), from the val list on ImageNet-LT and Places-LT (so there
-   the sampler learns on validation images);
+   the sampler learns on validation images, and the run keeps its last epoch rather than select on them);
 5. moves w by that score's gradient with Adam (META_SAMPLER.lr);
 6. hands the batch on to the ordinary training step.
 """
@@ -271,6 +271,16 @@ class MetaSampledLoader(DataLoaderStateMixin):
 
 # BALMS's meta set: the training split on CIFAR (and here on ImageFolderLT), the val list on these
 META_FROM_VAL = ("ImageNetLT", "PlacesLT")
+# Where the meta sampler learns on the val list, its val scores are no held-out measure: the last epoch is kept
+LEARNS_ON_VAL = "last epoch (the meta sampler learns on val)"
+
+
+def checkpoint_selection(cfg, select_on: str) -> str:
+    """How a run picks the checkpoint it reports, as its results' `selected_by` says it: by TRAIN.ckp_metric on
+    `select_on` ("val bcr"), or LEARNS_ON_VAL where the meta sampler learns on the val list (META_FROM_VAL)."""
+    if cfg.DATASET.sampler == META and cfg.DATASET.name in META_FROM_VAL and select_on == "val":
+        return LEARNS_ON_VAL
+    return f"{select_on} {cfg.TRAIN.ckp_metric}"
 
 
 def with_meta_sampler(cfg, loaders: dict, train_loader, model: nn.Module, optimizer, criterion, accelerator,

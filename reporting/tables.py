@@ -120,7 +120,8 @@ def intro_section(root: Path, runs: list[Run], complete: list[Run]) -> list[str]
              "mean ± sample standard deviation over seeds, n = number of seeds. Each run is scored at the checkpoint "
              "its `selected_by` names (the epoch with the best validation score, or the best test score when no "
              "validation split was held out, which flatters the numbers); \"last epoch\" is the final epoch's "
-             "checkpoint instead. Seeds are pooled only when the rest of the config matches; rows labelled "
+             "checkpoint instead (a meta-sampler run that learns on the val list keeps it, as its val scores are "
+             "not held out). Seeds are pooled only when the rest of the config matches; rows labelled "
              "[KEY=value] differ in those settings.", ""]
     selections = defaultdict(int)
     for run in complete:

@@ -13,8 +13,8 @@ from config import check, load_config
 from conftest import ROOT, check_ok, read, run_main
 from errors import ConfigError
 from losses import BalancedSoftmax
-from meta_sampler import (InnerSGD, MetaBatch, draw, initial_weights, inner_sgd, sampler_gradient, selection,
-                          sgd_step)
+from meta_sampler import (LEARNS_ON_VAL, InnerSGD, MetaBatch, checkpoint_selection, draw, initial_weights, inner_sgd,
+                          sampler_gradient, selection, sgd_step)
 from reporting.runs import stage2_method
 from test_main import check_error
 
@@ -227,6 +227,42 @@ def test_stage2_with_the_meta_sampler_trains_the_classifier_only(cifar_root, tmp
 def test_stage2_with_the_meta_sampler_needs_stage1(cifar_root, tmp_path):
     line = check_error(run_main(cifar_root, tmp_path, "DATASET.sampler", "meta", "LOSS.name", "BalancedSoftmax"))
     assert "without TRAIN.stage2_from" in line
+
+
+LIST_DATA = ["DATASET.strict_sizes", "false", "DATASET.img_size", "32", "DATASET.aug_info",
+             "[RandomResizedCrop, RandomHorizontalFlip]"]
+
+
+@pytest.mark.parametrize("data, sampler, selected_by", [
+    (["DATASET.name", "ImageNetLT", *LIST_DATA], "meta", LEARNS_ON_VAL),
+    (["DATASET.name", "PlacesLT", *LIST_DATA], "meta", LEARNS_ON_VAL),
+    ([], "meta", "val bcr"),  # CIFAR: the meta set is the training split, val stays held out
+    (["DATASET.name", "ImageNetLT", *LIST_DATA], "instance", "val bcr"),
+])
+def test_where_the_meta_sampler_learns_on_val_the_run_selects_its_last_epoch(data, sampler, selected_by):
+    cfg = _config(*data, "DATASET.sampler", sampler)
+    assert checkpoint_selection(cfg, "val") == selected_by
+    assert checkpoint_selection(cfg, "test") == "test bcr"
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*published:UserWarning")
+def test_a_meta_sampler_run_on_imagenet_lt_reports_its_last_epoch_not_val(tmp_path):
+    """There the meta set is the val list: the results say the last epoch was kept, and it was."""
+    from fake_lists import LIST_RUN, make_lists
+
+    make_lists(tmp_path / "data")
+    data = [*LIST_RUN, "DATASET.cache_dir", str(tmp_path / "cache"), "DATASET.batch_size", "64"]
+    check_ok(run_main(tmp_path / "data", tmp_path, *data, "TRAIN.epochs", "1", "LOSS.name", "BalancedSoftmax",
+                      "DEFAULT.exp_name", "BS"))
+    proc = run_main(tmp_path / "data", tmp_path, *data, "TRAIN.epochs", "3", "DEFAULT.exp_name", "meta",
+                    "TRAIN.stage2_from", str(tmp_path / "ImageNetLT" / "resnet32" / "BS"), "DATASET.sampler", "meta",
+                    "LOSS.name", "BalancedSoftmax", "META_SAMPLER.batch_size", "16", "OPTIMIZER.lr", "0.5")
+    check_ok(proc)
+    results = read(tmp_path / "ImageNetLT" / "resnet32" / "meta" / "results-seed0.json")
+    assert results["selected_by"] == LEARNS_ON_VAL and results["best_epoch"] == 3
+    assert results["test"] == results["test_last_epoch"]
+    assert f"checkpoint by {LEARNS_ON_VAL}" in proc.stdout
 
 
 def test_the_report_names_a_meta_sampler_run_for_balms():

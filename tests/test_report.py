@@ -516,3 +516,21 @@ def test_a_losss_own_setting_labels_rows_of_that_loss(tmp_path):
     assert [(row[0], row[1].strip("*")) for row in rows] == [
         ("CrossEntropyLoss", "40.00 ± 0.00 (n=4)"), ("LogitAdjusted [LOSS.tau=0.5]", "50.00 ± 0.00 (n=2)"),
         ("LogitAdjusted [LOSS.tau=1.0]", "50.00 ± 0.00 (n=2)")]
+
+
+def test_a_meta_sampler_run_that_learnt_on_val_is_labelled_by_its_last_epoch(tmp_path):
+    """Its results say so (meta_sampler.LEARNS_ON_VAL), and the report's selection line and its row's settings
+    name the last epoch, never val."""
+    from meta_sampler import LEARNS_ON_VAL
+
+    path = fake_result(tmp_path, "BalancedSoftmax", 0, 0.5, dataset="ImageNetLT")
+    results = json.loads(path.read_text())
+    path.write_text(json.dumps({**results, "selected_by": LEARNS_ON_VAL, "best_epoch": 3}))
+    fake_result(tmp_path, "CrossEntropyLoss", 0, 0.4, dataset="ImageNetLT")
+    report.report(tmp_path)
+    markdown = (tmp_path / "report.md").read_text()
+    assert (f"Checkpoint selection: {LEARNS_ON_VAL} (1 run(s)), val bcr (1 run(s))." in markdown
+            or f"Checkpoint selection: val bcr (1 run(s)), {LEARNS_ON_VAL} (1 run(s))." in markdown)
+    rows = [line for line in (tmp_path / "report.csv").read_text().splitlines() if "BalancedSoftmax" in line]
+    assert len(rows) == 1 and LEARNS_ON_VAL in rows[0] and "val bcr" not in rows[0]
+
