@@ -18,7 +18,8 @@ from config import check, data_seed, load_config
 from datasets import build_loaders, build_splits, image_side, normalization
 from errors import ConfigError, DatasetNotFoundError, NonFiniteLossError
 from losses import build_loss
-from meta_sampler import LEARNS_ON_VAL, checkpoint_selection, restore_sampler, sampler_state, with_meta_sampler
+from meta_sampler import (LEARNS_ON_VAL, check_processes, checkpoint_selection, restore_sampler, sampler_state,
+                          with_meta_sampler)
 from metrics import per_class_report, percent, summarize
 from mixup import build_mixup
 from models import build_model
@@ -47,6 +48,7 @@ def run(cfg) -> None:
         raise ConfigError(f"DATASET.batch_size {cfg.DATASET.batch_size} must divide evenly over "
                           f"{accelerator.num_processes} process(es) x TRAIN.grad_accum_steps "
                           f"{cfg.TRAIN.grad_accum_steps}: make it a multiple of {passes}")
+    check_processes(cfg, accelerator.num_processes)  # the meta sampler's step is the whole batch's
     how = ("not distributed" if accelerator.num_processes == 1 else
            f"distributed ({accelerator.distributed_type.value})")  # accelerate's label; its single-process one is NO
     accelerator.print(f"training on {accelerator.device}: {accelerator.num_processes} process(es), {how}; precision "

@@ -180,8 +180,7 @@ class MetaSampledLoader(DataLoaderStateMixin):
     META_SAMPLER.batch_size draws from `meta_loader`'s split, each a class uniformly and then one of its images (with
     replacement), made as that loader makes its batches (a training loader augments them, an evaluation one does not).
 
-    Under several processes each draws its own share of the batch, and the sampler's gradient is averaged over
-    them before its step, so that every process keeps the same weights."""
+    It runs in one process (see `check_processes`)."""
 
     def __init__(self, loader, meta_loader, model: nn.Module, optimizer, criterion, accelerator, num_per_cls, *,
                  lr: float, meta_batch: int, init_pow: float, seed: int) -> None:
@@ -191,7 +190,7 @@ class MetaSampledLoader(DataLoaderStateMixin):
         self.device = self.train_images.targets.device
         self.weight = nn.Parameter(initial_weights(num_per_cls, init_pow).to(self.device))
         self.sampler_optimizer = torch.optim.Adam([self.weight], lr=lr)  # BALMS's optimizer_meta
-        self.meta_batch = meta_batch // accelerator.num_processes
+        self.meta_batch = meta_batch
         self.seed, self.epoch = seed, 0
         meta_targets = self.meta_images.targets
         self.by_class = meta_targets.argsort(stable=True)  # the meta split's indices, class by class
@@ -265,7 +264,7 @@ class MetaSampledLoader(DataLoaderStateMixin):
         batch = MetaBatch(classifier, {name: p.detach() for name, p in named.items()},
                           inner_sgd(self.optimizer, named), self.log_prior, targets, drawn, features,
                           targets[drawn.indices], meta_features, meta_labels)
-        self.weight.grad = self.accelerator.reduce(sampler_gradient(self.weight, batch), "mean")
+        self.weight.grad = sampler_gradient(self.weight, batch)
         self.sampler_optimizer.step()
 
 
@@ -295,6 +294,16 @@ def with_meta_sampler(cfg, loaders: dict, train_loader, model: nn.Module, optimi
     return MetaSampledLoader(train_loader, meta_loader, model, optimizer, criterion, accelerator, num_per_cls,
                              lr=meta.lr, meta_batch=meta.batch_size or cfg.DATASET.batch_size,
                              init_pow=meta.init_pow, seed=cfg.DEFAULT.seed)
+
+
+def check_processes(cfg, num_processes: int) -> None:
+    """Refuse the meta sampler under several processes, in one line: BALMS differentiates one SGD step on the whole
+    batch against the whole meta batch, and a process holds only its shard of each (their sampler gradients, each
+    of a step on one shard, would average to another gradient)."""
+    if cfg.DATASET.sampler == META and num_processes > 1:
+        raise ConfigError(f"DATASET.sampler meta runs in one process, not {num_processes}: its meta step "
+                          "differentiates one SGD step on the whole batch, which the processes would split; launch "
+                          "it as one process (python main.py, not torchrun or accelerate launch)")
 
 
 def sampler_state(loader) -> dict | None:

@@ -13,8 +13,8 @@ from config import check, load_config
 from conftest import ROOT, check_ok, read, run_main
 from errors import ConfigError
 from losses import BalancedSoftmax
-from meta_sampler import (LEARNS_ON_VAL, InnerSGD, MetaBatch, checkpoint_selection, draw, initial_weights, inner_sgd,
-                          sampler_gradient, selection, sgd_step)
+from meta_sampler import (LEARNS_ON_VAL, InnerSGD, MetaBatch, check_processes, checkpoint_selection, draw,
+                          initial_weights, inner_sgd, sampler_gradient, selection, sgd_step)
 from reporting.runs import stage2_method
 from test_main import check_error
 
@@ -187,6 +187,25 @@ def test_meta_sampler_settings_pass_check(data):
 def test_a_meta_sampler_that_would_not_run_as_balms_is_refused(overrides, named):
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         check(_config(*overrides))
+
+
+def test_the_meta_sampler_is_refused_under_several_processes_in_one_line():
+    """Each process would differentiate a step on its shard of the batch, not BALMS's step on the whole batch."""
+    check_processes(_config(), 1)
+    check_processes(_config("DATASET.sampler", "instance"), 2)
+    with pytest.raises(ConfigError, match=r"^DATASET\.sampler meta runs in one process, not 2: .*launch it as one "
+                                          r"process \(python main\.py, not torchrun or accelerate launch\)$"):
+        check_processes(_config(), 2)
+
+
+@pytest.mark.slow
+def test_main_refuses_the_meta_sampler_under_two_processes(cifar_root, tmp_path):
+    """Before any data or stage-1 file is read: the refusal is each process's one line."""
+    proc = run_main(cifar_root, tmp_path, "DATASET.sampler", "meta", "LOSS.name", "BalancedSoftmax",
+                    "TRAIN.stage2_from", str(tmp_path / "stage1.pt"), nproc=2, env={"CUDA_VISIBLE_DEVICES": ""})
+    assert proc.returncode != 0
+    assert proc.stderr.count("error: DATASET.sampler meta runs in one process, not 2: ") == 2, proc.stderr[-3000:]
+    assert "does not exist" not in proc.stderr  # refused before the stage-1 file is looked for
 
 
 @pytest.mark.parametrize("key, value", [("META_SAMPLER.lr", "0.1"), ("META_SAMPLER.batch_size", "64"),
