@@ -36,7 +36,7 @@ from models import build_model, classifier_name
 from posthoc import POST_HOC, adjusted_logits, parse_taus
 from run_folder import check_writable
 from runtime import cpu_only, mixed_precision
-from stage2 import Stage2Model, load_stage1
+from stage2 import Stage2Model, load_stage1, sha256
 from train import Predictions, is_better, predict
 
 
@@ -66,6 +66,8 @@ def checkpoint_and_config(path: Path, overrides: list[str]) -> tuple[dict, objec
 
 def evaluate_checkpoint(path: Path, out: Path, overrides: list[str], post_hoc: dict[str, list[float]]) -> None:
     """The checkpoint's test scores into `out`, and each post-hoc method's (name -> taus) into a folder of its own."""
+    # the file's sha256, taken before it is read: report.py leaves out results whose checkpoint was since replaced
+    digest = sha256(path)
     state, cfg = checkpoint_and_config(path, overrides)
     seed = cfg.DEFAULT.seed
     precision, why = mixed_precision(cfg.TRAIN.mixed_precision)
@@ -91,7 +93,8 @@ def evaluate_checkpoint(path: Path, out: Path, overrides: list[str], post_hoc: d
     model = accelerator.prepare(model.to(memory_format=torch.channels_last))
     logits, targets = predict(model, loaders["test"], accelerator)
     scores = summarize(logits, targets, num_per_cls)
-    record = {"checkpoint": str(path.resolve()), "epoch": state.get("epoch"), "num_per_cls": num_per_cls,
+    record = {"checkpoint": str(path.resolve()), "checkpoint_sha256": digest, "epoch": state.get("epoch"),
+              "num_per_cls": num_per_cls,
               "config": OmegaConf.to_container(cfg), "stage1": stage1}
     if accelerator.is_main_process:
         write_results(out, seed, {**record, "test": scores}, Predictions(logits, targets))

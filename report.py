@@ -50,7 +50,7 @@ def report(roots: Path | list[Path], factor=None, out: Path | None = None) -> li
     complete = [run for run in runs if run.status == "complete"]
     figures, notes = make_figures(out, complete, factor)
     write_markdown(out / "report.md", root, runs, figures, notes)
-    write_runs_csv(out / "report.csv", root, runs)
+    write_runs_csv(out / "report.csv", root, [run for run in runs if run.status != "stale"])  # report.md names them
     write_cells_csv(out / "report_cells.csv", complete)
     return [out / name for name in ("report.md", "report.csv", "report_cells.csv", *figures)]
 

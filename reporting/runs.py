@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from config import LIST_BENCHMARKS, NO_EFFECT, with_defaults
 from errors import ConfigError
 from run_folder import holder
+from stage2 import sha256
 
 # Config keys that name a run's cell in the tables, and those that never change what a run trains
 IDENTITY_KEYS = ("DATASET.name", "DATASET.imbalance_type", "DATASET.imbalance_factor", "LOSS.name", "MODEL.name")
@@ -38,7 +39,7 @@ class Run:
     folder: Path
     seed: int
     config: dict
-    status: str = "complete"          # complete | incomplete | re-evaluation
+    status: str = "complete"          # complete | incomplete | re-evaluation | stale (see `stale`)
     results: dict = field(default_factory=dict)
     note: str = ""
     last_epoch: int | None = None     # epochs finished, for an incomplete run
@@ -250,7 +251,10 @@ def seed_run(folder: Path, seed: int, folder_config: dict | None) -> Run:
         # correction of a checkpoint is a row of its own
         status = "re-evaluation" if "checkpoint" in results and "post_hoc" not in results else "complete"
         config = results.get("config") or folder_config or {}
-        return Run(folder, seed, config, status, results, epochs=run_epochs(config, results))
+        run = Run(folder, seed, config, status, results, epochs=run_epochs(config, results))
+        if "checkpoint" in results and (why := stale(folder, results)):
+            run.status, run.note = "stale", why
+        return run
     state = read_checkpoint(paths["last"]) or {}
     config = state.get("config") or folder_config or {}
     run = Run(folder, seed, config, "incomplete", last_epoch=state.get("epoch", 0), epochs=run_epochs(config, state))
@@ -266,6 +270,29 @@ def seed_run(folder: Path, seed: int, folder_config: dict | None) -> Run:
     else:
         run.note = "stopped mid-training: rerun the same command to resume it"
     return run
+
+
+_hashes = {}  # (path, size, mtime) -> sha256: each checkpoint is read once a report, however many results name it
+
+
+def stale(folder: Path, results: dict) -> str | None:
+    """Why evaluate.py's results in `folder` no longer describe the checkpoint whose sha256 they recorded, or None:
+    it is gone, or another file now stands there (a run trained again over it with DEFAULT.overwrite true). It is
+    looked for where it was, then by its name in the run folders above the results (folders copied from another
+    machine). Results written before they recorded the sha256 cannot tell, and are kept."""
+    recorded = results.get("checkpoint_sha256")
+    if recorded is None:
+        return None
+    name = Path(str(results["checkpoint"])).name
+    found = next((path for path in (Path(str(results["checkpoint"])), folder.parent / name,
+                                    folder.parent.parent / name) if path.is_file()), None)
+    if found is None:
+        return f"its checkpoint {name} is gone"
+    about = found.stat()
+    key = (str(found.resolve()), about.st_size, about.st_mtime_ns)
+    if key not in _hashes:
+        _hashes[key] = sha256(found)
+    return None if _hashes[key] == recorded else f"{found.name} is another file now than the one it scored"
 
 
 def find_runs(roots: list[Path]) -> list[Run]:

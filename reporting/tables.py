@@ -129,9 +129,17 @@ def intro_section(root: Path, runs: list[Run], complete: list[Run]) -> list[str]
     if selections:
         lines += ["Checkpoint selection: " + ", ".join(f"{name} ({count} run(s))" for name, count in
                                                       selections.items()) + ".", ""]
+    if left_out := [run for run in runs if run.status == "stale"]:
+        lines += [left_out_line(left_out, root), ""]
     for warning in repeated_seeds(complete, root):
         lines += [f"**Warning**: {warning}", ""]
     return lines
+
+
+def left_out_line(runs: list[Run], root: Path) -> str:
+    """The one line that names evaluate.py's results the report leaves out, as their checkpoint changed since."""
+    where = "; ".join(f"{run.folder.relative_to(root)} seed {run.seed}: {run.note}" for run in runs)
+    return f"Left out: {len(runs)} evaluation result(s) of a checkpoint since replaced or removed ({where})."
 
 
 def tables_section(complete: list[Run]) -> list[str]:

@@ -13,7 +13,7 @@ from errors import ConfigError
 from models.heads import NormedLinear
 from posthoc import adjusted_logits, logit_adjust, parse_taus, tau_normalise
 from report import report
-from stage2 import ScaledClassifier, Stage2Model
+from stage2 import ScaledClassifier, Stage2Model, sha256
 
 COUNTS = [90, 50, 20, 5]
 DATA = ["DATASET.imbalance_type", "exp", "DATASET.imbalance_factor", "10"]
@@ -171,6 +171,8 @@ def test_tau_is_chosen_on_validation_and_written_down(runs, cifar_root):
     assert choice["val"][str(choice["tau"])] == max(choice["val"].values())
     assert choice["tau"] == next(float(t) for t, v in choice["val"].items() if v == max(choice["val"].values()))
     assert adjusted["selected_by"] == "val bcr"  # the checkpoint's own selection, as its run wrote it
+    scored = sha256(folders["val"] / "model-seed0-best.pt")  # report.py checks that it still stands there
+    assert adjusted["checkpoint_sha256"] == read(out / "results-seed0.json")["checkpoint_sha256"] == scored
     assert not (out / "logit_adjust_tau1").exists()  # no test scores for the taus not chosen
     # tau 0, the only one given for tau-norm, is chosen; it scores without the bias, so not the plain logits
     assert read(out / "tau_norm" / "results-seed0.json")["post_hoc"]["tau"] == 0.0

@@ -534,3 +534,36 @@ def test_a_meta_sampler_run_that_learnt_on_val_is_labelled_by_its_last_epoch(tmp
     rows = [line for line in (tmp_path / "report.csv").read_text().splitlines() if "BalancedSoftmax" in line]
     assert len(rows) == 1 and LEARNS_ON_VAL in rows[0] and "val bcr" not in rows[0]
 
+
+@pytest.mark.parametrize("change, note", [("replace", "is another file now"), ("remove", "is gone"), (None, None)])
+def test_evaluation_rows_of_a_checkpoint_since_replaced_are_left_out_in_one_line(tmp_path, change, note):
+    """evaluate.py's results record the sha256 of the checkpoint they scored; a run trained again over it
+    (DEFAULT.overwrite true) leaves other weights there, and its old evaluations are no rows of them."""
+    from stage2 import sha256
+
+    folder = fake_result(tmp_path, "CrossEntropyLoss", 0, 0.40).parent
+    checkpoint = folder / "model-seed0-best.pt"
+    checkpoint.write_bytes(b"the weights evaluated")
+    for where, method in ((folder / "evaluation", None), (folder / "evaluation" / "logit_adjust", "logit_adjust")):
+        evaluated = fake_result(tmp_path, "CrossEntropyLoss", 0, 0.48, folder=str(where.relative_to(folder.parent)))
+        data = json.loads(evaluated.read_text())
+        post_hoc = {"post_hoc": {"method": method, "tau": 1.0, "chosen_on": "val bcr"},
+                    "selected_by": "val bcr"} if method else {}
+        evaluated.write_text(json.dumps({"checkpoint": str(checkpoint), "checkpoint_sha256": sha256(checkpoint),
+                                         "epoch": 2, "test": data["test"], "config": data["config"], **post_hoc}))
+    if change == "replace":
+        checkpoint.write_bytes(b"weights trained again")
+    elif change == "remove":
+        checkpoint.unlink()
+    report.main([str(tmp_path)])
+    markdown = (tmp_path / "report.md").read_text()
+    _, rows = table(markdown, "loss")
+    left_out = [line for line in markdown.splitlines() if line.startswith("Left out:")]
+    csv_rows = (tmp_path / "report.csv").read_text().splitlines()[1:]
+    if change is None:
+        assert [row[0] for row in rows] == ["CrossEntropyLoss", "CrossEntropyLoss + logit adjustment (tau on val)"]
+        assert "## Re-evaluations" in markdown and not left_out and len(csv_rows) == 3
+        return
+    assert [row[0] for row in rows] == ["CrossEntropyLoss"] and "## Re-evaluations" not in markdown
+    assert len(left_out) == 1 and left_out[0].startswith("Left out: 2 evaluation result(s) of a checkpoint since")
+    assert left_out[0].count(note) == 2 and len(csv_rows) == 1
