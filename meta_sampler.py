@@ -30,6 +30,7 @@ from torch import nn
 from torch.func import functional_call, grad
 
 from datasets.list_loaders import CachedLoader
+from datasets.loaders import stream_seed
 from errors import ConfigError
 
 META = "meta"  # the DATASET.sampler value
@@ -230,8 +231,8 @@ class MetaSampledLoader(DataLoaderStateMixin):
 
     def __iter__(self):
         train = self.train_images
-        generator = torch.Generator(self.device).manual_seed(
-            ((self.seed * 100_003 + self.epoch) * 1_009 + train.rank) * 3 + 1)  # a stream apart from the loader's
+        # a stream apart from the loader's, whose augmentation draws from stream_seed(seed, epoch, rank) itself
+        generator = torch.Generator(self.device).manual_seed(stream_seed(self.seed, self.epoch, train.rank) * 3 + 1)
         sizes = self.batch_sizes()
         self.begin()
         try:
