@@ -109,7 +109,7 @@ class MetaBatch(NamedTuple):
     classifier: nn.Module
     params: dict  # the classifier's trained parameters, by name
     sgd: InnerSGD
-    log_prior: torch.Tensor  # Balanced Softmax's shift
+    loss: nn.Module  # Balanced Softmax, whose per-image form the inner step weighs
     targets: torch.Tensor  # of the whole training split, which the batch was drawn from
     drawn: Draw
     features: torch.Tensor
@@ -125,7 +125,7 @@ def meta_loss(weight: torch.Tensor, batch: MetaBatch) -> torch.Tensor:
 
     def inner_loss(params: dict) -> torch.Tensor:
         logits = functional_call(batch.classifier, params, (batch.features,))
-        losses = F.cross_entropy(logits.float() + batch.log_prior, batch.labels, reduction="none")
+        losses = batch.loss.per_image(logits.float(), batch.labels)
         return (losses * weights).mean()
 
     stepped = sgd_step(batch.params, grad(inner_loss)(batch.params), batch.sgd)
@@ -187,7 +187,7 @@ class MetaSampledLoader(DataLoaderStateMixin):
                  lr: float, meta_batch: int, init_pow: float, seed: int) -> None:
         self.base, self.model, self.optimizer, self.accelerator = loader, model, optimizer, accelerator
         self.train_images, self.meta_images = images_of(loader), images_of(meta_loader)
-        self.log_prior = criterion.log_prior.float()
+        self.criterion = criterion
         self.device = self.train_images.targets.device
         self.weight = nn.Parameter(initial_weights(num_per_cls, init_pow).to(self.device))
         self.sampler_optimizer = torch.optim.Adam([self.weight], lr=lr)  # BALMS's optimizer_meta
@@ -263,7 +263,7 @@ class MetaSampledLoader(DataLoaderStateMixin):
         named = {name: p for name, p in classifier.named_parameters() if p.requires_grad}
         targets = self.train_images.targets
         batch = MetaBatch(classifier, {name: p.detach() for name, p in named.items()},
-                          inner_sgd(self.optimizer, named), self.log_prior, targets, drawn, features,
+                          inner_sgd(self.optimizer, named), self.criterion, targets, drawn, features,
                           targets[drawn.indices], meta_features, meta_labels)
         self.weight.grad = sampler_gradient(self.weight, batch)
         self.sampler_optimizer.step()

@@ -64,7 +64,7 @@ def test_meta_steps_give_balms_sampler_gradients():
         features, labels = inputs["features"][drawn.indices], targets[drawn.indices]
         named = dict(classifier.named_parameters())
         batch = MetaBatch(classifier, {name: p.detach() for name, p in named.items()}, inner_sgd(sgd, named),
-                          criterion.log_prior, targets, drawn, features, labels, meta_features, meta_labels)
+                          criterion, targets, drawn, features, labels, meta_features, meta_labels)
         weight.grad = sampler_gradient(weight, batch)
         torch.testing.assert_close(weight.grad, torch.tensor(BALMS_GRADIENT[step]), rtol=1e-5, atol=1e-9)
         adam.step()
@@ -83,12 +83,18 @@ def test_the_gradient_moves_when_the_meta_set_does():
     weight, targets = initial_weights(r.COUNTS, r.INIT_POW), inputs["targets"]
     drawn = draw(weight, targets, r.BATCH, torch.Generator().manual_seed(0))
 
-    def gradient(meta):
+    def gradient(meta, loss=BalancedSoftmax(r.COUNTS)):
         return sampler_gradient(weight, MetaBatch(classifier, {k: v.detach() for k, v in named.items()},
-                                                  inner_sgd(sgd, named), BalancedSoftmax(r.COUNTS).log_prior, targets,
+                                                  inner_sgd(sgd, named), loss, targets,
                                                   drawn, inputs["features"][drawn.indices], targets[drawn.indices],
                                                   *meta))
     assert not torch.allclose(gradient(inputs["meta"][0]), gradient(inputs["meta"][1]))
+    # the inner step weighs the run's loss's own per-image form: the logit-adjusted loss at tau 1 is Balanced
+    # Softmax, at tau 0 cross-entropy, another step
+    from losses import LogitAdjusted
+
+    torch.testing.assert_close(gradient(inputs["meta"][0], LogitAdjusted(r.COUNTS, 1.0)), gradient(inputs["meta"][0]))
+    assert not torch.allclose(gradient(inputs["meta"][0], LogitAdjusted(r.COUNTS, 0.0)), gradient(inputs["meta"][0]))
 
 
 @pytest.mark.parametrize("init_pow, balanced", [(0.0, "images"), (1.0, "classes")])
