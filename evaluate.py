@@ -8,11 +8,11 @@ not change the weights' meaning, such as `DATASET.datadir` when the data moved. 
 alike; the training outputs are never touched.
 
 --logit-adjust (the classifier's own logits minus tau x log of the training prior) and --tau-norm (each class's weight
-row divided by its norm to the power tau, the bias dropped, as Kang et al.'s method has it; a normed head's features
-and rows normalised as it normalises them, so there only LWS's scales change) correct the classifier after training; each
+row divided by its norm to the power tau, the bias dropped, as Kang et al.'s method has it; a normed head's features and
+rows normalised as it normalises them, so there only LWS's scales change) correct the classifier after training; each
 writes its own results into a folder of --out named for it. Given several taus (`0,0.5,1`), where the run held out a
-validation split the tau with the best validation score (TRAIN.ckp_metric) is chosen and written down, and only its
-test scores are reported; without one (iNat 2018's val list is its test list), every tau gets its own folder
+validation split the tau with the best validation score (TRAIN.ckp_metric) is chosen and written down, and only its test
+scores are reported; without one (iNat 2018's val list is its test list), every tau gets its own folder
 (logit_adjust_tau0.5/). Tau is never chosen on the test set.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from accelerate import Accelerator
 from omegaconf import OmegaConf
 from torch import nn
 
-from checkpoint import load_checkpoint, output_glob, output_paths, output_seeds, save_json
+from checkpoint import load_checkpoint, output_glob, output_paths, output_seeds, save_json, sha256
 from config import apply_overrides, check, data_seed, with_defaults
 from datasets import build_splits, eval_loader, image_side, normalization
 from errors import ConfigError, DatasetNotFoundError
@@ -36,7 +36,7 @@ from models import build_model, classifier_name
 from posthoc import POST_HOC, adjusted_logits, parse_taus
 from run_folder import check_writable
 from runtime import cpu_only, mixed_precision
-from stage2 import Stage2Model, load_stage1, sha256
+from stage2 import Stage2Model, load_stage1
 from train import Predictions, is_better, predict
 
 

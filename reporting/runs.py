@@ -10,13 +10,12 @@ from typing import NamedTuple
 
 import yaml
 
-from checkpoint import RESUMABLE_CHANGES, SHARED_CONFIG, load_checkpoint, output_paths, output_seeds
+from checkpoint import RESUMABLE_CHANGES, SHARED_CONFIG, load_checkpoint, output_paths, output_seeds, sha256
 from omegaconf import OmegaConf
 
 from config import LIST_BENCHMARKS, NO_EFFECT, with_defaults
 from errors import ConfigError
 from run_folder import holder
-from stage2 import sha256
 
 # Config keys that name a run's cell in the tables, and those that never change what a run trains
 IDENTITY_KEYS = ("DATASET.name", "DATASET.imbalance_type", "DATASET.imbalance_factor", "LOSS.name", "MODEL.name")

@@ -8,12 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from checkpoint import sha256
 from conftest import check_ok, read, run_main, run_script
 from errors import ConfigError
 from models.heads import NormedLinear
 from posthoc import adjusted_logits, logit_adjust, parse_taus, tau_normalise
 from report import report
-from stage2 import ScaledClassifier, Stage2Model, sha256
+from stage2 import ScaledClassifier, Stage2Model
 
 COUNTS = [90, 50, 20, 5]
 DATA = ["DATASET.imbalance_type", "exp", "DATASET.imbalance_factor", "10"]

@@ -539,7 +539,7 @@ def test_a_meta_sampler_run_that_learnt_on_val_is_labelled_by_its_last_epoch(tmp
 def test_evaluation_rows_of_a_checkpoint_since_replaced_are_left_out_in_one_line(tmp_path, change, note):
     """evaluate.py's results record the sha256 of the checkpoint they scored; a run trained again over it
     (DEFAULT.overwrite true) leaves other weights there, and its old evaluations are no rows of them."""
-    from stage2 import sha256
+    from checkpoint import sha256
 
     folder = fake_result(tmp_path, "CrossEntropyLoss", 0, 0.40).parent
     checkpoint = folder / "model-seed0-best.pt"
