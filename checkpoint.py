@@ -1,6 +1,7 @@
 """The run folder: atomic writes, checkpoints with everything needed to resume, and the resume decision."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -213,6 +214,15 @@ def load_checkpoint(path: Path) -> dict:
     except Exception as error:  # a truncated or foreign file: say which, not a traceback
         raise ConfigError(f"{path} cannot be read ({unreadable(path, error)}): pass a checkpoint main.py wrote "
                           f"({output_glob('last')}), or the run folder that holds it") from None
+
+
+def sha256(path: Path) -> str:
+    """The file's sha256 as hex, read in blocks: what stage 2, evaluate.py and a released file record of a checkpoint."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def restore_scaler(scaler, state: dict, device) -> str | None:

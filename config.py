@@ -323,43 +323,64 @@ def data_seed(cfg: DictConfig) -> int:
 
 
 def check(cfg: DictConfig) -> None:
-    """Refuse values that would fail later, naming the valid choices; imports the registries here, so that
+    """Refuse values that would fail later, naming the valid choices; imports the registries in its parts, so that
     importing config.py alone costs no torch or timm."""
-    import timm
+    from meta_sampler import check_meta_sampler
 
+    _check_choices(cfg)
+    check_meta_sampler(cfg)
+    _check_augmentations(cfg)
+    _check_model(cfg)
+    _check_sizes(cfg)
+    _check_methods(cfg)
+    _check_normalisation(cfg)
+    _check_seeds(cfg)
+    check_exp_name(cfg.DEFAULT.exp_name)
+    _check_optimizer(cfg)
+
+
+def _one_of(key: str, value, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} {value!r} is not valid; choose one of: {', '.join(map(str, choices))}")
+
+
+def _check_choices(cfg: DictConfig) -> None:
+    """Every key that names one of a registry's entries."""
     from models import CLASSIFIER_INITS, CLASSIFIERS  # importing models registers resnet32 with timm
-    from datasets import (AUGMENTATIONS, DATASETS, DRAWS, FAST_AUGMENTATIONS, FAST_LIST_AUGMENTATIONS,
-                          IMBALANCE_TYPES, LIST_AUGMENTATIONS, SAMPLERS)
+    from datasets import DATASETS, DRAWS, IMBALANCE_TYPES, SAMPLERS
     from losses import LOSSES, REWEIGHTS
-    from meta_sampler import META, check_meta_sampler
+    from meta_sampler import META
     from optim import INTERVALS, OPTIMIZERS, SCHEDULERS
     from stage2 import STAGE2_CLASSIFIERS
     from train import CHECKPOINT_METRICS
 
-    def one_of(key: str, value, choices) -> None:
-        if value not in choices:
-            raise ConfigError(f"{key} {value!r} is not valid; choose one of: {', '.join(map(str, choices))}")
-
     data, train = cfg.DATASET, cfg.TRAIN
-    one_of("DATASET.name", data.name, DATASETS)
-    one_of("DATASET.imbalance_type", data.imbalance_type, IMBALANCE_TYPES)
-    one_of("DATASET.loader", data.loader, ("fast", "classic"))
-    one_of("DATASET.draw", data.draw, DRAWS)
-    one_of("DATASET.sampler", data.sampler, (*SAMPLERS, META))
-    one_of("LOSS.name", cfg.LOSS.name, LOSSES)
-    one_of("LOSS.reweight", cfg.LOSS.reweight, REWEIGHTS)
-    one_of("MODEL.classifier", cfg.MODEL.classifier, CLASSIFIERS)
-    one_of("OPTIMIZER.name", cfg.OPTIMIZER.name, OPTIMIZERS)
-    one_of("SCHEDULER.sched_name", cfg.SCHEDULER.sched_name, SCHEDULERS)
-    one_of("TRAIN.mixed_precision", train.mixed_precision, ("fp16", "bf16", "no"))
-    one_of("TRAIN.ckp_metric", train.ckp_metric, CHECKPOINT_METRICS)
-    one_of("TRAIN.wandb.mode", train.wandb.mode, ("online", "offline"))
-    one_of("TRAIN.compile_mode", train.compile_mode, COMPILE_MODES)
-    one_of("MODEL.classifier_init", cfg.MODEL.classifier_init, CLASSIFIER_INITS)
-    one_of("TRAIN.stage2_classifier", train.stage2_classifier, STAGE2_CLASSIFIERS)
+    _one_of("DATASET.name", data.name, DATASETS)
+    _one_of("DATASET.imbalance_type", data.imbalance_type, IMBALANCE_TYPES)
+    _one_of("DATASET.loader", data.loader, ("fast", "classic"))
+    _one_of("DATASET.draw", data.draw, DRAWS)
+    _one_of("DATASET.sampler", data.sampler, (*SAMPLERS, META))
+    _one_of("LOSS.name", cfg.LOSS.name, LOSSES)
+    _one_of("LOSS.reweight", cfg.LOSS.reweight, REWEIGHTS)
+    _one_of("MODEL.classifier", cfg.MODEL.classifier, CLASSIFIERS)
+    _one_of("OPTIMIZER.name", cfg.OPTIMIZER.name, OPTIMIZERS)
+    _one_of("SCHEDULER.sched_name", cfg.SCHEDULER.sched_name, SCHEDULERS)
+    _one_of("TRAIN.mixed_precision", train.mixed_precision, ("fp16", "bf16", "no"))
+    _one_of("TRAIN.ckp_metric", train.ckp_metric, CHECKPOINT_METRICS)
+    _one_of("TRAIN.wandb.mode", train.wandb.mode, ("online", "offline"))
+    _one_of("TRAIN.compile_mode", train.compile_mode, COMPILE_MODES)
+    _one_of("MODEL.classifier_init", cfg.MODEL.classifier_init, CLASSIFIER_INITS)
+    _one_of("TRAIN.stage2_classifier", train.stage2_classifier, STAGE2_CLASSIFIERS)
+    _one_of("SCHEDULER.interval", cfg.SCHEDULER.interval, INTERVALS)
     if train.stage2_from is not None and not isinstance(train.stage2_from, str):
         raise ConfigError(f"TRAIN.stage2_from must be a path or null, got {train.stage2_from!r}")
-    check_meta_sampler(cfg)
+
+
+def _check_augmentations(cfg: DictConfig) -> None:
+    """DATASET.aug_info: names of the data set's augmentations, and of the fast loader's where it runs."""
+    from datasets import AUGMENTATIONS, FAST_AUGMENTATIONS, FAST_LIST_AUGMENTATIONS, LIST_AUGMENTATIONS
+
+    data = cfg.DATASET
     augmentations, fast = ((LIST_AUGMENTATIONS, FAST_LIST_AUGMENTATIONS) if _listed(cfg) else
                            (AUGMENTATIONS, FAST_AUGMENTATIONS))
     for name in data.aug_info:
@@ -371,6 +392,14 @@ def check(cfg: DictConfig) -> None:
             raise ConfigError(
                 f"DATASET.aug_info {name} needs per-image transforms: set DATASET.loader classic "
                 f"(the fast loader does {', '.join(fast)})")
+
+
+def _check_model(cfg: DictConfig) -> None:
+    """MODEL.name is a timm model, and a pretrained file to read exists."""
+    import timm
+
+    import models  # noqa: F401  registers resnet32 and resnet10 with timm
+
     if not timm.is_model(cfg.MODEL.name):
         close = difflib.get_close_matches(cfg.MODEL.name, timm.list_models(), n=3)
         raise ConfigError(f"MODEL.name {cfg.MODEL.name!r} is not a timm model; closest: {', '.join(close) or 'none'}")
@@ -379,9 +408,11 @@ def check(cfg: DictConfig) -> None:
             not Path(cfg.MODEL.pretrained_file).is_file():
         raise ConfigError(f"MODEL.pretrained_file {cfg.MODEL.pretrained_file} does not exist: give the path of a "
                           "local weights file")
-    if cfg.DEFAULT.data_seed is not None and not isinstance(cfg.DEFAULT.data_seed, int):
-        raise ConfigError(f"DEFAULT.data_seed must be an integer or null, got {cfg.DEFAULT.data_seed!r}")
-    one_of("SCHEDULER.interval", cfg.SCHEDULER.interval, INTERVALS)
+
+
+def _check_sizes(cfg: DictConfig) -> None:
+    """The counts and fractions of the data and the schedule: batch sizes, epochs, imbalance, warm-up."""
+    data, train = cfg.DATASET, cfg.TRAIN
     if not 0 < cfg.SCHEDULER.warmup_start <= 1:
         raise ConfigError(f"SCHEDULER.warmup_start must be in (0, 1] (a fraction of OPTIMIZER.lr), "
                           f"got {cfg.SCHEDULER.warmup_start}")
@@ -403,7 +434,11 @@ def check(cfg: DictConfig) -> None:
     for key in ("DATASET.num_workers", "DATASET.val_per_class", "SCHEDULER.warmup"):
         if OmegaConf.select(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0, got {OmegaConf.select(cfg, key)}")
-    _check_methods(cfg)
+
+
+def _check_normalisation(cfg: DictConfig) -> None:
+    """The grey level of the augmentations' fill, and the per-channel mean and std."""
+    data = cfg.DATASET
     if not 0 <= data.aug_fill <= 255:
         raise ConfigError(f"DATASET.aug_fill must be a grey level from 0 to 255, got {data.aug_fill}")
     if (data.mean is None) != (data.std is None):
@@ -415,11 +450,21 @@ def check(cfg: DictConfig) -> None:
                               f"or null; got {shown!r}")
     if data.std is not None and min(data.std) <= 0:
         raise ConfigError(f"DATASET.std divides the pixels: every channel's must be > 0, got {list(data.std)}")
+
+
+def _check_seeds(cfg: DictConfig) -> None:
+    if cfg.DEFAULT.data_seed is not None and not isinstance(cfg.DEFAULT.data_seed, int):
+        raise ConfigError(f"DEFAULT.data_seed must be an integer or null, got {cfg.DEFAULT.data_seed!r}")
     for key in ("DEFAULT.seed", "DEFAULT.data_seed"):  # numpy takes seeds from 0 to 2**32 - 1
         value = OmegaConf.select(cfg, key)
         if value is not None and not 0 <= value < 2 ** 32:
             raise ConfigError(f"{key} must be a whole number >= 0 and < 2**32, got {value}")
-    check_exp_name(cfg.DEFAULT.exp_name)
+
+
+def _check_optimizer(cfg: DictConfig) -> None:
+    """The learning rates, and the optimizer's and scheduler's own parameters."""
+    from optim import OPTIMIZERS, SCHEDULERS
+
     lr = cfg.OPTIMIZER.lr
     if not _positive_number(lr):
         raise ConfigError(f"OPTIMIZER.lr must be a number > 0 (the peak learning rate), got {lr!r}")

@@ -14,11 +14,12 @@ On a CPU the scores are computed in fp32 (a released file's test set takes secon
 digits: bf16 rounds differently from one CPU to the next. `TRAIN.mixed_precision fp16` (or bf16) asks for the
 training run's precision instead; on a GPU that is the default.
 
---logit-adjust (logits minus tau x log of the training prior) and --tau-norm (each class's weight row divided by its
-norm to the power tau, the bias dropped, as Kang et al.'s method has it) correct the classifier after training; each
+--logit-adjust (the classifier's own logits minus tau x log of the training prior) and --tau-norm (each class's weight
+row divided by its norm to the power tau, the bias dropped, as Kang et al.'s method has it; a normed head's features and
+rows normalised as it normalises them, so there only LWS's scales change) correct the classifier after training; each
 writes its own results into a folder of --out named for it. Given several taus (`0,0.5,1`), where the run held out a
-validation split the tau with the best validation score (TRAIN.ckp_metric) is chosen and written down, and only its
-test scores are reported; without one (iNat 2018's val list is its test list), every tau gets its own folder
+validation split the tau with the best validation score (TRAIN.ckp_metric) is chosen and written down, and only its test
+scores are reported; without one (iNat 2018's val list is its test list), every tau gets its own folder
 (logit_adjust_tau0.5/). Tau is never chosen on the test set.
 
 Beside bcr, every evaluation reports the test ECE and NLL, and top-1 accuracy on the 11 shifted test sets of SADE
@@ -39,7 +40,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from calibration import reliability_bins, temperature_line, temperature_scaling, top_confidence
-from checkpoint import load_checkpoint, output_glob, output_paths, output_seeds, save_json
+from checkpoint import load_checkpoint, output_glob, output_paths, output_seeds, save_json, sha256
 from config import apply_overrides, check, data_seed, overridden_keys, with_defaults
 from datasets import build_splits, eval_loader, image_side, normalization
 from errors import ConfigError, DatasetNotFoundError
@@ -82,6 +83,8 @@ def evaluate_checkpoint(path: Path, out: Path, overrides: list[str], post_hoc: d
                         temperature: bool = False) -> None:
     """The checkpoint's test scores into `out`, and each post-hoc method's (name -> taus) into a folder of its own;
     `temperature`: temperature scaling fitted on the validation split too."""
+    # the file's sha256, taken before it is read: report.py leaves out results whose checkpoint was since replaced
+    digest = sha256(path)
     state, cfg = checkpoint_and_config(path, overrides)
     seed = cfg.DEFAULT.seed
     if cpu_only() and "TRAIN.mixed_precision" not in overridden_keys(overrides):
@@ -120,7 +123,8 @@ def evaluate_checkpoint(path: Path, out: Path, overrides: list[str], post_hoc: d
         calibration |= temperature_scaling(*predict(model, loaders["val"], accelerator), logits, targets)
     shifted = shifted_report(logits, targets, splits["test"].targets, num_per_cls, *model_log_prior(cfg, num_per_cls),
                              accelerator.num_processes, calibration.get("temperature"))
-    record = {"checkpoint": str(path.resolve()), "epoch": state.get("epoch"), "num_per_cls": num_per_cls,
+    record = {"checkpoint": str(path.resolve()), "checkpoint_sha256": digest, "epoch": state.get("epoch"),
+              "num_per_cls": num_per_cls,
               "config": OmegaConf.to_container(cfg), "stage1": stage1}
     if accelerator.is_main_process:
         write_results(out, seed, {**record, "test": scores, "shifted": shifted, "calibration": calibration},
@@ -141,7 +145,7 @@ def evaluate_checkpoint(path: Path, out: Path, overrides: list[str], post_hoc: d
     for method, taus in post_hoc.items():
         def scored(split: str, tau: float) -> tuple[dict, Predictions]:
             with torch.no_grad(), accelerator.autocast():  # the classifier at the model's own precision: tau 0 is plain
-                logits = adjusted_logits(method, features[split].logits, head.weight, head.bias, num_per_cls, tau)
+                logits = adjusted_logits(method, features[split].logits, head, num_per_cls, tau)
             found = Predictions(logits.float(), features[split].targets)
             return summarize(*found, num_per_cls), found
         if "val" in features:  # choose tau on validation; only the chosen one meets the test set

@@ -37,14 +37,24 @@ def effective_number_weights(num_per_cls: Counts, beta: float) -> torch.Tensor:
     return (weights / weights.sum() * len(counts)).float()
 
 
+# LongTailLoss.reduction: how `loss` reduces each image's loss where no class weights apply
+REDUCTIONS = {"mean": torch.mean, "sum": torch.sum, "none": lambda losses: losses}
+
+
 class LongTailLoss(nn.Module):
     """A loss on hard labels (`loss`), also on both labels of a mixed batch, and class weights that apply from
-    epoch `weights_from` on (`set_epoch`, called before every epoch); before it, or without weights, none."""
+    epoch `weights_from` on (`set_epoch`, called before every epoch); before it, or without weights, none. Each
+    loss writes its per-image form (`per_image`) alone; `loss` reduces it."""
 
-    def __init__(self, class_weights: torch.Tensor | None = None, weights_from: int = 0) -> None:
+    # Under class weights `loss` is the weighted mean of the images' losses (torch's weighted cross-entropy, and
+    # LDAM-DRW's), or where this is False their plain mean (LDAM-DRW's focal loss, whose weight is in each image's)
+    weighted_mean = True
+
+    def __init__(self, class_weights: torch.Tensor | None = None, weights_from: int = 0,
+                 reduction: str = "mean") -> None:
         super().__init__()
         self.register_buffer("class_weights", class_weights)
-        self.weights_from, self.epoch = weights_from, 0
+        self.weights_from, self.epoch, self.reduction = weights_from, 0, reduction
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -65,19 +75,21 @@ class LongTailLoss(nn.Module):
         return self.loss(logits, target)
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The batch's loss: `per_image` reduced by `reduction`, or under class weights their weighted mean (see
+        `weighted_mean`)."""
+        losses = self.per_image(logits, target)
+        if self.weight is not None and self.weighted_mean:
+            return losses.sum() / self.weight[target].sum()
+        return REDUCTIONS[self.reduction](losses)
 
     def per_image(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Each image's loss, whose plain mean is `loss` where no class weights apply (Remix reads it; with class
+        """Each image's loss, scaled by its class's weight where class weights apply (Remix reads it; with class
         weights config.py refuses Remix, as a weighted mean does not split over images)."""
         raise NotImplementedError
 
 
 class CrossEntropy(LongTailLoss):
     """Cross-entropy; with class weights, their weighted mean over the batch (torch's, and LDAM-DRW's)."""
-
-    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, target, weight=self.weight)
 
     def per_image(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, target, weight=self.weight, reduction="none")
@@ -87,21 +99,18 @@ class LogitAdjusted(LongTailLoss):
     """Cross-entropy on logits shifted by `tau` x the log of the training class prior (Menon et al.)."""
 
     def __init__(self, num_per_cls: Counts, tau: float = 1.0, reduction: str = "mean") -> None:
-        super().__init__()
+        super().__init__(reduction=reduction)
         counts = class_counts(num_per_cls)
-        self.tau, self.reduction = tau, reduction
+        self.tau = tau
         self.register_buffer("log_prior", torch.log(counts / counts.sum()))
-
-    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        # The shift is what makes a softmax trained on long-tailed data estimate the balanced posterior;
-        # at test time the raw logits are used, so the prior never enters prediction.
-        return F.cross_entropy(self.adjusted(logits), target, reduction=self.reduction)
 
     def per_image(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self.adjusted(logits), target, reduction="none")
 
     def adjusted(self, logits: torch.Tensor) -> torch.Tensor:
-        """The logits plus tau x the log training prior."""
+        """The logits plus tau x the log training prior. The shift is what makes a softmax trained on long-tailed data
+        estimate the balanced posterior; at test time the raw logits are used, so the prior never enters
+        prediction."""
         return logits + self.tau * self.log_prior.float()
 
 
@@ -116,12 +125,11 @@ class Focal(LongTailLoss):
     """Focal loss, (1 - p)^gamma x CE, averaged over the batch. With class weights it is LDAM-DRW's: p is taken as
     exp(-w_y x CE), so the weight enters the focusing term too, and the mean is a plain one."""
 
+    weighted_mean = False
+
     def __init__(self, gamma: float = 1.0, class_weights: torch.Tensor | None = None, weights_from: int = 0) -> None:
         super().__init__(class_weights, weights_from)
         self.gamma = gamma
-
-    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.per_image(logits, target).mean()
 
     def per_image(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         ce = F.cross_entropy(logits, target, weight=self.weight, reduction="none")
@@ -139,9 +147,6 @@ class LDAM(LongTailLoss):
         margins = class_counts(num_per_cls).double() ** -0.25
         self.register_buffer("margins", (margins * (max_m / margins.max())).float())
         self.s = s
-
-    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(self.s * self.shifted(logits, target), target, weight=self.weight)
 
     def per_image(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self.s * self.shifted(logits, target), target, weight=self.weight, reduction="none")

@@ -11,7 +11,7 @@ one SGD step of the classifier on its batch lowers the cross-entropy on a class-
    dampening, Nesterov and weight decay as they stand), with torch.func;
 4. scores the stepped classifier by cross-entropy on a class-balanced meta batch, drawn as BALMS draws its meta set:
    from the training split (CIFAR, and here ImageFolderLT), from the val list on ImageNet-LT and Places-LT (so there
-   the sampler learns on validation images);
+   the sampler learns on validation images, and the run keeps its last epoch rather than select on them);
 5. moves w by that score's gradient with Adam (META_SAMPLER.lr);
 6. hands the batch on to the ordinary training step.
 """
@@ -30,6 +30,7 @@ from torch import nn
 from torch.func import functional_call, grad
 
 from datasets.list_loaders import CachedLoader
+from datasets.loaders import stream_seed
 from errors import ConfigError
 
 META = "meta"  # the DATASET.sampler value
@@ -108,7 +109,7 @@ class MetaBatch(NamedTuple):
     classifier: nn.Module
     params: dict  # the classifier's trained parameters, by name
     sgd: InnerSGD
-    log_prior: torch.Tensor  # Balanced Softmax's shift
+    loss: nn.Module  # Balanced Softmax, whose per-image form the inner step weighs
     targets: torch.Tensor  # of the whole training split, which the batch was drawn from
     drawn: Draw
     features: torch.Tensor
@@ -124,7 +125,7 @@ def meta_loss(weight: torch.Tensor, batch: MetaBatch) -> torch.Tensor:
 
     def inner_loss(params: dict) -> torch.Tensor:
         logits = functional_call(batch.classifier, params, (batch.features,))
-        losses = F.cross_entropy(logits.float() + batch.log_prior, batch.labels, reduction="none")
+        losses = batch.loss.per_image(logits.float(), batch.labels)
         return (losses * weights).mean()
 
     stepped = sgd_step(batch.params, grad(inner_loss)(batch.params), batch.sgd)
@@ -180,18 +181,17 @@ class MetaSampledLoader(DataLoaderStateMixin):
     META_SAMPLER.batch_size draws from `meta_loader`'s split, each a class uniformly and then one of its images (with
     replacement), made as that loader makes its batches (a training loader augments them, an evaluation one does not).
 
-    Under several processes each draws its own share of the batch, and the sampler's gradient is averaged over
-    them before its step, so that every process keeps the same weights."""
+    It runs in one process (see `check_processes`)."""
 
     def __init__(self, loader, meta_loader, model: nn.Module, optimizer, criterion, accelerator, num_per_cls, *,
                  lr: float, meta_batch: int, init_pow: float, seed: int) -> None:
         self.base, self.model, self.optimizer, self.accelerator = loader, model, optimizer, accelerator
         self.train_images, self.meta_images = images_of(loader), images_of(meta_loader)
-        self.log_prior = criterion.log_prior.float()
+        self.criterion = criterion
         self.device = self.train_images.targets.device
         self.weight = nn.Parameter(initial_weights(num_per_cls, init_pow).to(self.device))
         self.sampler_optimizer = torch.optim.Adam([self.weight], lr=lr)  # BALMS's optimizer_meta
-        self.meta_batch = meta_batch // accelerator.num_processes
+        self.meta_batch = meta_batch
         self.seed, self.epoch = seed, 0
         meta_targets = self.meta_images.targets
         self.by_class = meta_targets.argsort(stable=True)  # the meta split's indices, class by class
@@ -231,8 +231,8 @@ class MetaSampledLoader(DataLoaderStateMixin):
 
     def __iter__(self):
         train = self.train_images
-        generator = torch.Generator(self.device).manual_seed(
-            ((self.seed * 100_003 + self.epoch) * 1_009 + train.rank) * 3 + 1)  # a stream apart from the loader's
+        # a stream apart from the loader's, whose augmentation draws from stream_seed(seed, epoch, rank) itself
+        generator = torch.Generator(self.device).manual_seed(stream_seed(self.seed, self.epoch, train.rank) * 3 + 1)
         sizes = self.batch_sizes()
         self.begin()
         try:
@@ -263,14 +263,24 @@ class MetaSampledLoader(DataLoaderStateMixin):
         named = {name: p for name, p in classifier.named_parameters() if p.requires_grad}
         targets = self.train_images.targets
         batch = MetaBatch(classifier, {name: p.detach() for name, p in named.items()},
-                          inner_sgd(self.optimizer, named), self.log_prior, targets, drawn, features,
+                          inner_sgd(self.optimizer, named), self.criterion, targets, drawn, features,
                           targets[drawn.indices], meta_features, meta_labels)
-        self.weight.grad = self.accelerator.reduce(sampler_gradient(self.weight, batch), "mean")
+        self.weight.grad = sampler_gradient(self.weight, batch)
         self.sampler_optimizer.step()
 
 
 # BALMS's meta set: the training split on CIFAR (and here on ImageFolderLT), the val list on these
 META_FROM_VAL = ("ImageNetLT", "PlacesLT")
+# Where the meta sampler learns on the val list, its val scores are no held-out measure: the last epoch is kept
+LEARNS_ON_VAL = "last epoch (the meta sampler learns on val)"
+
+
+def checkpoint_selection(cfg, select_on: str) -> str:
+    """How a run picks the checkpoint it reports, as its results' `selected_by` says it: by TRAIN.ckp_metric on
+    `select_on` ("val bcr"), or LEARNS_ON_VAL where the meta sampler learns on the val list (META_FROM_VAL)."""
+    if cfg.DATASET.sampler == META and cfg.DATASET.name in META_FROM_VAL and select_on == "val":
+        return LEARNS_ON_VAL
+    return f"{select_on} {cfg.TRAIN.ckp_metric}"
 
 
 def with_meta_sampler(cfg, loaders: dict, train_loader, model: nn.Module, optimizer, criterion, accelerator,
@@ -285,6 +295,16 @@ def with_meta_sampler(cfg, loaders: dict, train_loader, model: nn.Module, optimi
     return MetaSampledLoader(train_loader, meta_loader, model, optimizer, criterion, accelerator, num_per_cls,
                              lr=meta.lr, meta_batch=meta.batch_size or cfg.DATASET.batch_size,
                              init_pow=meta.init_pow, seed=cfg.DEFAULT.seed)
+
+
+def check_processes(cfg, num_processes: int) -> None:
+    """Refuse the meta sampler under several processes, in one line: BALMS differentiates one SGD step on the whole
+    batch against the whole meta batch, and a process holds only its shard of each (their sampler gradients, each
+    of a step on one shard, would average to another gradient)."""
+    if cfg.DATASET.sampler == META and num_processes > 1:
+        raise ConfigError(f"DATASET.sampler meta runs in one process, not {num_processes}: its meta step "
+                          "differentiates one SGD step on the whole batch, which the processes would split; launch "
+                          "it as one process (python main.py, not torchrun or accelerate launch)")
 
 
 def sampler_state(loader) -> dict | None:

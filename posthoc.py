@@ -3,8 +3,15 @@ al., "Long-tail learning via logit adjustment", ICLR 2021) and tau-normalisation
 Representation and Classifier for Long-Tailed Recognition", ICLR 2020)."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from errors import ConfigError
+from models.heads import NormedLinear
+from stage2 import ScaledClassifier
 
 # evaluate.py's option -> the method it runs
 POST_HOC = {"logit_adjust": "--logit-adjust", "tau_norm": "--tau-norm"}
@@ -22,17 +29,46 @@ def tau_normalise(weight: torch.Tensor, tau: float) -> torch.Tensor:
     return weight / weight.norm(dim=1, keepdim=True) ** tau
 
 
-def adjusted_logits(method: str, features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                    num_per_cls, tau: float) -> torch.Tensor:
-    """The logits of a linear classifier (`weight`, `bias`) on `features`, corrected by `method` at `tau`.
-    Logit adjustment shifts the plain logits, so its tau 0 gives them. Tau-normalisation scores with the normalised
-    weight rows alone and drops the bias, as Kang et al.'s method does (the decoupling code and BALMS's tau_norm.py
-    alike): its tau 0 gives the logits without the bias. Kept, a head-favouring bias would dominate the shrinking
-    rows as tau grows. Called under the model's autocast, the classifier runs at the model's precision, as the
-    model computes it."""
+class LinearForm(NamedTuple):
+    """A classifier head as the linear map it computes: logits = (features, L2-normalised where `normalises`)
+    x `weight`.T + `bias`. Its rows are what tau-normalisation divides."""
+    normalises: bool
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+
+
+def linear_form(head: nn.Module) -> LinearForm:
+    """The linear map of one of the run's heads: nn.Linear, NormedLinear (unit rows on unit features), and LWS's
+    ScaledClassifier over either (each class's row and bias times its scale). Any other head is refused in one line."""
+    scales = None
+    if isinstance(head, ScaledClassifier):
+        head, scales = head.linear, head.scales
+    if isinstance(head, NormedLinear):
+        form = LinearForm(True, F.normalize(head.weight, dim=1), None)
+    elif isinstance(head, nn.Linear):
+        form = LinearForm(False, head.weight, head.bias)
+    else:
+        raise ConfigError(f"--tau-norm does not know the rows of a {type(head).__name__} classifier: it corrects "
+                          "nn.Linear, NormedLinear and LWS's scaled classifier over either")
+    if scales is None:
+        return form
+    return LinearForm(form.normalises, form.weight * scales[:, None], None if form.bias is None else form.bias * scales)
+
+
+def adjusted_logits(method: str, features: torch.Tensor, head: nn.Module, num_per_cls, tau: float) -> torch.Tensor:
+    """The logits of the classifier `head` on `features` (what it receives in the model), corrected by `method` at
+    `tau`. Logit adjustment shifts the head's own logits, so its tau 0 gives the model's. Tau-normalisation scores
+    with the head's normalised rows alone (its features normalised where the head normalises them) and drops the
+    bias, as Kang et al.'s method does (the decoupling code and BALMS's tau_norm.py alike): its tau 0 gives the
+    model's logits without the bias. Kept, a head-favouring bias would dominate the shrinking rows as tau grows. On
+    a normed head, whose rows are unit already, every tau gives the model's logits; over LWS, tau 1 undoes the
+    scales. Called under the model's autocast, the classifier runs at the model's precision, as the model computes
+    it."""
     if method == "tau_norm":
-        return F.linear(features, tau_normalise(weight.float(), tau))  # under autocast, as the model's classifier
-    return logit_adjust(F.linear(features, weight, bias).float(), num_per_cls, tau)
+        form = linear_form(head)
+        inputs = F.normalize(features, dim=1) if form.normalises else features
+        return F.linear(inputs, tau_normalise(form.weight.float(), tau))  # under autocast, as the model's classifier
+    return logit_adjust(head(features).float(), num_per_cls, tau)
 
 
 def parse_taus(text: str) -> list[float]:

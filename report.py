@@ -59,7 +59,7 @@ def report(roots: Path | list[Path], factor=None, out: Path | None = None) -> li
     scored = calibration_figures(out, [run for run in runs if run.status != "incomplete"], root)  # evaluations too
     figures, notes = figures + scored[0], notes + scored[1]
     write_markdown(out / "report.md", root, runs, figures, notes)
-    write_runs_csv(out / "report.csv", root, runs)
+    write_runs_csv(out / "report.csv", root, [run for run in runs if run.status != "stale"])  # report.md names them
     write_cells_csv(out / "report_cells.csv", complete)
     return [out / name for name in ("report.md", "report.csv", "report_cells.csv", *figures)]
 

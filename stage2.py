@@ -7,14 +7,13 @@ meta-sampler. "lws" keeps the stage-1 classifier frozen and learns one scale per
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from checkpoint import load_checkpoint, output_paths
+from checkpoint import load_checkpoint, output_paths, sha256
 from errors import ConfigError
 from models import classifier_name
 
@@ -33,15 +32,6 @@ class ScaledClassifier(nn.Module):
         super().__init__()
         self.linear = linear.requires_grad_(False)
         self.scales = nn.Parameter(torch.ones(linear.out_features))
-
-    @property
-    def weight(self) -> torch.Tensor:
-        """The weight of the linear classifier this one computes (tau-normalisation reads it)."""
-        return self.linear.weight * self.scales[:, None]
-
-    @property
-    def bias(self) -> torch.Tensor | None:
-        return None if self.linear.bias is None else self.linear.bias * self.scales
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.linear(features) * self.scales
@@ -153,14 +143,6 @@ def load_stage1(cfg, head: str, num_classes: int) -> tuple[dict, Stage1]:
         raise ConfigError(f"TRAIN.stage2_from {path} has {classes} classes, this run's {cfg.DATASET.name} has "
                           f"{num_classes}: pass a checkpoint of this data set")
     return state["model"], Stage1(str(path.resolve()), section("LOSS.name"), state.get("epoch"), sha256(path))
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _data_seed(default) -> int:

@@ -32,7 +32,7 @@ from errors import ConfigError
 from storage import atomic_write
 
 from .lists import ListLT
-from .loaders import DRAWN_SAMPLERS, ClassSampler, classic_loader
+from .loaders import DRAWN_SAMPLERS, ClassSampler, classic_loader, stream_seed
 
 EVAL_RESIZE = 256 / 224  # evaluation resizes the shorter side to img_size x this, then centre-crops img_size
 CROP_SCALE, CROP_RATIO = (0.08, 1.0), (3 / 4, 4 / 3)  # RandomResizedCrop's defaults, which every recipe keeps
@@ -207,7 +207,7 @@ class _Crops(Dataset):
                 sampler.set_epoch(epoch)
                 order = torch.as_tensor(list(sampler))
             elif self.train:
-                order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+                order = torch.randperm(n, generator=torch.Generator().manual_seed(stream_seed(self.seed, epoch)))
             if self.train:
                 per_process = n // self.world_size  # equal shards keep the processes' gradient syncs in step
                 self.shard = epoch, order[self.rank * per_process:(self.rank + 1) * per_process]
@@ -220,7 +220,7 @@ class _Crops(Dataset):
         if self.data is None:
             self.data = np.load(self.path, mmap_mode="r")
         idx = self.indices(epoch)[i * self.batch_size:(i + 1) * self.batch_size]
-        generator = torch.Generator().manual_seed(((self.seed * 100_003 + epoch) * 1_009 + self.rank) * 1_000_003 + i)
+        generator = torch.Generator().manual_seed(stream_seed(self.seed, epoch, self.rank) * 1_000_003 + i)
         return self.crops_of(idx, generator, self.data), self.targets[idx]
 
     def crops_of(self, idx: torch.Tensor, generator: torch.Generator, data: np.ndarray | None = None) -> torch.Tensor:

@@ -17,6 +17,14 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from .augment import BATCH_AUGMENTATIONS, GATHERS, BatchAugmentation, Cutout
 
+
+def stream_seed(seed: int, epoch: int, rank: int | None = None) -> int:
+    """The seed of one epoch's random stream: shared by every process (a shuffle, a drawn sampling), or with `rank`
+    one process's own (its augmentation). Every loader and the meta sampler derive theirs from it."""
+    shared = seed * 100_003 + epoch
+    return shared if rank is None else shared * 1_009 + rank
+
+
 PAD = 4  # RandomCrop pads by 4 pixels on every side, as in the CIFAR literature
 
 # name -> factory(image side, fill): `fill` is the grey level (0-255) the geometric ops bring in (DATASET.aug_fill)
@@ -77,7 +85,7 @@ class ClassSampler(WeightedRandomSampler):
 
     def set_epoch(self, epoch: int) -> None:
         """Called by accelerate's prepared loader (and by TensorLoader) at the start of every epoch."""
-        self.generator.manual_seed(self.seed * 100_003 + epoch)
+        self.generator.manual_seed(stream_seed(self.seed, epoch))
         if self.sampler == "progressive":
             self.weights = self.image_weights(epoch)
 
@@ -143,7 +151,7 @@ class TensorLoader(DataLoaderStateMixin):
             self.balanced.set_epoch(self.epoch)
             order = torch.as_tensor(list(self.balanced))
         else:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(stream_seed(self.seed, self.epoch)))
         per_process = n // self.world_size  # equal shards keep the processes' gradient syncs in step
         return order[self.rank * per_process:(self.rank + 1) * per_process].to(self.device)
 
@@ -154,7 +162,7 @@ class TensorLoader(DataLoaderStateMixin):
 
     def __iter__(self):
         indices = self._shard()
-        generator = torch.Generator(self.device).manual_seed((self.seed * 100_003 + self.epoch) * 1_009 + self.rank)
+        generator = torch.Generator(self.device).manual_seed(stream_seed(self.seed, self.epoch, self.rank))
         offsets = torch.arange(self.size, device=self.device)
         batches = len(self)  # a last batch of one is left out in training: BatchNorm cannot train on it
         self.begin()

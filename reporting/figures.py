@@ -257,7 +257,8 @@ def history(run: Run) -> list[dict]:
 def plot_curves(path: Path, comparison: Comparison) -> None:
     """Each loss's selection-split bcr and training loss after every epoch, a line per seed."""
     fig, (bcr_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
-    split = comparison.cells[0].runs[0].results.get("selected_by", "test bcr").split()[0]  # val or test
+    rows = [row for cell in comparison.cells for run in cell.runs for row in history(run)]
+    split = "val" if any("val_bcr" in row for row in rows) else "test"  # the split scored after every epoch
     for place, cell in enumerate(comparison.cells):
         for k, run in enumerate(cell.runs):
             rows = history(run)

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import yaml
 
 from checkpoint import (RESUMABLE_CHANGES, SHARED_CONFIG, load_checkpoint, output_paths, output_seeds,
-                        per_class_problem, results_problem, whole_checkpoint)
+                        per_class_problem, results_problem, sha256, whole_checkpoint)
 from omegaconf import OmegaConf
 
 from config import LIST_BENCHMARKS, NO_EFFECT, with_defaults
@@ -39,7 +39,7 @@ class Run:
     folder: Path
     seed: int
     config: dict
-    status: str = "complete"          # complete | incomplete | re-evaluation
+    status: str = "complete"          # complete | incomplete | re-evaluation | stale (see `stale`)
     results: dict = field(default_factory=dict)
     note: str = ""
     last_epoch: int | None = None     # epochs finished, for an incomplete run
@@ -257,7 +257,10 @@ def seed_run(folder: Path, seed: int, folder_config: dict | None) -> Run:
             return Run(folder, seed, config, "incomplete", note=damage, damaged=True,
                        last_epoch=results.get("epochs") if isinstance(results.get("epochs"), int) else None,
                        epochs=run_epochs(config, {}))
-        return Run(folder, seed, config, status, results, epochs=run_epochs(config, results))
+        run = Run(folder, seed, config, status, results, epochs=run_epochs(config, results))
+        if "checkpoint" in results and (why := stale(folder, results)):
+            run.status, run.note = "stale", why
+        return run
     state = read_checkpoint(paths["last"]) or {}
     config = state.get("config") or folder_config or {}
     run = Run(folder, seed, config, "incomplete", last_epoch=state.get("epoch", 0), epochs=run_epochs(config, state))
@@ -294,6 +297,29 @@ def damaged(paths: dict[str, Path], results: dict) -> str | None:
         if problem not in (None, "missing"):  # a file removed on purpose (to save space) leaves the scores whole
             return f"{path.name} is unreadable ({problem}): {again}"
     return None
+
+
+_hashes = {}  # (path, size, mtime) -> sha256: each checkpoint is read once a report, however many results name it
+
+
+def stale(folder: Path, results: dict) -> str | None:
+    """Why evaluate.py's results in `folder` no longer describe the checkpoint whose sha256 they recorded, or None:
+    it is gone, or another file now stands there (a run trained again over it with DEFAULT.overwrite true). It is
+    looked for where it was, then by its name in the run folders above the results (folders copied from another
+    machine). Results written before they recorded the sha256 cannot tell, and are kept."""
+    recorded = results.get("checkpoint_sha256")
+    if recorded is None:
+        return None
+    name = Path(str(results["checkpoint"])).name
+    found = next((path for path in (Path(str(results["checkpoint"])), folder.parent / name,
+                                    folder.parent.parent / name) if path.is_file()), None)
+    if found is None:
+        return f"its checkpoint {name} is gone"
+    about = found.stat()
+    key = (str(found.resolve()), about.st_size, about.st_mtime_ns)
+    if key not in _hashes:
+        _hashes[key] = sha256(found)
+    return None if _hashes[key] == recorded else f"{found.name} is another file now than the one it scored"
 
 
 def find_runs(roots: list[Path]) -> list[Run]:

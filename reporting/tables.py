@@ -121,7 +121,8 @@ def intro_section(root: Path, runs: list[Run], complete: list[Run]) -> list[str]
              "mean ± sample standard deviation over seeds, n = number of seeds. Each run is scored at the checkpoint "
              "its `selected_by` names (the epoch with the best validation score, or the best test score when no "
              "validation split was held out, which flatters the numbers); \"last epoch\" is the final epoch's "
-             "checkpoint instead. Seeds are pooled only when the rest of the config matches; rows labelled "
+             "checkpoint instead (a meta-sampler run that learns on the val list keeps it, as its val scores are "
+             "not held out). Seeds are pooled only when the rest of the config matches; rows labelled "
              "[KEY=value] differ in those settings.", ""]
     selections = defaultdict(int)
     for run in complete:
@@ -129,9 +130,17 @@ def intro_section(root: Path, runs: list[Run], complete: list[Run]) -> list[str]
     if selections:
         lines += ["Checkpoint selection: " + ", ".join(f"{name} ({count} run(s))" for name, count in
                                                       selections.items()) + ".", ""]
+    if left_out := [run for run in runs if run.status == "stale"]:
+        lines += [left_out_line(left_out, root), ""]
     for warning in repeated_seeds(complete, root):
         lines += [f"**Warning**: {warning}", ""]
     return lines
+
+
+def left_out_line(runs: list[Run], root: Path) -> str:
+    """The one line that names evaluate.py's results the report leaves out, as their checkpoint changed since."""
+    where = "; ".join(f"{run.folder.relative_to(root)} seed {run.seed}: {run.note}" for run in runs)
+    return f"Left out: {len(runs)} evaluation result(s) of a checkpoint since replaced or removed ({where})."
 
 
 def tables_section(complete: list[Run]) -> list[str]:

@@ -502,3 +502,23 @@ def test_every_loader_draws_what_the_sampler_draws(sampler):
     crops = _Crops(Path("unread"), torch.as_tensor(targets), 8, 16, train=True, crop=False, flip=False, seed=3, rank=0,
                    world_size=1, sampler=sampler, epochs=epochs)
     assert crops.indices(epoch).tolist() == expected
+
+
+def test_the_stream_seeds_are_one_function_of_seed_epoch_and_rank(monkeypatch):
+    """The seeds that checkpoints resume with: their values never move, and the loaders take theirs from
+    stream_seed (another function there gives another epoch)."""
+    from datasets import loaders
+
+    assert loaders.stream_seed(3, 7) == 3 * 100_003 + 7
+    assert loaders.stream_seed(3, 7, rank=1) == (3 * 100_003 + 7) * 1_009 + 1
+    base = loaders.TensorLoader(torch.zeros(40, 4, 4, 3, dtype=torch.uint8), torch.arange(40) % 4, 8, [0.5] * 3,
+                                [0.25] * 3, device="cpu", train=True, seed=3)
+
+    def order() -> list[int]:
+        base.set_epoch(7)
+        return torch.cat([labels for _, labels in base]).tolist()
+
+    first = order()
+    assert order() == first
+    monkeypatch.setattr(loaders, "stream_seed", lambda seed, epoch, rank=None: 12345)
+    assert order() != first

@@ -13,8 +13,8 @@ from config import check, load_config
 from conftest import ROOT, check_ok, read, run_main
 from errors import ConfigError
 from losses import BalancedSoftmax
-from meta_sampler import (InnerSGD, MetaBatch, draw, initial_weights, inner_sgd, sampler_gradient, selection,
-                          sgd_step)
+from meta_sampler import (LEARNS_ON_VAL, InnerSGD, MetaBatch, check_processes, checkpoint_selection, draw,
+                          initial_weights, inner_sgd, sampler_gradient, selection, sgd_step)
 from reporting.runs import stage2_method
 from test_main import check_error
 
@@ -64,7 +64,7 @@ def test_meta_steps_give_balms_sampler_gradients():
         features, labels = inputs["features"][drawn.indices], targets[drawn.indices]
         named = dict(classifier.named_parameters())
         batch = MetaBatch(classifier, {name: p.detach() for name, p in named.items()}, inner_sgd(sgd, named),
-                          criterion.log_prior, targets, drawn, features, labels, meta_features, meta_labels)
+                          criterion, targets, drawn, features, labels, meta_features, meta_labels)
         weight.grad = sampler_gradient(weight, batch)
         torch.testing.assert_close(weight.grad, torch.tensor(BALMS_GRADIENT[step]), rtol=1e-5, atol=1e-9)
         adam.step()
@@ -83,12 +83,18 @@ def test_the_gradient_moves_when_the_meta_set_does():
     weight, targets = initial_weights(r.COUNTS, r.INIT_POW), inputs["targets"]
     drawn = draw(weight, targets, r.BATCH, torch.Generator().manual_seed(0))
 
-    def gradient(meta):
+    def gradient(meta, loss=BalancedSoftmax(r.COUNTS)):
         return sampler_gradient(weight, MetaBatch(classifier, {k: v.detach() for k, v in named.items()},
-                                                  inner_sgd(sgd, named), BalancedSoftmax(r.COUNTS).log_prior, targets,
+                                                  inner_sgd(sgd, named), loss, targets,
                                                   drawn, inputs["features"][drawn.indices], targets[drawn.indices],
                                                   *meta))
     assert not torch.allclose(gradient(inputs["meta"][0]), gradient(inputs["meta"][1]))
+    # the inner step weighs the run's loss's own per-image form: the logit-adjusted loss at tau 1 is Balanced
+    # Softmax, at tau 0 cross-entropy, another step
+    from losses import LogitAdjusted
+
+    torch.testing.assert_close(gradient(inputs["meta"][0], LogitAdjusted(r.COUNTS, 1.0)), gradient(inputs["meta"][0]))
+    assert not torch.allclose(gradient(inputs["meta"][0], LogitAdjusted(r.COUNTS, 0.0)), gradient(inputs["meta"][0]))
 
 
 @pytest.mark.parametrize("init_pow, balanced", [(0.0, "images"), (1.0, "classes")])
@@ -189,6 +195,25 @@ def test_a_meta_sampler_that_would_not_run_as_balms_is_refused(overrides, named)
         check(_config(*overrides))
 
 
+def test_the_meta_sampler_is_refused_under_several_processes_in_one_line():
+    """Each process would differentiate a step on its shard of the batch, not BALMS's step on the whole batch."""
+    check_processes(_config(), 1)
+    check_processes(_config("DATASET.sampler", "instance"), 2)
+    with pytest.raises(ConfigError, match=r"^DATASET\.sampler meta runs in one process, not 2: .*launch it as one "
+                                          r"process \(python main\.py, not torchrun or accelerate launch\)$"):
+        check_processes(_config(), 2)
+
+
+@pytest.mark.slow
+def test_main_refuses_the_meta_sampler_under_two_processes(cifar_root, tmp_path):
+    """Before any data or stage-1 file is read: the refusal is each process's one line."""
+    proc = run_main(cifar_root, tmp_path, "DATASET.sampler", "meta", "LOSS.name", "BalancedSoftmax",
+                    "TRAIN.stage2_from", str(tmp_path / "stage1.pt"), nproc=2, env={"CUDA_VISIBLE_DEVICES": ""})
+    assert proc.returncode != 0
+    assert proc.stderr.count("error: DATASET.sampler meta runs in one process, not 2: ") == 2, proc.stderr[-3000:]
+    assert "does not exist" not in proc.stderr  # refused before the stage-1 file is looked for
+
+
 @pytest.mark.parametrize("key, value", [("META_SAMPLER.lr", "0.1"), ("META_SAMPLER.batch_size", "64"),
                                         ("META_SAMPLER.init_pow", "1.0")])
 def test_meta_sampler_keys_without_the_meta_sampler_are_refused(key, value):
@@ -227,6 +252,42 @@ def test_stage2_with_the_meta_sampler_trains_the_classifier_only(cifar_root, tmp
 def test_stage2_with_the_meta_sampler_needs_stage1(cifar_root, tmp_path):
     line = check_error(run_main(cifar_root, tmp_path, "DATASET.sampler", "meta", "LOSS.name", "BalancedSoftmax"))
     assert "without TRAIN.stage2_from" in line
+
+
+LIST_DATA = ["DATASET.strict_sizes", "false", "DATASET.img_size", "32", "DATASET.aug_info",
+             "[RandomResizedCrop, RandomHorizontalFlip]"]
+
+
+@pytest.mark.parametrize("data, sampler, selected_by", [
+    (["DATASET.name", "ImageNetLT", *LIST_DATA], "meta", LEARNS_ON_VAL),
+    (["DATASET.name", "PlacesLT", *LIST_DATA], "meta", LEARNS_ON_VAL),
+    ([], "meta", "val bcr"),  # CIFAR: the meta set is the training split, val stays held out
+    (["DATASET.name", "ImageNetLT", *LIST_DATA], "instance", "val bcr"),
+])
+def test_where_the_meta_sampler_learns_on_val_the_run_selects_its_last_epoch(data, sampler, selected_by):
+    cfg = _config(*data, "DATASET.sampler", sampler)
+    assert checkpoint_selection(cfg, "val") == selected_by
+    assert checkpoint_selection(cfg, "test") == "test bcr"
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*published:UserWarning")
+def test_a_meta_sampler_run_on_imagenet_lt_reports_its_last_epoch_not_val(tmp_path):
+    """There the meta set is the val list: the results say the last epoch was kept, and it was."""
+    from fake_lists import LIST_RUN, make_lists
+
+    make_lists(tmp_path / "data")
+    data = [*LIST_RUN, "DATASET.cache_dir", str(tmp_path / "cache"), "DATASET.batch_size", "64"]
+    check_ok(run_main(tmp_path / "data", tmp_path, *data, "TRAIN.epochs", "1", "LOSS.name", "BalancedSoftmax",
+                      "DEFAULT.exp_name", "BS"))
+    proc = run_main(tmp_path / "data", tmp_path, *data, "TRAIN.epochs", "3", "DEFAULT.exp_name", "meta",
+                    "TRAIN.stage2_from", str(tmp_path / "ImageNetLT" / "resnet32" / "BS"), "DATASET.sampler", "meta",
+                    "LOSS.name", "BalancedSoftmax", "META_SAMPLER.batch_size", "16", "OPTIMIZER.lr", "0.5")
+    check_ok(proc)
+    results = read(tmp_path / "ImageNetLT" / "resnet32" / "meta" / "results-seed0.json")
+    assert results["selected_by"] == LEARNS_ON_VAL and results["best_epoch"] == 3
+    assert results["test"] == results["test_last_epoch"]
+    assert f"checkpoint by {LEARNS_ON_VAL}" in proc.stdout
 
 
 def test_the_report_names_a_meta_sampler_run_for_balms():

@@ -518,3 +518,54 @@ def test_a_losss_own_setting_labels_rows_of_that_loss(tmp_path):
     assert [(row[0], row[1].strip("*")) for row in rows] == [
         ("CrossEntropyLoss", "40.00 ± 0.00 (n=4)"), ("LogitAdjusted [LOSS.tau=0.5]", "50.00 ± 0.00 (n=2)"),
         ("LogitAdjusted [LOSS.tau=1.0]", "50.00 ± 0.00 (n=2)")]
+
+
+def test_a_meta_sampler_run_that_learnt_on_val_is_labelled_by_its_last_epoch(tmp_path):
+    """Its results say so (meta_sampler.LEARNS_ON_VAL), and the report's selection line and its row's settings
+    name the last epoch, never val."""
+    from meta_sampler import LEARNS_ON_VAL
+
+    path = fake_result(tmp_path, "BalancedSoftmax", 0, 0.5, dataset="ImageNetLT")
+    results = json.loads(path.read_text())
+    path.write_text(json.dumps({**results, "selected_by": LEARNS_ON_VAL, "best_epoch": 3}))
+    fake_result(tmp_path, "CrossEntropyLoss", 0, 0.4, dataset="ImageNetLT")
+    report.report(tmp_path)
+    markdown = (tmp_path / "report.md").read_text()
+    assert (f"Checkpoint selection: {LEARNS_ON_VAL} (1 run(s)), val bcr (1 run(s))." in markdown
+            or f"Checkpoint selection: val bcr (1 run(s)), {LEARNS_ON_VAL} (1 run(s))." in markdown)
+    rows = [line for line in (tmp_path / "report.csv").read_text().splitlines() if "BalancedSoftmax" in line]
+    assert len(rows) == 1 and LEARNS_ON_VAL in rows[0] and "val bcr" not in rows[0]
+
+
+@pytest.mark.parametrize("change, note", [("replace", "is another file now"), ("remove", "is gone"), (None, None)])
+def test_evaluation_rows_of_a_checkpoint_since_replaced_are_left_out_in_one_line(tmp_path, change, note):
+    """evaluate.py's results record the sha256 of the checkpoint they scored; a run trained again over it
+    (DEFAULT.overwrite true) leaves other weights there, and its old evaluations are no rows of them."""
+    from checkpoint import sha256
+
+    folder = fake_result(tmp_path, "CrossEntropyLoss", 0, 0.40).parent
+    checkpoint = folder / "model-seed0-best.pt"
+    checkpoint.write_bytes(b"the weights evaluated")
+    for where, method in ((folder / "evaluation", None), (folder / "evaluation" / "logit_adjust", "logit_adjust")):
+        evaluated = fake_result(tmp_path, "CrossEntropyLoss", 0, 0.48, folder=str(where.relative_to(folder.parent)))
+        data = json.loads(evaluated.read_text())
+        post_hoc = {"post_hoc": {"method": method, "tau": 1.0, "chosen_on": "val bcr"},
+                    "selected_by": "val bcr"} if method else {}
+        evaluated.write_text(json.dumps({"checkpoint": str(checkpoint), "checkpoint_sha256": sha256(checkpoint),
+                                         "epoch": 2, "test": data["test"], "config": data["config"], **post_hoc}))
+    if change == "replace":
+        checkpoint.write_bytes(b"weights trained again")
+    elif change == "remove":
+        checkpoint.unlink()
+    report.main([str(tmp_path)])
+    markdown = (tmp_path / "report.md").read_text()
+    _, rows = table(markdown, "loss")
+    left_out = [line for line in markdown.splitlines() if line.startswith("Left out:")]
+    csv_rows = (tmp_path / "report.csv").read_text().splitlines()[1:]
+    if change is None:
+        assert [row[0] for row in rows] == ["CrossEntropyLoss", "CrossEntropyLoss + logit adjustment (tau on val)"]
+        assert "## Re-evaluations" in markdown and not left_out and len(csv_rows) == 3
+        return
+    assert [row[0] for row in rows] == ["CrossEntropyLoss"] and "## Re-evaluations" not in markdown
+    assert len(left_out) == 1 and left_out[0].startswith("Left out: 2 evaluation result(s) of a checkpoint since")
+    assert left_out[0].count(note) == 2 and len(csv_rows) == 1

@@ -9,14 +9,13 @@ no training images, no subset file, no run folder. Its sha256 is printed for the
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from checkpoint import load_checkpoint, output_paths, save_torch  # noqa: E402
+from checkpoint import load_checkpoint, output_paths, save_torch, sha256  # noqa: E402
 
 
 def release(folder: Path, seed: int, last: bool) -> dict:
@@ -55,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     record = release(args.folder, args.seed, args.last)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_torch(record, args.out)
-    digest = hashlib.sha256(args.out.read_bytes()).hexdigest()
+    digest = sha256(args.out)
     print(f"{args.out}: epoch {record['epoch']} ({record['released']['selected_by']}), test bcr "
           f"{100 * record['released']['test']['bcr']:.2f}, sha256 {digest}")
 
