@@ -545,7 +545,7 @@ def test_evaluation_rows_of_a_checkpoint_since_replaced_are_left_out_in_one_line
 
     folder = fake_result(tmp_path, "CrossEntropyLoss", 0, 0.40).parent
     checkpoint = folder / "model-seed0-best.pt"
-    checkpoint.write_bytes(b"the weights evaluated")
+    torch.save({"model": {"fc.weight": torch.zeros(10, 4)}}, checkpoint)  # a checkpoint whole enough to be read
     for where, method in ((folder / "evaluation", None), (folder / "evaluation" / "logit_adjust", "logit_adjust")):
         evaluated = fake_result(tmp_path, "CrossEntropyLoss", 0, 0.48, folder=str(where.relative_to(folder.parent)))
         data = json.loads(evaluated.read_text())
@@ -554,7 +554,7 @@ def test_evaluation_rows_of_a_checkpoint_since_replaced_are_left_out_in_one_line
         evaluated.write_text(json.dumps({"checkpoint": str(checkpoint), "checkpoint_sha256": sha256(checkpoint),
                                          "epoch": 2, "test": data["test"], "config": data["config"], **post_hoc}))
     if change == "replace":
-        checkpoint.write_bytes(b"weights trained again")
+        torch.save({"model": {"fc.weight": torch.ones(10, 4)}}, checkpoint)
     elif change == "remove":
         checkpoint.unlink()
     report.main([str(tmp_path)])
