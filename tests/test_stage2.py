@@ -11,6 +11,7 @@ from conftest import ROOT, check_ok, read, run_main, run_script
 from errors import ConfigError
 from models import build_model
 from optim import build_optimizer
+from posthoc import linear_form
 from stage2 import ScaledClassifier, Stage1, Stage2Model, freeze_for_stage2, stage1_note
 from test_main import check_error
 
@@ -43,7 +44,9 @@ def test_lws_starts_as_the_identity():
     with torch.no_grad():
         head.scales[3] = 2.0
     # the classifier it computes, as tau-normalisation reads it: row 3 of the weight and the bias doubled
-    torch.testing.assert_close(head.weight[3], 2 * head.linear.weight[3])
+    form = linear_form(head)
+    torch.testing.assert_close(form.weight[3], 2 * head.linear.weight[3])
+    torch.testing.assert_close(form.bias[3], 2 * head.linear.bias[3])
     torch.testing.assert_close(lws(images)[:, 3], 2 * expected[:, 3])
 
 
@@ -261,7 +264,7 @@ def test_lws_after_ldam_drw_keeps_the_normed_head_and_scales_its_cosines():
     torch.manual_seed(0)
     model = Stage2Model(build_model("resnet32", 10, False, 32, classifier="normed")[0], "lws")
     head = model.get_classifier()
-    assert head.bias is None  # the normed head has none, as nn.Linear(bias=False)
+    assert linear_form(head).bias is None  # the normed head has none, as nn.Linear(bias=False)
     images = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         before = model(images)
