@@ -72,8 +72,10 @@ def test_two_process_evaluation_matches_one_process(two_process_run, cifar_root,
     check_ok(train_proc)
     outs = {n: tmp_path / f"eval{n}" for n in (1, 2)}
     with ThreadPoolExecutor(max_workers=2) as pool:  # both at once: their start-up is mostly imports
-        futures = {n: pool.submit(run_script, "evaluate.py", cifar_root, str(folder), "--out", str(out), nproc=n,
-                                  timeout=600, env=CPU_ONLY) for n, out in outs.items()}
+        # at the training run's precision (evaluate.py's default on a CPU is fp32), to compare with its own test
+        futures = {n: pool.submit(run_script, "evaluate.py", cifar_root, str(folder), "--out", str(out),
+                                  "TRAIN.mixed_precision", "fp16", nproc=n, timeout=600, env=CPU_ONLY)
+                   for n, out in outs.items()}
         procs = {n: future.result() for n, future in futures.items()}
     for n, proc in procs.items():
         check_ok(proc)
