@@ -76,6 +76,22 @@ def run_main(datadir: Path, savedir: Path, *overrides: str, **kwargs) -> subproc
                       *main_args(datadir, savedir, *overrides), **kwargs)
 
 
+
+def cpu_main_in_process() -> pytest.MonkeyPatch:
+    """main.py run in this process as on a machine without a GPU, with CIFAR-10's file lists kept as they are now
+    (a test that accepts generated files edits them): undo() the patch it returns to restore both."""
+    import main
+    from torchvision.datasets import CIFAR10
+
+    from runtime import mixed_precision
+
+    patch = pytest.MonkeyPatch()
+    for name in ("train_list", "test_list", "meta"):
+        patch.setattr(CIFAR10, name, getattr(CIFAR10, name))
+    patch.setattr(main, "cpu_only", lambda: True)
+    patch.setattr(main, "mixed_precision", lambda requested: mixed_precision(requested, on_gpu=False))
+    return patch
+
 def read(path: Path) -> dict:
     return json.loads(path.read_text())
 

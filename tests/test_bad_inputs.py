@@ -18,7 +18,7 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
 
-from conftest import ROOT, main_args, read
+from conftest import ROOT, cpu_main_in_process, main_args, read
 from fake_cifar import accept_files_in, make_cifar
 from fake_lists import LIST_RUN, make_lists
 
@@ -69,15 +69,8 @@ def bench_base(tmp_path_factory):
     """A finished 1-epoch run on generated CIFAR-10, shared by every case; md5 checks patched and main.py run as on
     a machine without a GPU, for this module only."""
     import main
-    from torchvision.datasets import CIFAR10
 
-    from runtime import mixed_precision
-
-    patch = pytest.MonkeyPatch()
-    for name in ("train_list", "test_list", "meta"):
-        patch.setattr(CIFAR10, name, getattr(CIFAR10, name))
-    patch.setattr(main, "cpu_only", lambda: True)
-    patch.setattr(main, "mixed_precision", lambda requested: mixed_precision(requested, on_gpu=False))
+    patch = cpu_main_in_process()
     base = tmp_path_factory.mktemp("bad_inputs")
     make_cifar(base / "data", 10, train_per_class=10, test_per_class=2)
     accept_files_in(base / "data")

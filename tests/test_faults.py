@@ -23,7 +23,7 @@ from accelerate.state import AcceleratorState, GradientState
 
 import checkpoint
 import storage
-from conftest import ROOT, main_args, read
+from conftest import ROOT, cpu_main_in_process, main_args, read
 from errors import StorageError
 from fake_cifar import accept_files_in, make_cifar
 from faults import WriteFaults, digest, errno_of, leftovers
@@ -40,16 +40,7 @@ WORDS = {errno.ENOSPC: "no space left on", errno.EIO: "input/output error on"}
 def bench(tmp_path_factory):
     """Generated CIFAR-10 (4 training and 1 test image a class), md5 checks patched and main.py run as on a machine
     without a GPU, for this module only; and one run that never failed (savedir "clean")."""
-    import main
-    from torchvision.datasets import CIFAR10
-
-    from runtime import mixed_precision
-
-    patch = pytest.MonkeyPatch()
-    for name in ("train_list", "test_list", "meta"):
-        patch.setattr(CIFAR10, name, getattr(CIFAR10, name))
-    patch.setattr(main, "cpu_only", lambda: True)
-    patch.setattr(main, "mixed_precision", lambda requested: mixed_precision(requested, on_gpu=False))
+    patch = cpu_main_in_process()
     base = tmp_path_factory.mktemp("faults")
     make_cifar(base / "data", 10, train_per_class=4, test_per_class=1)
     accept_files_in(base / "data")
