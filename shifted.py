@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from datasets import long_tail_counts
+from datasets import ldam_draw, long_tail_counts
 from losses import effective_number_weights
 from metrics import class_groups, confusion_matrix
 
@@ -37,16 +37,9 @@ def shifted_counts(test_per_cls: list[int], factor: float, backward: bool) -> li
 
 
 def shifted_indices(targets, counts: list[int]) -> np.ndarray:
-    """The test images (indices into `targets`, the test set's labels in its order) of a set of `counts` per class:
-    per class the first of a shuffle under seed 0, class by class; a count of the whole class keeps it unshuffled."""
-    targets = np.asarray(targets)
-    rng = np.random.RandomState(0)  # the legacy generator: SADE's np.random.seed(0), then np.random.shuffle
-    chosen = []
-    for c, n in enumerate(counts):
-        where = np.where(targets == c)[0]
-        rng.shuffle(where)
-        chosen.append(where[:n])
-    return np.concatenate(chosen)
+    """The test images (sorted indices into `targets`, the test set's labels in its order) of a set of `counts` per
+    class: LDAM-DRW's draw under seed 0 (datasets.ldam_draw), as SADE draws its shifted sets."""
+    return ldam_draw(targets, counts, seed=0)
 
 
 def split_order(n: int, processes: int) -> torch.Tensor:
