@@ -63,7 +63,8 @@ def class_groups(num_per_cls: list[int]) -> dict[str, list[int]]:
 
 def summarize(logits: torch.Tensor, targets: torch.Tensor, num_per_cls: list[int]) -> dict[str, float | None]:
     """acc, bcr (mean per-class recall), macro precision/recall/f1, AUROC, the loss of the raw logits (the NLL, also
-    under that name beside the ECE of their top softmax probability, calibration.py), worst-class accuracy and each group's mean per-class accuracy (None for a group without classes).
+    under that name beside the ECE of their top softmax probability, calibration.py), worst-class accuracy and each
+    group's mean per-class accuracy (None for a group without classes).
     Every per-class mean (bcr, precision, recall, f1) is over the classes with at least one test image: a class
     without any has no recall, and its precision, 0 then, would pull the mean down for a class not tested."""
     logits, num_classes = logits.float(), len(num_per_cls)
